@@ -1,0 +1,195 @@
+"""The default config every experiment file starts from, and the checks on configs.
+
+Bad input gets a `ConfigError`: `main.py` prints its message on one line and exits with status 2.
+"""
+
+import difflib
+import importlib.util
+import json
+import math
+import os
+import sys
+from typing import Any
+
+import ml_collections
+from ml_collections import config_dict
+
+# Keys that may differ between a workdir's config.json and a rerun on it: they change how long a
+# run goes and how often it reports, not what one step computes.
+RESUME_SAFE_KEYS = (
+    "total_steps", "total_epochs", "log_every", "eval_every", "checkpoint_every", "checkpoint_keep",
+)
+
+
+class ConfigError(ValueError):
+  """A config, flag or workdir the run cannot use; the message is the one line the user sees."""
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Every key a config has, so that scripts can rely on them; experiment files override."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.batch_size = 128  # global, over all processes and devices
+  c.eval_batch_size = 1000  # global; the last batch is padded and masked
+  c.total_steps = 1000
+  c.total_epochs = config_dict.placeholder(float)  # when set, wins over total_steps
+  c.log_every = 100
+  c.eval_every = 1000
+  c.checkpoint_every = 1000
+  c.checkpoint_keep = 3
+  c.init_from = ""  # another workdir whose newest parameters warm-start this run
+
+  c.mesh = ml_collections.ConfigDict({"data": -1})  # axis name -> size; -1 fills the rest
+  c.sharding = "dp"
+
+  c.model = ml_collections.ConfigDict({"name": ""})  # other keys go to the model's constructor
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = ""  # a TFDS name: ours (mnist1d, digits) or the catalogue's (mnist, cifar10)
+  c.data.data_dir = ""  # "" = TFDS default ($TFDS_DATA_DIR or ~/tensorflow_datasets)
+  c.data.train_split = "train"
+  c.data.eval_split = "test"
+  c.data.input_key = "image"
+  c.data.label_key = "label"
+  c.data.scale = 1.0  # inputs are multiplied by this (1/255 for uint8 images)
+  c.data.cache = False  # decode the training split into memory once (small data sets)
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = "adam"  # sgd, momentum, nesterov, adam, adamw, lamb
+  c.optimizer.learning_rate = 1e-3  # peak value; the schedule shapes it
+  c.optimizer.momentum = 0.9
+  c.optimizer.b1 = 0.9
+  c.optimizer.b2 = 0.999
+  c.optimizer.eps = 1e-8
+  c.optimizer.weight_decay = 0.0  # applied to kernels only, never biases or norm scales
+  c.optimizer.grad_clip_norm = 0.0  # 0 = no clipping
+
+  c.schedule = ml_collections.ConfigDict()
+  c.schedule.name = "constant"  # constant, linear, cosine, step, warmup_cosine, rsqrt
+  c.schedule.warmup_steps = 0
+  c.schedule.end_factor = 0.0  # final lr as a fraction of the peak (linear, cosine)
+  c.schedule.boundaries = (0.5, 0.75)  # step: fractions of total_steps
+  c.schedule.decay_factor = 0.1  # step: lr is multiplied by this at each boundary
+  return c
+
+
+def total_steps(config: ml_collections.ConfigDict, num_train_examples: int) -> int:
+  """total_epochs (when set) converted to steps, else total_steps."""
+  if config.total_epochs is not None:
+    if config.total_epochs <= 0:
+      raise ConfigError(f"total_epochs must be positive, got {config.total_epochs}")
+    return math.ceil(config.total_epochs * num_train_examples / config.batch_size)
+  if config.total_steps <= 0:
+    raise ConfigError(f"total_steps must be positive, got {config.total_steps}")
+  return config.total_steps
+
+
+def check_values(config: ml_collections.ConfigDict) -> None:
+  """Checks that need no data, model or devices."""
+  for key in ("batch_size", "eval_batch_size", "log_every", "eval_every", "checkpoint_every",
+              "checkpoint_keep"):
+    if config[key] <= 0:
+      raise ConfigError(f"{key} must be positive, got {config[key]}")
+  if not config.model.name:
+    raise ConfigError("model.name is empty: set it in the config file or with --config.model.name")
+  if not config.data.name:
+    raise ConfigError("data.name is empty: set it in the config file or with --config.data.name")
+
+
+def to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The config as plain JSON types (tuples become lists), as written to config.json."""
+  return json.loads(json.dumps(config.to_dict()))
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+  """Flat names of keys whose values differ, ignoring RESUME_SAFE_KEYS."""
+  a, b = flatten(old), flatten(new)
+  keys = sorted(set(a) | set(b))
+  return [k for k in keys if k not in RESUME_SAFE_KEYS and a.get(k, "<absent>") != b.get(k, "<absent>")]
+
+
+# --- Command line ---------------------------------------------------------------------------------
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+  """Loads `path.py[:arg]` the way config_flags does; ConfigError if it cannot."""
+  path, _, arg = spec.partition(":")
+  if not os.path.isfile(path):
+    raise ConfigError(f"config file not found: {path}")
+  try:
+    module_spec = importlib.util.spec_from_file_location("_bigmodel_config", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+  except Exception as e:  # the file's own error, whatever it is
+    raise ConfigError(f"config file {path} does not import: {type(e).__name__}: {e}") from e
+  if not hasattr(module, "get_config"):
+    raise ConfigError(f"config file {path} defines no get_config(arg)")
+  try:
+    return module.get_config(arg) if arg else module.get_config()
+  except Exception as e:
+    raise ConfigError(f"{path}: get_config({arg!r}) failed: {type(e).__name__}: {e}") from e
+
+
+def nearest_keys(key: str, valid: list[str], n: int = 3) -> list[str]:
+  """Likely meant keys: acronyms among siblings (lr -> learning_rate), then close spellings."""
+  parent, _, leaf = key.rpartition(".")
+  siblings = [v for v in valid if v.rpartition(".")[0] == parent]
+  acronyms = [v for v in siblings
+              if "".join(w[0] for w in v.rpartition(".")[2].split("_") if w) == leaf]
+  close = (difflib.get_close_matches(key, siblings, n, 0.6) +
+           difflib.get_close_matches(key, valid, n, 0.6))
+  return list(dict.fromkeys(acronyms + close))[:n]
+
+
+def _override_error(argv: list[str], config: ml_collections.ConfigDict) -> str | None:
+  """Names the first --config.KEY override that is not a key of the config, with near names."""
+  valid = sorted(flatten(to_dict(config)))
+  for a in argv:
+    if not a.startswith("--config."):
+      continue
+    key = a[len("--config."):].split("=", 1)[0]
+    if key not in valid and not any(v.startswith(key + ".") for v in valid):
+      near = nearest_keys(key, valid)
+      hint = f"; nearest: {', '.join(near)}" if near else ""
+      return f"unknown config key '{key}'{hint}"
+  return None
+
+
+def _config_spec(argv: list[str]) -> str | None:
+  for i, a in enumerate(argv):
+    if a.startswith("--config="):
+      return a[len("--config="):]
+    if a == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def parse_command_line(argv: list[str]) -> list[str]:
+  """absl flags parser for main.py: every failure is one line on stderr and exit status 2."""
+  from absl import flags
+
+  try:
+    spec = _config_spec(argv)
+    if spec is None:
+      raise ConfigError("--config is required, e.g. --config=configs/mnist1d.py:cnn")
+    base = load_config_file(spec)  # import errors named here rather than deep in config_flags
+    try:
+      return flags.FLAGS(argv)
+    except Exception as e:
+      unknown = _override_error(argv, base)
+      raise ConfigError(unknown or str(e).splitlines()[0]) from e
+  except ConfigError as e:
+    if "--traceback" in argv:
+      raise
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)

@@ -1,0 +1,7 @@
+"""Input pipeline (pipeline.py) and the offline TFDS builders (one file each).
+
+Importing this package registers the builders, so `tfds.data_source("mnist1d")` and
+`tfds.data_source("digits")` work exactly as for the catalogue's data sets.
+"""
+
+from bigmodel_jax.data import digits, mnist1d  # noqa: F401

@@ -1,0 +1,33 @@
+"""Model registry: config.model.name -> a flax module class.
+
+The module is built with `num_classes` from the data set plus every other key of config.model.
+Each model's __call__ takes (inputs, *, train: bool) and returns logits.
+"""
+
+import dataclasses
+
+import flax.linen as nn
+import ml_collections
+
+from bigmodel_jax.config import ConfigError
+from bigmodel_jax.models.cnn import CNN
+from bigmodel_jax.models.mlp import MLP
+
+MODELS: dict[str, type[nn.Module]] = {
+    "mlp": MLP,
+    "cnn": CNN,
+}
+
+
+def build(model_config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
+  name = model_config.name
+  if name not in MODELS:
+    raise ConfigError(f"unknown model '{name}'; known: {', '.join(sorted(MODELS))}")
+  cls = MODELS[name]
+  options = {k: v for k, v in model_config.items() if k != "name"}
+  fields = {f.name for f in dataclasses.fields(cls) if f.init and f.name not in ("parent", "name")}
+  unknown = sorted(set(options) - fields)
+  if unknown:
+    raise ConfigError(f"model '{name}' has no option {', '.join(unknown)}; options: "
+                      f"{', '.join(sorted(fields - {'num_classes'}))}")
+  return cls(num_classes=num_classes, **options)

@@ -1,0 +1,26 @@
+"""Dense and convolution layers whose parameters carry logical axis names.
+
+Logical names used so far (sharding.py maps them to mesh axes):
+  embed      features going into a dense layer      mlp       hidden units of a dense layer
+  classes    output classes of a classifier head    conv_in / conv_out   convolution channels
+  conv_w / conv_h   convolution window (never sharded)
+"""
+
+import flax.linen as nn
+
+_KERNEL_INIT = nn.initializers.lecun_normal()
+_BIAS_INIT = nn.initializers.zeros_init()
+
+
+def dense(features: int, axes: tuple[str, str], name: str | None = None, **kwargs) -> nn.Dense:
+  return nn.Dense(features, name=name,
+                  kernel_init=nn.with_logical_partitioning(_KERNEL_INIT, axes),
+                  bias_init=nn.with_logical_partitioning(_BIAS_INIT, (axes[1],)), **kwargs)
+
+
+def conv(features: int, kernel_size: tuple[int, ...], name: str | None = None, **kwargs) -> nn.Conv:
+  """A 1-D or 2-D convolution (by len(kernel_size)) over channels-last inputs."""
+  window = ("conv_h", "conv_w")[-len(kernel_size):]
+  return nn.Conv(features, kernel_size, name=name,
+                 kernel_init=nn.with_logical_partitioning(_KERNEL_INIT, (*window, "conv_in", "conv_out")),
+                 bias_init=nn.with_logical_partitioning(_BIAS_INIT, ("conv_out",)), **kwargs)

@@ -1,0 +1,76 @@
+"""The Optax optimizer and learning-rate schedule from config.optimizer and config.schedule."""
+
+from typing import Any
+
+import jax
+import ml_collections
+import optax
+
+from bigmodel_jax.config import ConfigError
+
+
+def decay_mask(params: Any) -> Any:
+  """True for kernels and embeddings; False for biases and normalization scales (1-D leaves)."""
+  return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def make_schedule(cfg: ml_collections.ConfigDict, peak: float, total_steps: int) -> optax.Schedule:
+  """Learning rate per step: an optional linear warmup from 0, then the named shape."""
+  warmup = cfg.warmup_steps
+  if warmup < 0 or warmup >= total_steps and cfg.name != "constant":
+    raise ConfigError(f"schedule.warmup_steps={warmup} must be in [0, total_steps={total_steps})")
+  steps = max(total_steps - warmup, 1)  # steps the main shape covers
+  end = peak * cfg.end_factor
+  if cfg.name == "constant":
+    main = optax.constant_schedule(peak)
+  elif cfg.name == "linear":
+    main = optax.linear_schedule(peak, end, steps)
+  elif cfg.name in ("cosine", "warmup_cosine"):
+    main = optax.cosine_decay_schedule(peak, steps, alpha=cfg.end_factor)
+  elif cfg.name == "step":
+    if any(not 0 < b < 1 for b in cfg.boundaries):
+      raise ConfigError(f"schedule.boundaries must be fractions in (0, 1), got {cfg.boundaries}")
+    main = optax.piecewise_constant_schedule(
+        peak, {int(b * total_steps) - warmup: cfg.decay_factor for b in cfg.boundaries})
+  elif cfg.name == "rsqrt":
+    # peak until the warmup ends, then peak * sqrt(warmup / step): the Transformer schedule.
+    timescale = max(warmup, 1)
+    main = lambda count: peak * jax.lax.rsqrt((count + timescale) / timescale)
+  else:
+    raise ConfigError(f"unknown schedule '{cfg.name}'; known: constant, linear, cosine, step, "
+                      "warmup_cosine, rsqrt")
+  if cfg.name == "warmup_cosine" and warmup == 0:
+    raise ConfigError("schedule warmup_cosine needs schedule.warmup_steps > 0")
+  if warmup == 0:
+    return main
+  return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), main], [warmup])
+
+
+def make_optimizer(cfg: ml_collections.ConfigDict, schedule: optax.Schedule
+                   ) -> optax.GradientTransformation:
+  """Clipping, then the named optimizer; weight decay skips biases and norm scales."""
+  wd = cfg.weight_decay
+  if cfg.name == "sgd":
+    opt = optax.sgd(schedule)
+  elif cfg.name == "momentum":
+    opt = optax.sgd(schedule, momentum=cfg.momentum)
+  elif cfg.name == "nesterov":
+    opt = optax.sgd(schedule, momentum=cfg.momentum, nesterov=True)
+  elif cfg.name == "adam":
+    opt = optax.adam(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
+  elif cfg.name == "adamw":
+    opt = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=wd, mask=decay_mask)
+  elif cfg.name == "lamb":
+    opt = optax.lamb(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=wd, mask=decay_mask)
+  else:
+    raise ConfigError(f"unknown optimizer '{cfg.name}'; known: sgd, momentum, nesterov, adam, "
+                      "adamw, lamb")
+  parts = []
+  if cfg.grad_clip_norm < 0:
+    raise ConfigError(f"optimizer.grad_clip_norm must be >= 0, got {cfg.grad_clip_norm}")
+  if cfg.grad_clip_norm > 0:
+    parts.append(optax.clip_by_global_norm(cfg.grad_clip_norm))
+  if wd and cfg.name in ("sgd", "momentum", "nesterov", "adam"):
+    # Coupled L2: the decay enters the gradient, as in the classic SGD + weight decay recipes.
+    parts.append(optax.add_decayed_weights(wd, mask=decay_mask))
+  return optax.chain(*parts, opt)

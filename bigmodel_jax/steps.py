@@ -1,0 +1,58 @@
+"""Pure train and eval steps. Everything static (model, optimizer, schedule) is bound with
+functools.partial before jit; no config object reaches a traced function."""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from bigmodel_jax.state import TrainState
+
+Batch = dict[str, jax.Array]  # "inputs" B x ..., "label" B (int32), eval also "mask" B
+
+
+def _forward(model: nn.Module, state: TrainState, params: Any, inputs: jax.Array, *,
+             train: bool, rng: jax.Array | None = None) -> tuple[jax.Array, Any]:
+  """Logits (float32) and the updated model_state (unchanged unless training)."""
+  variables = {"params": params, **state.model_state}
+  rngs = {"dropout": rng} if rng is not None else {}
+  if train and state.model_state:
+    logits, new_model_state = model.apply(variables, inputs, train=True, rngs=rngs,
+                                          mutable=list(state.model_state))
+  else:
+    logits, new_model_state = model.apply(variables, inputs, train=train, rngs=rngs), state.model_state
+  return logits.astype(jnp.float32), new_model_state
+
+
+def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
+               tx: optax.GradientTransformation, schedule: optax.Schedule
+               ) -> tuple[TrainState, dict[str, jax.Array]]:
+  rng = jax.random.fold_in(state.rng, state.step)
+
+  def loss_fn(params):
+    logits_BxC, model_state = _forward(model, state, params, batch["inputs"], train=True, rng=rng)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits_BxC, batch["label"]).mean()
+    return loss, (logits_BxC, model_state)
+
+  (loss, (logits_BxC, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                            opt_state=opt_state, model_state=model_state)
+  metrics = {
+      "loss": loss,
+      "accuracy": jnp.mean(jnp.argmax(logits_BxC, -1) == batch["label"]),
+      "learning_rate": jnp.asarray(schedule(state.step), jnp.float32),
+      "grad_norm": optax.tree.norm(grads),
+  }
+  return new_state, metrics
+
+
+def eval_step(state: TrainState, batch: Batch, *, model: nn.Module) -> dict[str, jax.Array]:
+  """Sums over the real (mask 1) examples; the caller divides by "count" at the end."""
+  logits_BxC, _ = _forward(model, state, state.params, batch["inputs"], train=False)
+  mask = batch["mask"]
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits_BxC, batch["label"])
+  correct = jnp.argmax(logits_BxC, -1) == batch["label"]
+  return {"loss": jnp.sum(loss * mask), "accuracy": jnp.sum(correct * mask), "count": jnp.sum(mask)}

@@ -1,0 +1,190 @@
+"""train_and_evaluate(config, workdir): the one training loop every model family goes through.
+
+Read it top to bottom: checks, mesh, input, model and optimizer, sharded state, compiled steps,
+workdir, restore, loop (log, eval, checkpoint), results. Nothing is written to the workdir until
+every check has passed.
+"""
+
+import functools
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from bigmodel_jax import checkpoint, metrics, models, optim, sharding, steps
+from bigmodel_jax import config as config_lib
+from bigmodel_jax import state as state_lib
+from bigmodel_jax.config import ConfigError
+from bigmodel_jax.data import pipeline
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       allow_config_change: bool = False) -> dict[str, Any]:
+  t_start = time.time()
+  config_lib.check_values(config)
+  _check_workdir(workdir, config, allow_config_change)
+
+  # --- Mesh: axes from config.mesh; the batch is split over the preset's batch axes. ---
+  mesh = sharding.make_mesh(config.mesh.to_dict())
+  rules, batch_axes = sharding.preset(config.sharding)
+  batch_axes = sharding.batch_axes(mesh, batch_axes)
+  sharding.check_batch_size("batch_size", config.batch_size, mesh, batch_axes)
+  sharding.check_batch_size("eval_batch_size", config.eval_batch_size, mesh, batch_axes)
+  batch_sharding = sharding.batch_sharding(mesh, batch_axes)
+
+  # --- Input: TFDS sources, a checkpointable Grain iterator over this process's shard. ---
+  sources = pipeline.load(config.data)
+  total_steps = config_lib.total_steps(config, len(sources.train))
+  train_iter = pipeline.train_iterator(sources.train, config.data, config.batch_size, config.seed)
+  example = pipeline.Preprocess(config.data).map(sources.train[0])["inputs"][None]
+
+  # --- Model and optimizer. ---
+  model = models.build(config.model, sources.num_classes)
+  schedule = optim.make_schedule(config.schedule, config.optimizer.learning_rate, total_steps)
+  tx = optim.make_optimizer(config.optimizer, schedule)
+
+  # --- Sharded state: parameters and optimizer state created in place on the mesh. ---
+  try:
+    state, state_shardings = state_lib.create(model, tx, jnp.asarray(example), config.seed,
+                                              mesh, rules)
+  except (ValueError, TypeError) as e:
+    raise ConfigError(f"model '{config.model.name}' cannot be built for inputs of shape "
+                      f"{example.shape[1:]}: {str(e).splitlines()[0]}") from e
+  n_params = state_lib.num_params(state.params)
+  resuming = _has_checkpoint(workdir)
+  if config.init_from and not resuming:
+    params = checkpoint.load_params(config.init_from, state_lib.abstract(
+        state_shardings.params, state.params))
+    state = state.replace(params=params)
+
+  # --- Compiled steps: the state is donated, so the update happens in place. ---
+  train_step = jax.jit(
+      functools.partial(steps.train_step, model=model, tx=tx, schedule=schedule),
+      in_shardings=(state_shardings, batch_sharding), out_shardings=(state_shardings, None),
+      donate_argnums=0)
+  eval_step = jax.jit(functools.partial(steps.eval_step, model=model),
+                      in_shardings=(state_shardings, batch_sharding))
+
+  def global_batch(local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(batch_sharding, x), local)
+
+  def evaluate(state: state_lib.TrainState) -> dict[str, float]:
+    sums = None
+    for batch in pipeline.eval_batches(sources.eval, config.data, config.eval_batch_size):
+      out = eval_step(state, global_batch(batch))
+      sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+    sums = jax.device_get(sums)
+    count = max(float(sums.pop("count")), 1.0)
+    return {f"eval/{k}": float(v) / count for k, v in sums.items()}
+
+  # --- Workdir: every check passed; from here on files are written. ---
+  _write_json(os.path.join(workdir, "config.json"), config_lib.to_dict(config))
+  writer = metrics.MetricWriter(workdir)
+  mngr = checkpoint.manager(workdir, config.checkpoint_keep)
+  progress = metrics.Progress(total_steps, 0)
+  progress.message(f"Model {config.model.name}: {n_params:,} parameters; data {config.data.name}: "
+                   f"{len(sources.train):,} train / {len(sources.eval):,} eval examples; "
+                   f"{total_steps:,} steps; mesh {dict(mesh.shape)} on {jax.device_count()} devices")
+
+  # --- Restore: the newest checkpoint (state and data position), else a fresh start. ---
+  start_step = 0
+  restored = checkpoint.restore_latest(mngr, state_lib.abstract(state_shardings, state), train_iter)
+  if restored is not None:
+    state, start_step = restored
+    progress.message(f"Resumed from the checkpoint at step {start_step} in {workdir}")
+  elif config.init_from:
+    progress.message(f"Initialized parameters from {config.init_from}")
+  writer.truncate_after(start_step)
+  progress = metrics.Progress(total_steps, start_step)
+
+  # --- Loop: one jitted step per batch; log, evaluate and checkpoint on their cadences. ---
+  pending: list[dict[str, jax.Array]] = []
+  t_interval, t_first = time.time(), None
+  eval_metrics: dict[str, float] = {}
+  for step in range(start_step + 1, total_steps + 1):  # `step` = updates done after this one
+    state, step_metrics = train_step(state, global_batch(next(train_iter)))
+    pending.append(step_metrics)
+    if t_first is None:  # the first step includes compilation; rates are measured after it
+      jax.block_until_ready(step_metrics)
+      t_first = t_interval = time.time()
+    last = step == total_steps
+    if step % config.log_every == 0 or last:
+      rows = jax.device_get(pending)
+      logged = {f"train/{k}": float(np.mean([r[k] for r in rows])) for k in rows[0]}
+      logged["train/learning_rate"] = float(rows[-1]["learning_rate"])
+      now = time.time()
+      logged["train/steps_per_sec"] = len(rows) / max(now - t_interval, 1e-9)
+      pending, t_interval = [], now
+      writer.write(step, logged)
+      progress.log(step, logged)
+    if step % config.eval_every == 0 or last:
+      eval_metrics = evaluate(state)
+      writer.write(step, eval_metrics)
+      progress.log(step, eval_metrics)
+    if step % config.checkpoint_every == 0 or last:
+      checkpoint.save(mngr, step, state, train_iter)
+    progress.update(step)
+  t_end = time.time()
+  mngr.wait_until_finished()
+
+  # --- Results. ---
+  if not eval_metrics:  # resumed a finished run: evaluate the final state again
+    eval_metrics = evaluate(state)
+  trained = total_steps - start_step
+  results = {
+      "step": total_steps,
+      **eval_metrics,
+      "num_params": n_params,
+      "wall_time_s": round(time.time() - t_start, 3),
+      "steps_per_sec": (trained - 1) / (t_end - t_first) if trained > 1 else None,
+      "start_step": start_step,
+      "params_sha256": state_lib.params_digest(state.params),
+  }
+  _write_json(os.path.join(workdir, "results.json"), results)
+  writer.close()
+  mngr.close()
+  progress.message(f"Done: {json.dumps({k: v for k, v in results.items() if k != 'params_sha256'})}")
+  return results
+
+
+def _check_workdir(workdir: str, config: ml_collections.ConfigDict, allow_change: bool) -> None:
+  """Read-only checks: the workdir is usable and, if it holds a run, this config matches it."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ConfigError(f"workdir {workdir} exists and is not a directory")
+  existing = workdir
+  while not os.path.exists(existing):
+    existing = os.path.dirname(os.path.abspath(existing))
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise ConfigError(f"workdir {workdir} is not writable ({existing})")
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path) or allow_change:
+    return
+  try:
+    with open(path) as f:
+      old = json.load(f)
+  except (OSError, ValueError) as e:
+    raise ConfigError(f"{path} is unreadable ({e}); use another workdir") from e
+  changed = config_lib.changed_keys(old, config_lib.to_dict(config))
+  if changed:
+    raise ConfigError(f"workdir {workdir} holds a run with a different config ({', '.join(changed)}"
+                      f"); use another workdir, or --allow_config_change to resume it anyway")
+
+
+def _has_checkpoint(workdir: str) -> bool:
+  path = checkpoint.directory(workdir)
+  return os.path.isdir(path) and any(n.isdigit() for n in os.listdir(path))
+
+
+def _write_json(path: str, obj: Any) -> None:
+  """Atomically (write, then rename), from process 0 only."""
+  if jax.process_index() != 0:
+    return
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  with open(path + ".tmp", "w") as f:
+    json.dump(obj, f, indent=2)
+  os.replace(path + ".tmp", path)

@@ -1,0 +1,40 @@
+"""MNIST-1D (4,000 train / 1,000 test sequences of length 40, 10 classes), offline.
+
+  python -m bigmodel_jax.main --config=configs/mnist1d.py:cnn --workdir=runs/mnist1d_cnn
+  python -m bigmodel_jax.main --config=configs/mnist1d.py:mlp --workdir=runs/mnist1d_mlp
+
+Variants (the arg): cnn, the reference CNN of the MNIST-1D paper (three stride-2 convolutions of
+25 channels, 5,210 parameters); mlp, the reference MLP (two hidden layers of 100, 15,210).
+Training: batch 100 and 8,000 steps as in the reference, with AdamW (learning rate 1e-2, weight
+decay 0.05) and a cosine decay, which holds test accuracy above 90% over seeds; the reference's
+constant-rate Adam is `--config.optimizer.name=adam --config.schedule.name=constant`.
+"""
+
+from bigmodel_jax.config import default_config
+
+VARIANTS = {
+    "cnn": dict(name="cnn", channels=(25, 25, 25), kernel_sizes=(5, 3, 3), strides=2,
+                padding="1", pool=(1, 1, 1), dense=()),
+    "mlp": dict(name="mlp", hidden=(100, 100)),
+}
+
+
+def get_config(arg: str = "cnn"):
+  if arg not in VARIANTS:
+    raise ValueError(f"unknown variant '{arg}'; known: {', '.join(VARIANTS)}")
+  c = default_config()
+  c.model.update(VARIANTS[arg])
+  c.data.name = "mnist1d"
+  c.data.input_key = "x"
+  c.data.cache = True
+  c.batch_size = 100
+  c.eval_batch_size = 1000
+  c.total_steps = 8000
+  c.optimizer.name = "adamw"
+  c.optimizer.learning_rate = 1e-2
+  c.optimizer.weight_decay = 0.05
+  c.schedule.name = "cosine"
+  c.log_every = 200
+  c.eval_every = 1000
+  c.checkpoint_every = 1000
+  return c

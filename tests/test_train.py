@@ -1,0 +1,140 @@
+"""train_and_evaluate on 8 fake devices: files, metrics, learning, resume, warm start, refusals."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from conftest import small_config
+
+from bigmodel_jax import checkpoint, train
+from bigmodel_jax.config import ConfigError
+
+
+def _quick(arg="cnn", file="mnist1d", **overrides):
+  # A constant schedule, so that extending total_steps does not reshape the learning rate.
+  base = dict(total_steps=60, log_every=20, eval_every=30, checkpoint_every=30, batch_size=64,
+              eval_batch_size=512, **{"schedule.name": "constant"})
+  return small_config(arg, file, **{**base, **overrides})
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("run"))
+  return workdir, train.train_and_evaluate(_quick(), workdir)
+
+
+def _rows(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def test_run_writes_the_workdir_contract(finished_run):
+  workdir, results = finished_run
+  assert sorted(os.listdir(workdir)) == ["checkpoints", "config.json", "metrics.jsonl",
+                                         "results.json", "tensorboard"]
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert json.load(f)["model"]["name"] == "cnn"
+  rows = _rows(workdir)
+  train_rows = [r for r in rows if "train/loss" in r]
+  eval_rows = [r for r in rows if "eval/accuracy" in r]
+  assert [r["step"] for r in train_rows] == [20, 40, 60]
+  assert [r["step"] for r in eval_rows] == [30, 60]
+  assert {"train/loss", "train/learning_rate", "train/steps_per_sec", "train/accuracy",
+          "train/grad_norm"} <= set(train_rows[0])
+  with open(os.path.join(workdir, "results.json")) as f:
+    saved = json.load(f)
+  assert saved == results
+  assert results["num_params"] == 5210 and results["step"] == 60
+  assert {"eval/accuracy", "eval/loss", "wall_time_s", "steps_per_sec"} <= set(results)
+  assert sorted(os.listdir(checkpoint.directory(workdir))) == ["30", "60"]
+  assert any(n.startswith("events.out.tfevents") for n in os.listdir(os.path.join(workdir, "tensorboard")))
+
+
+def test_loss_goes_down_and_the_model_learns(finished_run):
+  workdir, results = finished_run
+  losses = [r["train/loss"] for r in _rows(workdir) if "train/loss" in r]
+  assert losses[-1] < 0.8 * losses[0]
+  assert results["eval/accuracy"] > 0.3  # chance is 0.1
+
+
+def test_parameters_and_batches_live_on_the_mesh(tmp_path):
+  # The state is created sharded: every leaf is a global array over all 8 devices.
+  c = _quick(total_steps=2)
+  results = train.train_and_evaluate(c, str(tmp_path))
+  assert results["step"] == 2 and jax.device_count() == 8
+
+
+def test_rerun_resumes_and_a_longer_rerun_continues_exactly(finished_run, tmp_path):
+  workdir, results = finished_run
+  # Same command again on a finished workdir: nothing to train, same final model.
+  again = train.train_and_evaluate(_quick(), workdir)
+  assert again["start_step"] == 60 and again["params_sha256"] == results["params_sha256"]
+  # 30 steps, then the same run extended to 60 (a duration key may change): equals 60 at once.
+  short = str(tmp_path / "short")
+  train.train_and_evaluate(_quick(total_steps=30), short)
+  extended = train.train_and_evaluate(_quick(total_steps=60), short)
+  assert extended["start_step"] == 30
+  assert extended["params_sha256"] == results["params_sha256"]
+  for kind in ("train/loss", "eval/loss"):  # the resumed run logged no step twice
+    logged = [r["step"] for r in _rows(short) if kind in r]
+    assert logged == sorted(set(logged)) and logged[-1] == 60
+
+
+def test_workdir_with_a_different_config_is_refused(finished_run):
+  workdir, _ = finished_run
+  before = sorted(os.listdir(workdir)), open(os.path.join(workdir, "metrics.jsonl")).read()
+  with pytest.raises(ConfigError, match=r"different config \(optimizer.learning_rate\)"):
+    train.train_and_evaluate(_quick(**{"optimizer.learning_rate": 0.5}), workdir)
+  assert (sorted(os.listdir(workdir)), open(os.path.join(workdir, "metrics.jsonl")).read()) == before
+
+
+def test_init_from_warm_starts_the_parameters(finished_run, tmp_path):
+  source, results = finished_run
+  # One SGD step with learning rate 0 leaves the parameters exactly as loaded.
+  c = _quick(total_steps=1, init_from=source, **{"optimizer.name": "sgd",
+                                                 "optimizer.learning_rate": 0.0})
+  warm = train.train_and_evaluate(c, str(tmp_path / "warm"))
+  assert warm["params_sha256"] == results["params_sha256"]
+  assert abs(warm["eval/accuracy"] - results["eval/accuracy"]) < 1e-6
+  with pytest.raises(ConfigError, match="init_from: no checkpoints"):
+    train.train_and_evaluate(_quick(init_from=str(tmp_path / "nothing")), str(tmp_path / "w2"))
+  assert not os.path.exists(tmp_path / "w2")
+
+
+def test_total_epochs_converts_to_steps(tmp_path):
+  c = _quick(total_epochs=0.08)  # 0.08 * 4000 / 64 = 5 steps
+  assert train.train_and_evaluate(c, str(tmp_path))["step"] == 5
+
+
+@pytest.mark.parametrize("arg", ["cnn", "mlp"])
+def test_digits_2d_models_train(tmp_path, arg):
+  c = _quick(arg, "digits", total_epochs=None, total_steps=40, batch_size=32, eval_batch_size=360,
+             **{"schedule.warmup_steps": 5})
+  results = train.train_and_evaluate(c, str(tmp_path))
+  assert results["eval/accuracy"] > 0.5
+
+
+def test_catalogue_data_set_trains_through_the_same_trainer(tmp_path):
+  c = _quick("cnn", "digits", total_epochs=None, total_steps=3, batch_size=16, eval_batch_size=32,
+             **{"data.name": "mnist", "data.scale": 1 / 255, "schedule.warmup_steps": 1})
+  with tfds.testing.mock_data(num_examples=64):
+    results = train.train_and_evaluate(c, str(tmp_path))
+  assert results["step"] == 3 and np.isfinite(results["eval/loss"])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"batch_size": 100}, "batch_size=100 does not divide over the 8 data-parallel devices"),
+    ({"eval_batch_size": 1001}, "eval_batch_size=1001 does not divide"),
+    ({"mesh.data": 3}, "needs 3 devices, but 8 are available"),
+    ({"model.name": "transformer9"}, "unknown model 'transformer9'"),
+    ({"data.name": "no_such_data"}, "unknown data set 'no_such_data'"),
+    ({"model.channels": (8, 8)}, "cannot be built"),
+])
+def test_bad_configs_write_nothing(tmp_path, overrides, message):
+  workdir = tmp_path / "w"
+  with pytest.raises(ConfigError, match=message):
+    train.train_and_evaluate(_quick(**overrides), str(workdir))
+  assert not workdir.exists()
