@@ -63,6 +63,15 @@ def _to_python(v: Any) -> Any:
   return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
+_CLEAR_LINE = "\r\033[K"  # carriage return, erase to the end of the line (over a progress bar)
+
+
+def console(text: str) -> None:
+  """A line for the user, from process 0 only; clears a progress bar on a terminal first."""
+  if jax.process_index() == 0:
+    print(f"{_CLEAR_LINE if sys.stdout.isatty() else ''}{text}", flush=True)
+
+
 class Progress:
   """A one-line progress bar on a terminal; plain lines at each log step otherwise (log files)."""
 
@@ -94,12 +103,8 @@ class Progress:
     text = " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float))
     print(f"{self._clear()}step {step}/{self.total} {text} {self._rate(step)}", flush=True)
 
-  def message(self, text: str) -> None:
-    if self.active:
-      print(f"{self._clear()}{text}", flush=True)
-
   def _clear(self) -> str:
-    return "\r\033[K" if self.tty else ""
+    return _CLEAR_LINE if self.tty else ""
 
   def _rate(self, step: int) -> str:
     elapsed = time.time() - self.t0

@@ -56,8 +56,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     raise ConfigError(f"model '{config.model.name}' cannot be built for inputs of shape "
                       f"{example.shape[1:]}: {str(e).splitlines()[0]}") from e
   n_params = state_lib.num_params(state.params)
-  resuming = _has_checkpoint(workdir)
-  if config.init_from and not resuming:
+  if config.init_from and not _has_checkpoint(workdir):  # a workdir's own checkpoint wins
     params = checkpoint.load_params(config.init_from, state_lib.abstract(
         state_shardings.params, state.params))
     state = state.replace(params=params)
@@ -86,46 +85,50 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   _write_json(os.path.join(workdir, "config.json"), config_lib.to_dict(config))
   writer = metrics.MetricWriter(workdir)
   mngr = checkpoint.manager(workdir, config.checkpoint_keep)
-  progress = metrics.Progress(total_steps, 0)
-  progress.message(f"Model {config.model.name}: {n_params:,} parameters; data {config.data.name}: "
-                   f"{len(sources.train):,} train / {len(sources.eval):,} eval examples; "
-                   f"{total_steps:,} steps; mesh {dict(mesh.shape)} on {jax.device_count()} devices")
+  metrics.console(f"Model {config.model.name}: {n_params:,} parameters; data {config.data.name}: "
+                  f"{len(sources.train):,} train / {len(sources.eval):,} eval examples; "
+                  f"{total_steps:,} steps; mesh {dict(mesh.shape)} on {jax.device_count()} devices")
 
   # --- Restore: the newest checkpoint (state and data position), else a fresh start. ---
   start_step = 0
   restored = checkpoint.restore_latest(mngr, state_lib.abstract(state_shardings, state), train_iter)
   if restored is not None:
     state, start_step = restored
-    progress.message(f"Resumed from the checkpoint at step {start_step} in {workdir}")
+    metrics.console(f"Resumed from the checkpoint at step {start_step} in {workdir}")
   elif config.init_from:
-    progress.message(f"Initialized parameters from {config.init_from}")
+    metrics.console(f"Initialized parameters from {config.init_from}")
   writer.truncate_after(start_step)
-  progress = metrics.Progress(total_steps, start_step)
 
   # --- Loop: one jitted step per batch; log, evaluate and checkpoint on their cadences. ---
+  progress = metrics.Progress(total_steps, start_step)
   pending: list[dict[str, jax.Array]] = []
-  t_interval, t_first = time.time(), None
+  t_first = t_interval = None  # the first step includes compilation; rates are timed after it
+  timed = 0  # steps since t_interval
   eval_metrics: dict[str, float] = {}
   for step in range(start_step + 1, total_steps + 1):  # `step` = updates done after this one
     state, step_metrics = train_step(state, global_batch(next(train_iter)))
     pending.append(step_metrics)
-    if t_first is None:  # the first step includes compilation; rates are measured after it
+    if t_first is None:
       jax.block_until_ready(step_metrics)
       t_first = t_interval = time.time()
+    else:
+      timed += 1
     last = step == total_steps
+    row = {}  # one metrics.jsonl line per step that logs or evaluates
     if step % config.log_every == 0 or last:
-      rows = jax.device_get(pending)
-      logged = {f"train/{k}": float(np.mean([r[k] for r in rows])) for k in rows[0]}
-      logged["train/learning_rate"] = float(rows[-1]["learning_rate"])
+      fetched = jax.device_get(pending)
+      row = {f"train/{k}": float(np.mean([r[k] for r in fetched])) for k in fetched[0]}
+      row["train/learning_rate"] = float(fetched[-1]["learning_rate"])
       now = time.time()
-      logged["train/steps_per_sec"] = len(rows) / max(now - t_interval, 1e-9)
-      pending, t_interval = [], now
-      writer.write(step, logged)
-      progress.log(step, logged)
+      if timed:
+        row["train/steps_per_sec"] = timed / (now - t_interval)
+      pending, t_interval, timed = [], now, 0
     if step % config.eval_every == 0 or last:
       eval_metrics = evaluate(state)
-      writer.write(step, eval_metrics)
-      progress.log(step, eval_metrics)
+      row.update(eval_metrics)
+    if row:
+      writer.write(step, row)
+      progress.log(step, row)
     if step % config.checkpoint_every == 0 or last:
       checkpoint.save(mngr, step, state, train_iter)
     progress.update(step)
@@ -148,7 +151,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   _write_json(os.path.join(workdir, "results.json"), results)
   writer.close()
   mngr.close()
-  progress.message(f"Done: {json.dumps({k: v for k, v in results.items() if k != 'params_sha256'})}")
+  metrics.console(f"Done: {json.dumps({k: v for k, v in results.items() if k != 'params_sha256'})}")
   return results
 
 
