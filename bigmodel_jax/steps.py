@@ -42,11 +42,20 @@ def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
                             opt_state=opt_state, model_state=model_state)
   metrics = {
       "loss": loss,
-      "accuracy": jnp.mean(jnp.argmax(logits_BxC, -1) == batch["label"]),
+      **{k: jnp.mean(v) for k, v in _hits(logits_BxC, batch["label"]).items()},
       "learning_rate": jnp.asarray(schedule(state.step), jnp.float32),
       "grad_norm": optax.tree.norm(grads),
   }
   return new_state, metrics
+
+
+def _hits(logits_BxC: jax.Array, labels_B: jax.Array) -> dict[str, jax.Array]:
+  """Per-example 0/1: "accuracy", and "top5_accuracy" when there are more than 5 classes."""
+  hits = {"accuracy": (jnp.argmax(logits_BxC, -1) == labels_B).astype(jnp.float32)}
+  if logits_BxC.shape[-1] > 5:
+    _, top5_Bx5 = jax.lax.top_k(logits_BxC, 5)
+    hits["top5_accuracy"] = jnp.any(top5_Bx5 == labels_B[:, None], axis=-1).astype(jnp.float32)
+  return hits
 
 
 def eval_step(state: TrainState, batch: Batch, *, model: nn.Module) -> dict[str, jax.Array]:
@@ -54,5 +63,5 @@ def eval_step(state: TrainState, batch: Batch, *, model: nn.Module) -> dict[str,
   logits_BxC, _ = _forward(model, state, state.params, batch["inputs"], train=False)
   mask = batch["mask"]
   loss = optax.softmax_cross_entropy_with_integer_labels(logits_BxC, batch["label"])
-  correct = jnp.argmax(logits_BxC, -1) == batch["label"]
-  return {"loss": jnp.sum(loss * mask), "accuracy": jnp.sum(correct * mask), "count": jnp.sum(mask)}
+  sums = {k: jnp.sum(v * mask) for k, v in _hits(logits_BxC, batch["label"]).items()}
+  return {"loss": jnp.sum(loss * mask), **sums, "count": jnp.sum(mask)}

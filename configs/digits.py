@@ -2,9 +2,11 @@
 
   python -m bigmodel_jax.main --config=configs/digits.py:cnn --workdir=runs/digits_cnn
   python -m bigmodel_jax.main --config=configs/digits.py:mlp --workdir=runs/digits_mlp
+  python -m bigmodel_jax.main --config=configs/digits.py:resnet --workdir=runs/digits_resnet
 
 Variants (the arg): cnn, the classic Keras/TF tutorial CNN (conv 32-64-64, 3x3, max-pool after
-the first two, dense 64, head), with SAME padding for the small images; mlp, two hidden layers.
+the first two, dense 64, head), with SAME padding for the small images; mlp, two hidden layers;
+resnet, a CIFAR-style ResNet (3x3 stem, BasicBlocks, stages of 2 at widths 32-64-128).
 """
 
 from bigmodel_jax.config import default_config
@@ -13,6 +15,8 @@ VARIANTS = {
     "cnn": dict(name="cnn", channels=(32, 64, 64), kernel_sizes=(3, 3, 3), padding="SAME",
                 pool=(2, 2, 1), dense=(64,)),
     "mlp": dict(name="mlp", hidden=(128, 128)),
+    "resnet": dict(name="resnet", stem="cifar", stage_sizes=(2, 2, 2), widths=(32, 64, 128),
+                   bottleneck=False, zero_init_residual=True),
 }
 
 

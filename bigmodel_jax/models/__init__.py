@@ -11,11 +11,17 @@ import ml_collections
 
 from bigmodel_jax.config import ConfigError
 from bigmodel_jax.models.cnn import CNN
+from bigmodel_jax.models.densenet import DenseNet
 from bigmodel_jax.models.mlp import MLP
+from bigmodel_jax.models.mobilenet import MobileNet
+from bigmodel_jax.models.resnet import ResNet
 
 MODELS: dict[str, type[nn.Module]] = {
     "mlp": MLP,
     "cnn": CNN,
+    "resnet": ResNet,  # ResNeXt too: groups, width_per_group
+    "mobilenet": MobileNet,
+    "densenet": DenseNet,
 }
 
 
