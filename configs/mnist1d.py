@@ -2,6 +2,9 @@
 
   python -m bigmodel_jax.main --config=configs/mnist1d.py:cnn --workdir=runs/mnist1d_cnn
   python -m bigmodel_jax.main --config=configs/mnist1d.py:mlp --workdir=runs/mnist1d_mlp
+  python -m bigmodel_jax.main --config=configs/mnist1d.py:gru --workdir=runs/mnist1d_gru
+  python -m bigmodel_jax.main --config=configs/mnist1d.py:lstm --workdir=runs/mnist1d_lstm
+  python -m bigmodel_jax.main --config=configs/mnist1d.py:lstm_attention --workdir=runs/mnist1d_lstm_attention
 
 Variants (the arg): cnn, the reference CNN of the MNIST-1D paper (three stride-2 convolutions of
 25 channels, 5,210 parameters); mlp, the reference MLP (two hidden layers of 100, 15,210).
@@ -16,6 +19,10 @@ VARIANTS = {
     "cnn": dict(name="cnn", channels=(25, 25, 25), kernel_sizes=(5, 3, 3), strides=2,
                 padding="1", pool=(1, 1, 1), dense=()),
     "mlp": dict(name="mlp", hidden=(100, 100)),
+    "gru": dict(name="rnn", cell="gru", hidden=64, bidirectional=True),
+    "lstm": dict(name="rnn", cell="lstm", hidden=64, bidirectional=True),
+    "lstm_attention": dict(name="rnn", cell="lstm", hidden=64, bidirectional=True,
+                           pooling="attention"),
 }
 
 
@@ -34,6 +41,8 @@ def get_config(arg: str = "cnn"):
   c.optimizer.learning_rate = 1e-2
   c.optimizer.weight_decay = 0.05
   c.schedule.name = "cosine"
+  if c.model.name == "rnn":
+    c.total_steps = 2000  # the recurrent nets converge in far fewer steps and cost more per step
   c.log_every = 200
   c.eval_every = 1000
   c.checkpoint_every = 1000

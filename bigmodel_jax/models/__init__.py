@@ -14,6 +14,7 @@ from bigmodel_jax.models.cnn import CNN
 from bigmodel_jax.models.densenet import DenseNet
 from bigmodel_jax.models.mlp import MLP
 from bigmodel_jax.models.mobilenet import MobileNet
+from bigmodel_jax.models.recurrent import RNNClassifier
 from bigmodel_jax.models.resnet import ResNet
 
 MODELS: dict[str, type[nn.Module]] = {
@@ -22,6 +23,7 @@ MODELS: dict[str, type[nn.Module]] = {
     "resnet": ResNet,  # ResNeXt too: groups, width_per_group
     "mobilenet": MobileNet,
     "densenet": DenseNet,
+    "rnn": RNNClassifier,  # LSTM or GRU: cell, bidirectional, pooling
 }
 
 

@@ -1,0 +1,89 @@
+"""Recurrent classifiers: stacked, optionally bidirectional LSTM or GRU layers (flax cells run
+with nn.RNN, a scan over time), pooled by the last state, the mean, or attention.
+
+Inputs: B x L sequences (one feature per step), B x L x C, or B x H x W x C images read as H steps
+of W*C features.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from bigmodel_jax.models.layers import dense
+
+CELLS = {"lstm": nn.LSTMCell, "gru": nn.GRUCell}
+
+
+def _cell(kind: str, features: int, name: str) -> nn.RNNCellBase:
+  if kind not in CELLS:
+    raise ValueError(f"rnn cell '{kind}' unknown; known: {', '.join(CELLS)}")
+  return CELLS[kind](
+      features, name=name,
+      kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), ("embed", "rnn")),
+      recurrent_kernel_init=nn.with_logical_partitioning(nn.initializers.orthogonal(),
+                                                         ("rnn_state", "rnn")),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("rnn",)))
+
+
+class RecurrentLayers(nn.Module):
+  """B x L x D -> B x L x H (2H if bidirectional), and the summary B x H(2H) of the last states."""
+
+  cell: str = "lstm"
+  hidden: int = 128
+  num_layers: int = 1
+  bidirectional: bool = False
+  dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, x_BxLxD: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array]:
+    for i in range(self.num_layers):
+      forward = nn.RNN(_cell(self.cell, self.hidden, f"forward{i}"), name=f"rnn{i}")(x_BxLxD)
+      last = forward[:, -1]
+      if self.bidirectional:
+        backward = nn.RNN(_cell(self.cell, self.hidden, f"backward{i}"), reverse=True,
+                          keep_order=True, name=f"rnn{i}_reverse")(x_BxLxD)
+        forward, last = (jnp.concatenate([forward, backward], -1),
+                         jnp.concatenate([last, backward[:, 0]], -1))
+      x_BxLxD = nn.Dropout(self.dropout, deterministic=not train)(forward)
+    return x_BxLxD, last
+
+
+class AttentionPool(nn.Module):
+  """Additive attention over time (Bahdanau-style scores): B x L x H -> B x H."""
+
+  features: int = 64
+
+  @nn.compact
+  def __call__(self, h_BxLxH: jax.Array) -> jax.Array:
+    scores = dense(1, ("mlp", "score"), name="score")(
+        jnp.tanh(dense(self.features, ("embed", "mlp"), name="project")(h_BxLxH)))
+    weights_BxL = jax.nn.softmax(scores[..., 0], axis=-1)
+    return jnp.einsum("bl,blh->bh", weights_BxL, h_BxLxH)
+
+
+class RNNClassifier(nn.Module):
+  num_classes: int
+  cell: str = "lstm"  # lstm | gru
+  hidden: int = 128
+  num_layers: int = 1
+  bidirectional: bool = False
+  pooling: str = "last"  # last (final states) | mean | attention
+  dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    if x.ndim == 2:
+      x = x[..., None]
+    elif x.ndim == 4:
+      x = x.reshape(x.shape[0], x.shape[1], -1)
+    h_BxLxH, last = RecurrentLayers(self.cell, self.hidden, self.num_layers, self.bidirectional,
+                                    self.dropout, name="layers")(x, train=train)
+    if self.pooling == "last":
+      pooled = last
+    elif self.pooling == "mean":
+      pooled = h_BxLxH.mean(axis=1)
+    elif self.pooling == "attention":
+      pooled = AttentionPool(name="attention")(h_BxLxH)
+    else:
+      raise ValueError(f"rnn pooling '{self.pooling}' unknown; known: last, mean, attention")
+    return dense(self.num_classes, ("embed", "classes"), name="head")(pooled)
