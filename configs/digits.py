@@ -3,10 +3,12 @@
   python -m bigmodel_jax.main --config=configs/digits.py:cnn --workdir=runs/digits_cnn
   python -m bigmodel_jax.main --config=configs/digits.py:mlp --workdir=runs/digits_mlp
   python -m bigmodel_jax.main --config=configs/digits.py:resnet --workdir=runs/digits_resnet
+  python -m bigmodel_jax.main --config=configs/digits.py:vit --workdir=runs/digits_vit
 
 Variants (the arg): cnn, the classic Keras/TF tutorial CNN (conv 32-64-64, 3x3, max-pool after
 the first two, dense 64, head), with SAME padding for the small images; mlp, two hidden layers;
-resnet, a CIFAR-style ResNet (3x3 stem, BasicBlocks, stages of 2 at widths 32-64-128).
+resnet, a CIFAR-style ResNet (3x3 stem, BasicBlocks, stages of 2 at widths 32-64-128); vit, a
+Vision Transformer over 16 patches of 2x2 (4 blocks of width 64).
 """
 
 from bigmodel_jax.config import default_config
@@ -17,6 +19,7 @@ VARIANTS = {
     "mlp": dict(name="mlp", hidden=(128, 128)),
     "resnet": dict(name="resnet", stem="cifar", stage_sizes=(2, 2, 2), widths=(32, 64, 128),
                    bottleneck=False, zero_init_residual=True),
+    "vit": dict(name="vit", patch=(2, 2), dim=64, depth=4, num_heads=4, mlp_dim=256, dropout=0.1),
 }
 
 

@@ -43,3 +43,10 @@ def small_config(arg: str = "cnn", file: str = "mnist1d", **overrides):
       node = node[p]
     node[last] = value
   return c
+
+
+def train_losses(workdir) -> list[float]:
+  """The train/loss column of WORKDIR/metrics.jsonl."""
+  import json
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [row["train/loss"] for row in map(json.loads, f) if "train/loss" in row]

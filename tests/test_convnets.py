@@ -97,6 +97,6 @@ def test_tiny_variants_train_on_eight_devices(tmp_path, family):
                                            ("mobilenet", None), ("densenet121", None)])
 def test_cifar10_configs_build(arg, expected):
   from bigmodel_jax import models
-  model = models.build(small_config(arg, "cifar10").model, num_classes=10)
+  model = models.build(small_config(arg, "cifar10").model, 10)
   count = _count(model, (1, 32, 32, 3))
   assert count == expected if expected else count > 1_000_000

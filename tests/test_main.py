@@ -16,11 +16,11 @@ CONFIG = "--config=configs/mnist1d.py:cnn"
     ([CONFIG, "--config.mesh.fsdp=2"], "unknown config key 'mesh.fsdp'"),
     ([CONFIG, "--config.batch_size=abc"], "--config.batch_size=abc: invalid literal for int()"),
     ([CONFIG, "--config.batch_size=64", "--config.model.name=nope"],
-     "unknown model 'nope'; known: cnn, mlp"),
+     "unknown model 'nope'; known: cnn, decoder_lm"),
     ([CONFIG, "--config.batch_size=64", "--config.data.name=nope"], "unknown data set 'nope'"),
     ([CONFIG, "--config.batch_size=100"], "batch_size=100 does not divide over the 8"),
     (["--config=configs/no_such_file.py"], "config file not found: configs/no_such_file.py"),
-    (["--config=configs/mnist1d.py:transformer"], "unknown variant 'transformer'"),
+    (["--config=configs/mnist1d.py:nonsense"], "unknown variant 'nonsense'"),
     ([CONFIG, "stray_argument"], "unexpected arguments: stray_argument"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, expected):

@@ -23,7 +23,7 @@ def _count(model, shape):
     ("mlp", (2, 40), 15_210),  # MNIST-1D paper, reference MLP
 ])
 def test_mnist1d_reference_parameter_counts(arg, shape, expected):
-  model = models.build(small_config(arg).model, num_classes=10)
+  model = models.build(small_config(arg).model, 10)
   assert _count(model, shape) == expected
 
 
@@ -39,7 +39,7 @@ def test_keras_tutorial_cnn_parameter_count():
     ("cnn", "digits", (4, 8, 8, 1)), ("mlp", "digits", (4, 8, 8, 1)),
 ])
 def test_logits_shape_and_every_param_has_logical_axes(arg, file, shape):
-  model = models.build(small_config(arg, file).model, num_classes=10)
+  model = models.build(small_config(arg, file).model, 10)
   variables = model.init(jax.random.PRNGKey(0), jnp.zeros(shape), train=False)
   assert model.apply(variables, jnp.ones(shape)).shape == (shape[0], 10)
   boxed = jax.tree.leaves(variables["params"], is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
@@ -50,7 +50,7 @@ def test_logits_shape_and_every_param_has_logical_axes(arg, file, shape):
 def test_unknown_model_and_unknown_option_are_config_errors():
   c = small_config("cnn")
   c.model.name = "resnet9000"
-  with pytest.raises(ConfigError, match="unknown model 'resnet9000'; known: cnn, mlp"):
+  with pytest.raises(ConfigError, match="unknown model 'resnet9000'; known: cnn, decoder_lm, "):
     models.build(c.model, 10)
   c = small_config("mlp")
   c.model.unlock()

@@ -1,12 +1,11 @@
 """LSTM/GRU classifiers: parameter counts, directions, pooling, training on 8 devices."""
 
-import json
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import small_config
+from conftest import small_config, train_losses
 
 from bigmodel_jax import train
 from bigmodel_jax.models import RNNClassifier
@@ -59,7 +58,6 @@ def test_tiny_recurrent_classifiers_train_on_eight_devices(tmp_path, model):
                       "optimizer.learning_rate": 1e-2})
   c.model = model
   results = train.train_and_evaluate(c, str(tmp_path))
-  with open(tmp_path / "metrics.jsonl") as f:
-    losses = [json.loads(line)["train/loss"] for line in f]
+  losses = train_losses(tmp_path)
   assert losses[-1] < 0.9 * losses[0], losses
   assert np.isfinite(results["eval/loss"])

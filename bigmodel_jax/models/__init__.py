@@ -1,6 +1,7 @@
 """Model registry: config.model.name -> a flax module class.
 
-The module is built with `num_classes` from the data set plus every other key of config.model.
+The module is built with its output size from the data set (`num_classes` for classifiers,
+`vocab_size` for language models) plus every other key of config.model.
 Each model's __call__ takes (inputs, *, train: bool) and returns logits.
 """
 
@@ -16,6 +17,7 @@ from bigmodel_jax.models.mlp import MLP
 from bigmodel_jax.models.mobilenet import MobileNet
 from bigmodel_jax.models.recurrent import RNNClassifier
 from bigmodel_jax.models.resnet import ResNet
+from bigmodel_jax.models.transformer import DecoderLM, TransformerClassifier
 
 MODELS: dict[str, type[nn.Module]] = {
     "mlp": MLP,
@@ -24,18 +26,24 @@ MODELS: dict[str, type[nn.Module]] = {
     "mobilenet": MobileNet,
     "densenet": DenseNet,
     "rnn": RNNClassifier,  # LSTM or GRU: cell, bidirectional, pooling
+    "transformer": TransformerClassifier,  # 1-D patches of sequences
+    "vit": TransformerClassifier,  # the same with 2-D patches of images
+    "decoder_lm": DecoderLM,
 }
 
+OUTPUT_FIELDS = ("num_classes", "vocab_size")
 
-def build(model_config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
+
+def build(model_config: ml_collections.ConfigDict, num_outputs: int) -> nn.Module:
   name = model_config.name
   if name not in MODELS:
     raise ConfigError(f"unknown model '{name}'; known: {', '.join(sorted(MODELS))}")
   cls = MODELS[name]
   options = {k: v for k, v in model_config.items() if k != "name"}
   fields = {f.name for f in dataclasses.fields(cls) if f.init and f.name not in ("parent", "name")}
+  output = next(f for f in OUTPUT_FIELDS if f in fields)
   unknown = sorted(set(options) - fields)
   if unknown:
     raise ConfigError(f"model '{name}' has no option {', '.join(unknown)}; options: "
-                      f"{', '.join(sorted(fields - {'num_classes'}))}")
-  return cls(num_classes=num_classes, **options)
+                      f"{', '.join(sorted(fields - {output}))}")
+  return cls(**{output: num_outputs}, **options)

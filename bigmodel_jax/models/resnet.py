@@ -4,7 +4,8 @@ ImageNet ResNets: 7x7/2 stem + 3x3/2 max-pool; BasicBlocks (18, 34) or Bottlenec
 with the stride on the bottleneck's 3x3 convolution (v1.5). ResNeXt: Bottlenecks with grouped 3x3
 convolutions (`groups`, `width_per_group`, e.g. 50 32x4d). CIFAR ResNets (`stem="cifar"`): a 3x3/1
 stem without pooling, for 32x32 images. Parameter counts equal torchvision's exactly
-(tests/test_models.py). Projection shortcuts (1x1 conv + BN) where shape changes.
+(tests/test_convnets.py). Projection shortcuts (1x1 conv + BN) where shape changes.
+Sequences (B x L or B x L x C) get 1-D convolutions of the same shapes.
 """
 
 from collections.abc import Sequence
@@ -26,10 +27,11 @@ class BasicBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    y = conv(self.planes, (3, 3), strides=self.strides, padding=1, use_bias=False,
+    k3 = (3,) * (x.ndim - 2)
+    y = conv(self.planes, k3, strides=self.strides, padding=1, use_bias=False,
              kernel_init=HE_NORMAL, name="conv1")(x)
     y = nn.relu(batch_norm(train, "bn1")(y))
-    y = conv(self.planes, (3, 3), padding=1, use_bias=False, kernel_init=HE_NORMAL, name="conv2")(y)
+    y = conv(self.planes, k3, padding=1, use_bias=False, kernel_init=HE_NORMAL, name="conv2")(y)
     y = batch_norm(train, "bn2", zero_init=self.zero_init_residual)(y)
     return nn.relu(y + _shortcut(x, self.planes, self.strides, train))
 
@@ -48,12 +50,13 @@ class Bottleneck(nn.Module):
     if width < self.groups:
       raise ValueError(f"bottleneck width {width} is smaller than groups={self.groups}: raise "
                        "width_per_group or the stage widths")
-    y = conv(width, (1, 1), use_bias=False, kernel_init=HE_NORMAL, name="conv1")(x)
+    k1, k3 = (1,) * (x.ndim - 2), (3,) * (x.ndim - 2)
+    y = conv(width, k1, use_bias=False, kernel_init=HE_NORMAL, name="conv1")(x)
     y = nn.relu(batch_norm(train, "bn1")(y))
-    y = conv(width, (3, 3), strides=self.strides, padding=1, use_bias=False,
+    y = conv(width, k3, strides=self.strides, padding=1, use_bias=False,
              feature_group_count=self.groups, kernel_init=HE_NORMAL, name="conv2")(y)
     y = nn.relu(batch_norm(train, "bn2")(y))
-    y = conv(self.planes * 4, (1, 1), use_bias=False, kernel_init=HE_NORMAL, name="conv3")(y)
+    y = conv(self.planes * 4, k1, use_bias=False, kernel_init=HE_NORMAL, name="conv3")(y)
     y = batch_norm(train, "bn3", zero_init=self.zero_init_residual)(y)
     return nn.relu(y + _shortcut(x, self.planes * 4, self.strides, train))
 
@@ -61,7 +64,7 @@ class Bottleneck(nn.Module):
 def _shortcut(x: jax.Array, features: int, strides: int, train: bool) -> jax.Array:
   if strides == 1 and x.shape[-1] == features:
     return x
-  x = conv(features, (1, 1), strides=strides, use_bias=False, kernel_init=HE_NORMAL,
+  x = conv(features, (1,) * (x.ndim - 2), strides=strides, use_bias=False, kernel_init=HE_NORMAL,
            name="proj_conv")(x)
   return batch_norm(train, "proj_bn")(x)
 
@@ -86,13 +89,16 @@ class ResNet(nn.Module):
       raise ValueError(f"resnet depth {self.depth} unknown; known: {sorted(STAGES)}")
     stages = tuple(self.stage_sizes) or STAGES[self.depth]
     bottleneck = self.depth >= 50 if self.bottleneck is None else self.bottleneck
+    if x.ndim == 2:
+      x = x[..., None]  # B x L -> B x L x 1
+    nd = x.ndim - 2
     if self.stem == "imagenet":
-      x = conv(self.widths[0], (7, 7), strides=2, padding=3, use_bias=False,
+      x = conv(self.widths[0], (7,) * nd, strides=2, padding=3, use_bias=False,
                kernel_init=HE_NORMAL, name="stem_conv")(x)
       x = nn.relu(batch_norm(train, "stem_bn")(x))
-      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+      x = nn.max_pool(x, (3,) * nd, strides=(2,) * nd, padding=((1, 1),) * nd)
     elif self.stem == "cifar":
-      x = conv(self.widths[0], (3, 3), padding=1, use_bias=False, kernel_init=HE_NORMAL,
+      x = conv(self.widths[0], (3,) * nd, padding=1, use_bias=False, kernel_init=HE_NORMAL,
                name="stem_conv")(x)
       x = nn.relu(batch_norm(train, "stem_bn")(x))
     else:
@@ -107,5 +113,5 @@ class ResNet(nn.Module):
           block = BasicBlock(width, strides, self.zero_init_residual,
                              name=f"stage{i + 1}_block{j + 1}")
         x = block(x, train)
-    x = x.mean(axis=(1, 2))  # global average pool
+    x = x.mean(axis=tuple(range(1, nd + 1)))  # global average pool
     return dense(self.num_classes, ("embed", "classes"), name="head")(x)

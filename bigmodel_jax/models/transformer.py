@@ -1,0 +1,173 @@
+"""Transformers: pre-LN blocks with multi-head attention over `jax.nn.dot_product_attention`.
+
+- TransformerClassifier: patches (1-D for sequences, 2-D for images: the ViT), a class token,
+  learned positions, an encoder, a linear head. ViT-B/16 has torchvision's 86,567,656 parameters.
+- DecoderLM: a causal decoder-only language model, learned or rotary positions, optionally tied
+  embeddings. GPT-2 small (tied, learned) has 124,439,808 parameters.
+
+Shapes are in the names: B batch, L/S query/key length, D model width, N heads, H head width.
+"""
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from bigmodel_jax.models.layers import conv, dense
+
+_INIT = nn.initializers.xavier_uniform()
+_ZEROS = nn.initializers.zeros_init()
+
+
+def _partitioned(init, axes):
+  return nn.with_logical_partitioning(init, axes)
+
+
+def layer_norm(name: str | None = None) -> nn.LayerNorm:
+  return nn.LayerNorm(epsilon=1e-6, name=name, scale_init=_partitioned(nn.initializers.ones_init(), ("embed",)),
+                      bias_init=_partitioned(_ZEROS, ("embed",)))
+
+
+def rotary(x_BxLxNxH: jax.Array, positions_BxL: jax.Array, base: float = 10000.0) -> jax.Array:
+  """Rotary position embedding (Su et al. 2021) on the two halves of each head."""
+  half = x_BxLxNxH.shape[-1] // 2
+  freq_H2 = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
+  angle_BxLx1xH2 = positions_BxL[:, :, None, None].astype(jnp.float32) * freq_H2
+  sin, cos = jnp.sin(angle_BxLx1xH2), jnp.cos(angle_BxLx1xH2)
+  x1, x2 = x_BxLxNxH[..., :half], x_BxLxNxH[..., half:]
+  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).astype(x_BxLxNxH.dtype)
+
+
+class Attention(nn.Module):
+  num_heads: int
+  head_dim: int
+  use_rotary: bool = False
+  dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, x_BxLxD: jax.Array, context_BxSxD: jax.Array | None = None, *,
+               mask_Bx1xLxS: jax.Array | None = None, is_causal: bool = False,
+               positions_BxL: jax.Array | None = None, train: bool = False) -> jax.Array:
+    context_BxSxD = x_BxLxD if context_BxSxD is None else context_BxSxD
+    proj = lambda name: nn.DenseGeneral(
+        (self.num_heads, self.head_dim), name=name,
+        kernel_init=_partitioned(_INIT, ("embed", "heads", "kv")),
+        bias_init=_partitioned(_ZEROS, ("heads", "kv")))
+    q, k, v = proj("query")(x_BxLxD), proj("key")(context_BxSxD), proj("value")(context_BxSxD)
+    if self.use_rotary:
+      q, k = rotary(q, positions_BxL), rotary(k, positions_BxL)
+    out_BxLxNxH = jax.nn.dot_product_attention(q, k, v, mask=mask_Bx1xLxS, is_causal=is_causal)
+    out = nn.DenseGeneral(x_BxLxD.shape[-1], axis=(-2, -1), name="out",
+                          kernel_init=_partitioned(_INIT, ("heads", "kv", "embed")),
+                          bias_init=_partitioned(_ZEROS, ("embed",)))(out_BxLxNxH)
+    return nn.Dropout(self.dropout, deterministic=not train)(out)
+
+
+class Block(nn.Module):
+  """x + attention(LN(x)) [+ cross-attention(LN(x), context)] + MLP(LN(x))."""
+
+  num_heads: int
+  mlp_dim: int
+  dropout: float = 0.0
+  use_rotary: bool = False
+  cross: bool = False
+
+  @nn.compact
+  def __call__(self, x_BxLxD: jax.Array, *, mask_Bx1xLxL: jax.Array | None = None,
+               is_causal: bool = False, positions_BxL: jax.Array | None = None,
+               context_BxSxD: jax.Array | None = None, context_mask_Bx1xLxS: jax.Array | None = None,
+               train: bool = False) -> jax.Array:
+    d = x_BxLxD.shape[-1]
+    if d % self.num_heads:
+      raise ValueError(f"transformer width {d} does not divide into {self.num_heads} heads")
+    attention = lambda name, rope: Attention(self.num_heads, d // self.num_heads, rope,
+                                             self.dropout, name=name)
+    x = x_BxLxD + attention("attention", self.use_rotary)(
+        layer_norm("ln_attention")(x_BxLxD), mask_Bx1xLxS=mask_Bx1xLxL, is_causal=is_causal,
+        positions_BxL=positions_BxL, train=train)
+    if self.cross:
+      x = x + attention("cross_attention", False)(
+          layer_norm("ln_cross")(x), context_BxSxD, mask_Bx1xLxS=context_mask_Bx1xLxS, train=train)
+    h = nn.gelu(dense(self.mlp_dim, ("embed", "mlp"), name="mlp_in")(layer_norm("ln_mlp")(x)))
+    h = dense(d, ("mlp", "embed"), name="mlp_out")(h)
+    return x + nn.Dropout(self.dropout, deterministic=not train)(h)
+
+
+class TransformerClassifier(nn.Module):
+  """Encoder classifier. `patch` sets the patch size per spatial axis: (4,) turns a length-40
+  sequence into 10 tokens; (16, 16) on 224x224 images is ViT-B/16's."""
+
+  num_classes: int
+  patch: Sequence[int] = (4,)
+  dim: int = 64
+  depth: int = 4
+  num_heads: int = 4
+  mlp_dim: int = 256
+  dropout: float = 0.0
+  pooling: str = "cls"  # cls token or mean over tokens
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    if x.ndim == 2:
+      x = x[..., None]
+    if len(self.patch) != x.ndim - 2:
+      raise ValueError(f"patch {tuple(self.patch)} has {len(self.patch)} axes; inputs have "
+                       f"{x.ndim - 2} spatial axes")
+    x = conv(self.dim, tuple(self.patch), strides=tuple(self.patch), padding="VALID",
+             name="patch_embed")(x)
+    x_BxLxD = x.reshape(x.shape[0], -1, self.dim)
+    if self.pooling == "cls":
+      cls = self.param("cls_token", _partitioned(_ZEROS, (None, None, "embed")), (1, 1, self.dim))
+      x_BxLxD = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, self.dim)), x_BxLxD], 1)
+    elif self.pooling != "mean":
+      raise ValueError(f"transformer pooling '{self.pooling}' unknown; known: cls, mean")
+    pos = self.param("position_embedding",
+                     _partitioned(nn.initializers.normal(0.02), (None, "length", "embed")),
+                     (1, x_BxLxD.shape[1], self.dim))
+    x_BxLxD = nn.Dropout(self.dropout, deterministic=not train)(x_BxLxD + pos)
+    for i in range(self.depth):
+      x_BxLxD = Block(self.num_heads, self.mlp_dim, self.dropout, name=f"block{i}")(x_BxLxD, train=train)
+    x_BxLxD = layer_norm("ln_final")(x_BxLxD)
+    pooled = x_BxLxD[:, 0] if self.pooling == "cls" else x_BxLxD.mean(axis=1)
+    return dense(self.num_classes, ("embed", "classes"), name="head")(pooled)
+
+
+class DecoderLM(nn.Module):
+  """Causal LM over token ids B x L -> logits B x L x vocab_size."""
+
+  vocab_size: int
+  max_len: int = 256
+  dim: int = 256
+  depth: int = 4
+  num_heads: int = 4
+  mlp_dim: int = 1024
+  dropout: float = 0.0
+  positions: str = "learned"  # learned | rotary
+  tie_embeddings: bool = True
+
+  @nn.compact
+  def __call__(self, tokens_BxL: jax.Array, *, train: bool = False) -> jax.Array:
+    if self.positions not in ("learned", "rotary"):
+      raise ValueError(f"positions '{self.positions}' unknown; known: learned, rotary")
+    length = tokens_BxL.shape[1]
+    if length > self.max_len:
+      raise ValueError(f"sequence length {length} exceeds max_len {self.max_len}")
+    embed = nn.Embed(self.vocab_size, self.dim, name="token_embedding",
+                     embedding_init=_partitioned(nn.initializers.normal(0.02), ("vocab", "embed")))
+    x_BxLxD = embed(tokens_BxL)
+    positions_BxL = jnp.broadcast_to(jnp.arange(length), tokens_BxL.shape)
+    if self.positions == "learned":
+      pos = self.param("position_embedding",
+                       _partitioned(nn.initializers.normal(0.01), ("length", "embed")),
+                       (self.max_len, self.dim))
+      x_BxLxD = x_BxLxD + pos[:length]
+    x_BxLxD = nn.Dropout(self.dropout, deterministic=not train)(x_BxLxD)
+    for i in range(self.depth):
+      x_BxLxD = Block(self.num_heads, self.mlp_dim, self.dropout, self.positions == "rotary",
+                      name=f"block{i}")(x_BxLxD, is_causal=True, positions_BxL=positions_BxL,
+                                        train=train)
+    x_BxLxD = layer_norm("ln_final")(x_BxLxD)
+    if self.tie_embeddings:
+      return embed.attend(x_BxLxD)
+    return dense(self.vocab_size, ("embed", "vocab"), name="lm_head", use_bias=False)(x_BxLxD)

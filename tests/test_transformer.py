@@ -1,0 +1,79 @@
+"""Transformers: published parameter counts, masks, rotary positions, training on 8 devices."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import small_config, train_losses
+
+from bigmodel_jax import train
+from bigmodel_jax.models import DecoderLM, TransformerClassifier
+
+
+def _count(model, x):
+  v = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x))
+  return sum(a.size for a in jax.tree.leaves(nn.unbox(v["params"])))
+
+
+def test_vit_b16_parameter_count_equals_torchvision():
+  vit = TransformerClassifier(1000, patch=(16, 16), dim=768, depth=12, num_heads=12, mlp_dim=3072)
+  assert _count(vit, jnp.zeros((1, 224, 224, 3))) == 86_567_656
+
+
+def test_gpt2_small_parameter_count():
+  gpt2 = DecoderLM(50257, max_len=1024, dim=768, depth=12, num_heads=12, mlp_dim=3072)
+  assert _count(gpt2, jnp.zeros((1, 8), jnp.int32)) == 124_439_808
+  untied = gpt2.clone(tie_embeddings=False)
+  assert _count(untied, jnp.zeros((1, 8), jnp.int32)) == 124_439_808 + 50257 * 768
+
+
+@pytest.fixture(scope="module", params=["learned", "rotary"])
+def tiny_lm(request):
+  model = DecoderLM(vocab_size=50, max_len=16, dim=32, depth=2, num_heads=4, mlp_dim=64,
+                    positions=request.param)
+  tokens = jax.random.randint(jax.random.PRNGKey(0), (2, 12), 1, 50)
+  return model, model.init(jax.random.PRNGKey(1), tokens), tokens
+
+
+def test_a_later_token_cannot_change_an_earlier_output(tiny_lm):
+  model, variables, tokens = tiny_lm
+  logits = model.apply(variables, tokens)
+  changed = tokens.at[:, 7].set((tokens[:, 7] + 1) % 50)
+  logits2 = model.apply(variables, changed)
+  np.testing.assert_allclose(logits[:, :7], logits2[:, :7], atol=1e-6)
+  assert not np.allclose(logits[:, 7:], logits2[:, 7:], atol=1e-4)
+
+
+def test_right_padding_does_not_change_the_unpadded_outputs(tiny_lm):
+  model, variables, tokens = tiny_lm
+  short = tokens[:, :8]
+  padded = jnp.concatenate([short, jnp.zeros((2, 8), short.dtype)], axis=1)
+  np.testing.assert_allclose(model.apply(variables, short), model.apply(variables, padded)[:, :8],
+                             atol=1e-5)
+
+
+def test_rotary_attention_depends_on_relative_positions_only():
+  from bigmodel_jax.models.transformer import rotary
+  q = jax.random.normal(jax.random.PRNGKey(0), (1, 1, 2, 8))
+  k = jax.random.normal(jax.random.PRNGKey(1), (1, 1, 2, 8))
+  dot = lambda i, j: jnp.sum(rotary(q, jnp.array([[i]])) * rotary(k, jnp.array([[j]])), -1)
+  np.testing.assert_allclose(dot(3, 1), dot(10, 8), rtol=1e-5)
+  assert not np.allclose(dot(3, 1), dot(3, 2))
+
+
+@pytest.mark.parametrize("file, model", [
+    ("mnist1d", dict(name="transformer", patch=(4,), dim=32, depth=2, num_heads=2, mlp_dim=64)),
+    ("digits", dict(name="vit", patch=(2, 2), dim=32, depth=2, num_heads=2, mlp_dim=64,
+                    pooling="mean")),
+])
+def test_tiny_transformer_classifiers_train_on_eight_devices(tmp_path, file, model):
+  c = small_config("mlp", file, total_epochs=None, total_steps=60, batch_size=64, log_every=10,
+                   eval_every=60, checkpoint_every=60, eval_batch_size=200 if file == "digits" else 1000,
+                   **{"schedule.name": "constant", "schedule.warmup_steps": 0,
+                      "optimizer.learning_rate": 3e-3})
+  c.model = model
+  results = train.train_and_evaluate(c, str(tmp_path))
+  losses = train_losses(tmp_path)
+  assert losses[-1] < 0.9 * losses[0], losses
+  assert results["eval/accuracy"] > 0.2  # chance is 0.1
