@@ -45,7 +45,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict({"name": ""})  # other keys go to the model's constructor
 
   c.data = ml_collections.ConfigDict()
-  c.data.name = ""  # a TFDS name: ours (mnist1d, digits) or the catalogue's (mnist, cifar10)
+  c.data.name = ""  # a TFDS name: ours (mnist1d, digits, pycode) or the catalogue's (mnist, cifar10)
+  c.data.kind = "classification"  # or "lm": next-byte prediction over windows of a text feature
+  c.data.seq_len = 128  # lm: tokens per window
   c.data.data_dir = ""  # "" = TFDS default ($TFDS_DATA_DIR or ~/tensorflow_datasets)
   c.data.train_split = "train"
   c.data.eval_split = "test"

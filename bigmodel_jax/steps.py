@@ -10,7 +10,8 @@ import optax
 
 from bigmodel_jax.state import TrainState
 
-Batch = dict[str, jax.Array]  # "inputs" B x ..., "label" B (int32), eval also "mask" B
+# "inputs" B x ..., "label" B (classes) or B x L (next tokens), int32; eval also "mask" B.
+Batch = dict[str, jax.Array]
 
 
 def _forward(model: nn.Module, state: TrainState, params: Any, inputs: jax.Array, *,
@@ -32,36 +33,42 @@ def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
   rng = jax.random.fold_in(state.rng, state.step)
 
   def loss_fn(params):
-    logits_BxC, model_state = _forward(model, state, params, batch["inputs"], train=True, rng=rng)
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits_BxC, batch["label"]).mean()
-    return loss, (logits_BxC, model_state)
+    logits, model_state = _forward(model, state, params, batch["inputs"], train=True, rng=rng)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+    return loss, (logits, model_state)
 
-  (loss, (logits_BxC, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  (loss, (logits, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                             opt_state=opt_state, model_state=model_state)
   metrics = {
       "loss": loss,
-      **{k: jnp.mean(v) for k, v in _hits(logits_BxC, batch["label"]).items()},
+      **{k: jnp.mean(v) for k, v in _hits(logits, batch["label"]).items()},
       "learning_rate": jnp.asarray(schedule(state.step), jnp.float32),
       "grad_norm": optax.tree.norm(grads),
   }
   return new_state, metrics
 
 
-def _hits(logits_BxC: jax.Array, labels_B: jax.Array) -> dict[str, jax.Array]:
-  """Per-example 0/1: "accuracy", and "top5_accuracy" when there are more than 5 classes."""
-  hits = {"accuracy": (jnp.argmax(logits_BxC, -1) == labels_B).astype(jnp.float32)}
-  if logits_BxC.shape[-1] > 5:
-    _, top5_Bx5 = jax.lax.top_k(logits_BxC, 5)
-    hits["top5_accuracy"] = jnp.any(top5_Bx5 == labels_B[:, None], axis=-1).astype(jnp.float32)
+def _hits(logits: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
+  """0/1 per label: "accuracy", and "top5_accuracy" when there are more than 5 classes."""
+  hits = {"accuracy": (jnp.argmax(logits, -1) == labels).astype(jnp.float32)}
+  if logits.shape[-1] > 5:
+    _, top5 = jax.lax.top_k(logits, 5)
+    hits["top5_accuracy"] = jnp.any(top5 == labels[..., None], axis=-1).astype(jnp.float32)
   return hits
+
+
+def _per_example(x: jax.Array) -> jax.Array:
+  """B x ... -> B: the mean over each example's labels (one for a classifier, L for an LM)."""
+  return x.reshape(x.shape[0], -1).mean(axis=1)
 
 
 def eval_step(state: TrainState, batch: Batch, *, model: nn.Module) -> dict[str, jax.Array]:
   """Sums over the real (mask 1) examples; the caller divides by "count" at the end."""
-  logits_BxC, _ = _forward(model, state, state.params, batch["inputs"], train=False)
-  mask = batch["mask"]
-  loss = optax.softmax_cross_entropy_with_integer_labels(logits_BxC, batch["label"])
-  sums = {k: jnp.sum(v * mask) for k, v in _hits(logits_BxC, batch["label"]).items()}
-  return {"loss": jnp.sum(loss * mask), **sums, "count": jnp.sum(mask)}
+  logits, _ = _forward(model, state, state.params, batch["inputs"], train=False)
+  mask_B = batch["mask"]
+  losses = {"loss": optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]),
+            **_hits(logits, batch["label"])}
+  sums = {k: jnp.sum(_per_example(v) * mask_B) for k, v in losses.items()}
+  return {**sums, "count": jnp.sum(mask_B)}

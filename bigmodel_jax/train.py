@@ -7,6 +7,7 @@ every check has passed.
 
 import functools
 import json
+import math
 import os
 import time
 from typing import Any
@@ -40,11 +41,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   # --- Input: TFDS sources, a checkpointable Grain iterator over this process's shard. ---
   sources = pipeline.load(config.data)
   total_steps = config_lib.total_steps(config, len(sources.train))
-  train_iter = pipeline.train_iterator(sources.train, config.data, config.batch_size, config.seed)
-  example = pipeline.Preprocess(config.data).map(sources.train[0])["inputs"][None]
+  train_iter = pipeline.train_iterator(sources.train, config.batch_size, config.seed)
+  example = sources.train.gather(np.zeros(1, np.int64))["inputs"]
 
   # --- Model and optimizer. ---
-  model = models.build(config.model, sources.num_classes)
+  model = models.build(config.model, sources.num_outputs)
   schedule = optim.make_schedule(config.schedule, config.optimizer.learning_rate, total_steps)
   tx = optim.make_optimizer(config.optimizer, schedule)
 
@@ -74,12 +75,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   def evaluate(state: state_lib.TrainState) -> dict[str, float]:
     sums = None
-    for batch in pipeline.eval_batches(sources.eval, config.data, config.eval_batch_size):
+    for batch in pipeline.eval_batches(sources.eval, config.eval_batch_size):
       out = eval_step(state, global_batch(batch))
       sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
     sums = jax.device_get(sums)
     count = max(float(sums.pop("count")), 1.0)
-    return {f"eval/{k}": float(v) / count for k, v in sums.items()}
+    out = {f"eval/{k}": float(v) / count for k, v in sums.items()}
+    if config.data.kind == "lm":  # byte-level: nats per byte -> bits per byte
+      out["eval/bits_per_byte"] = out["eval/loss"] / math.log(2)
+    return out
 
   # --- Workdir: every check passed; from here on files are written. ---
   _write_json(os.path.join(workdir, "config.json"), config_lib.to_dict(config))

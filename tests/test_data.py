@@ -8,7 +8,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from bigmodel_jax.config import ConfigError, default_config
-from bigmodel_jax.data import digits, mnist1d, pipeline
+from bigmodel_jax.data import digits, mnist1d, pipeline, pycode
 
 
 def _sha(a: np.ndarray) -> str:
@@ -64,35 +64,36 @@ def _labels(it, n):
 
 
 def test_train_iterator_shuffles_per_epoch_deterministically(mnist1d_sources):
-  cfg = _mnist1d_cfg()
-  it = pipeline.train_iterator(mnist1d_sources.train, cfg, 100, seed=0)
+  it = pipeline.train_iterator(mnist1d_sources.train, 100, seed=0)
   batch = next(it)
   assert batch["inputs"].shape == (100, 40) and batch["inputs"].dtype == np.float32
   assert batch["label"].dtype == np.int32
   # Record identity through the inputs: each epoch is a permutation of all 4,000, different each time.
-  it = pipeline.train_iterator(mnist1d_sources.train, cfg, 100, seed=0)
+  it = pipeline.train_iterator(mnist1d_sources.train, 100, seed=0)
   epochs = [np.concatenate([next(it)["inputs"][:, :3] for _ in range(40)]) for _ in range(2)]
   for e in epochs:
     assert len(np.unique(e, axis=0)) == 4000
   assert not np.array_equal(epochs[0], epochs[1])
   np.testing.assert_array_equal(np.sort(epochs[0], axis=0), np.sort(epochs[1], axis=0))
-  same = pipeline.train_iterator(mnist1d_sources.train, cfg, 100, seed=0)
-  other = pipeline.train_iterator(mnist1d_sources.train, cfg, 100, seed=1)
+  same = pipeline.train_iterator(mnist1d_sources.train, 100, seed=0)
+  other = pipeline.train_iterator(mnist1d_sources.train, 100, seed=1)
   first = _labels(same, 40)
-  np.testing.assert_array_equal(first, _labels(pipeline.train_iterator(mnist1d_sources.train, cfg, 100, seed=0), 40))
+  np.testing.assert_array_equal(first, _labels(pipeline.train_iterator(mnist1d_sources.train, 100, seed=0), 40))
   assert not np.array_equal(first, _labels(other, 40))
 
 
 @pytest.mark.parametrize("cache", [True, False])
-def test_iterator_state_restores_the_exact_position(mnist1d_sources, cache):
+def test_iterator_state_restores_the_exact_position(cache):
   cfg = _mnist1d_cfg()
   cfg.cache = cache
-  it = pipeline.train_iterator(mnist1d_sources.train, cfg, 64, seed=3)
+  examples = pipeline.load(cfg).train
+  assert type(examples).__name__ == ("InMemory" if cache else "Records")
+  it = pipeline.train_iterator(examples, 64, seed=3)
   for _ in range(70):  # past the first epoch
     next(it)
   state = it.get_state()
   expected = [next(it) for _ in range(5)]
-  fresh = pipeline.train_iterator(mnist1d_sources.train, cfg, 64, seed=3)
+  fresh = pipeline.train_iterator(examples, 64, seed=3)
   fresh.set_state(state)
   for e in expected:
     got = next(fresh)
@@ -101,12 +102,11 @@ def test_iterator_state_restores_the_exact_position(mnist1d_sources, cache):
 
 
 def test_processes_read_disjoint_shards(mnist1d_sources, monkeypatch):
-  cfg = _mnist1d_cfg()
   seen = []
   for p in range(3):
     monkeypatch.setattr(jax, "process_count", lambda: 3)
     monkeypatch.setattr(jax, "process_index", lambda p=p: p)
-    it = pipeline.train_iterator(mnist1d_sources.train, cfg, 99, seed=0)
+    it = pipeline.train_iterator(mnist1d_sources.train, 99, seed=0)
     rows = np.concatenate([next(it)["inputs"] for _ in range(40)])  # 40 x 33 = 1,320 < 1,333
     assert rows.shape == (1320, 40)
     seen.append({r.tobytes() for r in rows})
@@ -114,8 +114,7 @@ def test_processes_read_disjoint_shards(mnist1d_sources, monkeypatch):
 
 
 def test_eval_batches_cover_the_split_once_with_padding(mnist1d_sources, monkeypatch):
-  cfg = _mnist1d_cfg()
-  batches = list(pipeline.eval_batches(mnist1d_sources.eval, cfg, 384))
+  batches = list(pipeline.eval_batches(mnist1d_sources.eval, 384))
   assert [b["inputs"].shape for b in batches] == [(384, 40)] * 3
   assert sum(b["mask"].sum() for b in batches) == 1000
   labels = np.concatenate([b["label"][b["mask"] > 0] for b in batches])
@@ -124,7 +123,7 @@ def test_eval_batches_cover_the_split_once_with_padding(mnist1d_sources, monkeyp
   for p in range(3):  # every process yields the same number of batches
     monkeypatch.setattr(jax, "process_count", lambda: 3)
     monkeypatch.setattr(jax, "process_index", lambda p=p: p)
-    bs = list(pipeline.eval_batches(mnist1d_sources.eval, cfg, 300))
+    bs = list(pipeline.eval_batches(mnist1d_sources.eval, 300))
     counts.append((len(bs), sum(b["mask"].sum() for b in bs)))
   assert [c[0] for c in counts] == [4, 4, 4] and sum(c[1] for c in counts) == 1000
 
@@ -145,7 +144,39 @@ def test_catalogue_data_sets_go_through_the_same_pipeline(name, shape):
   cfg.name, cfg.scale = name, 1 / 255
   with tfds.testing.mock_data(num_examples=64):
     sources = pipeline.load(cfg)
-    assert sources.num_classes == 10
-    batch = next(pipeline.train_iterator(sources.train, cfg, 16, seed=0))
+    assert sources.num_outputs == 10
+    batch = next(pipeline.train_iterator(sources.train, 16, seed=0))
     assert batch["inputs"].shape == (16, *shape) and batch["inputs"].max() <= 1.0
-    assert sum(b["mask"].sum() for b in pipeline.eval_batches(sources.eval, cfg, 24)) == 64
+    assert sum(b["mask"].sum() for b in pipeline.eval_batches(sources.eval, 24)) == 64
+
+
+def test_pycode_corpus_is_the_stdlib_without_tests_split_by_file():
+  files = pycode.source_files()
+  assert len(files) > 500 and "os.py" in files and "json/decoder.py" in files
+  assert not any(part in ("test", "tests", "idle_test") for f in files for part in f.split("/"))
+  assert not any(f.split("/")[-1].startswith("test_") for f in files)
+  src = {split: tfds.data_source("pycode", split=split) for split in ("train", "validation", "test")}
+  meta = tfds.builder("pycode").info.metadata
+  paths = {split: [bytes(r["path"]).decode() for r in (s[i] for i in range(len(s)))]
+           for split, s in src.items()}
+  assert sorted(sum(paths.values(), [])) == files  # every file once, in exactly one split
+  for split, names in paths.items():
+    assert names == meta[split]["files"] and all(pycode.split_of(n) == split for n in names)
+    assert len(meta[split]["sha256"]) == 64
+  assert 0.8 < len(paths["train"]) / len(files) < 0.97
+  assert 4.0 < meta["validation"]["unigram_entropy_bits"] < 5.5
+
+
+def test_lm_windows_are_the_corpus_bytes_shifted_by_one():
+  cfg = default_config().data
+  cfg.name, cfg.kind, cfg.input_key, cfg.seq_len, cfg.eval_split = "pycode", "lm", "text", 64, "validation"
+  sources = pipeline.load(cfg)
+  assert sources.num_outputs == 256
+  batch = next(pipeline.train_iterator(sources.train, 8, seed=0))
+  assert batch["inputs"].shape == batch["label"].shape == (8, 64)
+  np.testing.assert_array_equal(batch["inputs"][:, 1:], batch["label"][:, :-1])
+  first = sources.eval.gather(np.array([0, 1]))
+  text = bytes(tfds.data_source("pycode", split="validation")[0]["text"])
+  assert bytes(first["inputs"][0].astype(np.uint8)) == text[:64]
+  assert bytes(first["inputs"][1].astype(np.uint8)) == text[64:128]
+  assert len(sources.eval) == (tfds.builder("pycode").info.metadata["validation"]["num_bytes"] - 1) // 64

@@ -77,3 +77,22 @@ def test_tiny_transformer_classifiers_train_on_eight_devices(tmp_path, file, mod
   losses = train_losses(tmp_path)
   assert losses[-1] < 0.9 * losses[0], losses
   assert results["eval/accuracy"] > 0.2  # chance is 0.1
+
+
+@pytest.mark.parametrize("model", [
+    dict(name="decoder_lm", max_len=32, dim=32, depth=2, num_heads=2, mlp_dim=64,
+         positions="rotary"),
+    dict(name="decoder_lm", max_len=32, dim=32, depth=1, num_heads=2, mlp_dim=64,
+         tie_embeddings=False),
+    dict(name="rnn_lm", embed_dim=16, hidden=32),
+], ids=["transformer_rotary", "transformer_untied", "lstm"])
+def test_tiny_language_models_train_on_pycode(tmp_path, model):
+  c = small_config("transformer", "pycode", total_steps=40, batch_size=32, eval_batch_size=512,
+                   log_every=10, eval_every=40, checkpoint_every=40,
+                   **{"data.seq_len": 32, "data.eval_split": "test", "schedule.warmup_steps": 5})
+  c.model = model
+  results = train.train_and_evaluate(c, str(tmp_path))
+  losses = train_losses(tmp_path)
+  assert losses[-1] < 0.8 * losses[0], losses  # from ~ln(256) = 5.5 nats
+  np.testing.assert_allclose(results["eval/bits_per_byte"], results["eval/loss"] / np.log(2))
+  assert results["eval/bits_per_byte"] < 6.5  # a uniform guess costs 8 bits

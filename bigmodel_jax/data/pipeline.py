@@ -1,9 +1,15 @@
 """Input pipeline: TFDS data sources read with Grain.
 
-Training: a checkpointable Grain iterator over this process's shard, reshuffled every epoch from
-the seed, batched (per-process share of the global batch), repeated forever. Evaluation: one
-ordered pass over this process's share of the split, the last batch padded with mask 0.
-Every example becomes {"inputs": float32, "label": int32}.
+A split becomes an *examples* object: `len()` and `gather(indices) -> batch of arrays`:
+  Records       TFDS records, preprocessed one by one (any size of data set)
+  InMemory      the same, decoded once into memory (data.cache, for small data sets)
+  TokenWindows  a text split's bytes concatenated and cut into fixed windows (data.kind="lm")
+Classification batches are {"inputs": float32, "label": int32}; language-model batches are
+{"inputs": int32 B x L, "label": int32 B x L}, the label being the next byte.
+
+Training: Grain shuffles, repeats and batches example indices (a new permutation each epoch from
+the seed; process p of P takes every P-th example) and gathers each index batch; the iterator is
+checkpointable. Evaluation: one ordered pass over this process's share, padded, with a mask.
 """
 
 import dataclasses
@@ -18,128 +24,145 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from bigmodel_jax.config import ConfigError
-from bigmodel_jax.data import digits, mnist1d  # noqa: F401  (registers the offline builders)
+from bigmodel_jax.data import digits, mnist1d, pycode  # noqa: F401  (registers the offline builders)
 
 tfds.disable_progress_bar()  # builders announce their preparation themselves
+
+Batch = dict[str, np.ndarray]
+
+
+class Records:
+  """TFDS records -> classification examples, read and preprocessed on demand."""
+
+  def __init__(self, source: Any, cfg: ml_collections.ConfigDict):
+    self.source, self.input_key, self.label_key, self.scale = (
+        source, cfg.input_key, cfg.label_key, cfg.scale)
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def gather(self, indices: np.ndarray) -> Batch:
+    # Plain indexing: every data source has it (tfds.testing.mock_data's __getitems__ is broken).
+    examples = [self.source[i] for i in indices.tolist()]
+    inputs = np.stack([np.asarray(e[self.input_key], np.float32) for e in examples])
+    if self.scale != 1.0:
+      inputs *= np.float32(self.scale)
+    return {"inputs": inputs, "label": np.asarray([e[self.label_key] for e in examples], np.int32)}
+
+
+class InMemory:
+  """Examples decoded once into arrays; gathering is one fancy-indexing per key."""
+
+  def __init__(self, examples: Any):
+    self.arrays = examples.gather(np.arange(len(examples)))
+
+  def __len__(self) -> int:
+    return len(self.arrays["label"])
+
+  def gather(self, indices: np.ndarray) -> Batch:
+    return {k: v[indices] for k, v in self.arrays.items()}
+
+
+class TokenWindows:
+  """A text split as bytes, concatenated in record order and cut into windows of seq_len + 1:
+  window i covers bytes [i * seq_len, (i + 1) * seq_len + 1)."""
+
+  def __init__(self, source: Any, key: str, seq_len: int):
+    self.tokens = np.frombuffer(b"".join(bytes(source[i][key]) for i in range(len(source))), np.uint8)
+    self.seq_len = seq_len
+
+  def __len__(self) -> int:
+    return max((len(self.tokens) - 1) // self.seq_len, 0)
+
+  def gather(self, indices: np.ndarray) -> Batch:
+    window = self.tokens[indices[:, None] * self.seq_len + np.arange(self.seq_len + 1)]
+    window = window.astype(np.int32)
+    return {"inputs": window[:, :-1], "label": window[:, 1:]}
 
 
 @dataclasses.dataclass(frozen=True)
 class Sources:
-  train: Any  # random-access data sources (tfds ArrayRecordDataSource)
+  train: Any  # examples objects (above)
   eval: Any
-  num_classes: int
+  num_outputs: int  # classes, or the vocabulary size of a language model
 
 
 def load(cfg: ml_collections.ConfigDict) -> Sources:
-  """The train and eval sources of config.data; prepares an offline data set on first use."""
+  """The train and eval examples of config.data; prepares an offline data set on first use."""
   kwargs = {"data_dir": cfg.data_dir or None, "builder_kwargs": {"file_format": "array_record"}}
   try:
     builder = tfds.builder(cfg.name, data_dir=cfg.data_dir or None)
   except tfds.core.registered.DatasetNotFoundError as e:
     raise ConfigError(f"unknown data set '{cfg.name}': {str(e).splitlines()[0]}") from e
   features = builder.info.features
-  for key in (cfg.input_key, cfg.label_key):
+  keys = (cfg.input_key,) if cfg.kind == "lm" else (cfg.input_key, cfg.label_key)
+  for key in keys:
     if key not in features:
       raise ConfigError(f"data set '{cfg.name}' has no feature '{key}'; features: "
                         f"{', '.join(features)} (set data.input_key / data.label_key)")
-  num_classes = getattr(features[cfg.label_key], "num_classes", None)
-  if not num_classes:
-    raise ConfigError(f"data set '{cfg.name}': feature '{cfg.label_key}' is not a class label")
+  if cfg.kind == "lm":
+    num_outputs = 256  # bytes
+  elif cfg.kind == "classification":
+    num_outputs = getattr(features[cfg.label_key], "num_classes", None)
+    if not num_outputs:
+      raise ConfigError(f"data set '{cfg.name}': feature '{cfg.label_key}' is not a class label")
+  else:
+    raise ConfigError(f"unknown data.kind '{cfg.kind}'; known: classification, lm")
   try:
     train = tfds.data_source(cfg.name, split=cfg.train_split, **kwargs)
     eval_ = tfds.data_source(cfg.name, split=cfg.eval_split, **kwargs)
   except Exception as e:  # missing files, no download possible, unknown split, ...
     raise ConfigError(f"data set '{cfg.name}' could not be loaded: "
                       f"{type(e).__name__}: {str(e).strip().splitlines()[0]}") from e
-  return Sources(train=train, eval=eval_, num_classes=num_classes)
+  return Sources(train=_examples(train, cfg), eval=_examples(eval_, cfg), num_outputs=num_outputs)
 
 
-class Preprocess(grain.transforms.Map):
-  """A TFDS example -> {"inputs": float32 * scale, "label": int32}."""
-
-  def __init__(self, cfg: ml_collections.ConfigDict):
-    self.input_key, self.label_key, self.scale = cfg.input_key, cfg.label_key, cfg.scale
-
-  def map(self, example: dict[str, Any]) -> dict[str, np.ndarray]:
-    inputs = np.asarray(example[self.input_key], np.float32)
-    if self.scale != 1.0:
-      inputs = inputs * np.float32(self.scale)
-    return {"inputs": inputs, "label": np.asarray(example[self.label_key], np.int32)}
+def _examples(source: Any, cfg: ml_collections.ConfigDict) -> Any:
+  if cfg.kind == "lm":
+    return TokenWindows(source, cfg.input_key, cfg.seq_len)
+  return InMemory(Records(source, cfg)) if cfg.cache else Records(source, cfg)
 
 
 class Gather(grain.transforms.Map):
-  """A batch of record indices -> the preprocessed, stacked batch.
+  """A batch of example indices -> the batch."""
 
-  With `arrays` (the whole split, preprocessed, in memory) this is one fancy-indexing per key;
-  otherwise records are read from the TFDS source and preprocessed one by one.
-  """
+  def __init__(self, examples: Any):
+    self.examples = examples
 
-  def __init__(self, source: Any, cfg: ml_collections.ConfigDict,
-               arrays: dict[str, np.ndarray] | None = None):
-    self.source, self.preprocess, self.arrays = source, Preprocess(cfg), arrays
-
-  def map(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-    if self.arrays is not None:
-      return {k: v[indices] for k, v in self.arrays.items()}
-    # Plain indexing: every data source has it (tfds.testing.mock_data's __getitems__ is broken).
-    examples = [self.preprocess.map(self.source[i]) for i in indices.tolist()]
-    return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+  def map(self, indices: np.ndarray) -> Batch:
+    return self.examples.gather(np.asarray(indices))
 
 
-def load_arrays(source: Any, cfg: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
-  """The whole split, preprocessed and stacked (for data.cache=True)."""
-  return Gather(source, cfg).map(np.arange(len(source)))
-
-
-def train_iterator(source: Any, cfg: ml_collections.ConfigDict, global_batch: int,
-                   seed: int) -> grain.DatasetIterator:
+def train_iterator(examples: Any, global_batch: int, seed: int) -> grain.DatasetIterator:
   """Endless shuffled batches of this process's shard; `get_state`/`set_state` checkpoint it.
 
-  Grain shuffles, repeats and batches record indices (a new permutation every epoch, derived
-  from the seed); `Gather` turns each index batch into data. Process p of P takes every P-th
-  record; each epoch drops the remainder so that all processes see equally many.
+  Each epoch drops the remainder so that all processes see equally many examples.
   """
   count = jax.process_count()
   local_batch = global_batch // count
-  usable = len(source) - len(source) % count
+  usable = len(examples) - len(examples) % count
   if usable // count < local_batch:
     raise ConfigError(f"batch_size={global_batch} is larger than the training split "
-                      f"({len(source)} examples)")
-  arrays = load_arrays(source, cfg) if cfg.cache else None
+                      f"({len(examples)} examples)")
   dataset = (grain.MapDataset.range(usable)[jax.process_index()::count]
              .seed(seed).shuffle().repeat(None)  # per-epoch reshuffle: the epoch seeds it
              .batch(local_batch, drop_remainder=True)
-             .map(Gather(source, cfg, arrays)))
-  threads = 0 if cfg.cache else 4
-  return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=threads,
-                                                        prefetch_buffer_size=max(threads, 1) * 4)))
+             .map(Gather(examples)))
+  return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)))
 
 
-def eval_batches(source: Any, cfg: ml_collections.ConfigDict, global_batch: int
-                 ) -> Iterator[dict[str, np.ndarray]]:
+def eval_batches(examples: Any, global_batch: int) -> Iterator[Batch]:
   """One ordered pass over this process's contiguous share, with "mask" (1 real, 0 padding).
 
   Every process yields the same number of equally shaped batches, as the jitted step needs.
   """
   count, index = jax.process_count(), jax.process_index()
-  per_process = math.ceil(len(source) / count)
+  per_process = math.ceil(len(examples) / count)
   local_batch = global_batch // count
-  start, stop = index * per_process, min(len(source), (index + 1) * per_process)
-  preprocess = Preprocess(cfg)
-  template = preprocess.map(source[0])  # shapes and dtypes of the padding
-  dataset = grain.MapDataset.source(source)[start:stop].map(preprocess)
+  start, stop = index * per_process, min(len(examples), (index + 1) * per_process)
   for b in range(math.ceil(per_process / local_batch)):
-    examples = [dataset[i] for i in range(b * local_batch, min(stop - start, (b + 1) * local_batch))]
-    yield _pad_batch(examples, local_batch, template)
-
-
-def _pad_batch(examples: list[dict[str, np.ndarray]], size: int,
-               template: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  batch = {}
-  for key, value in template.items():
-    out = np.zeros((size, *np.shape(value)), np.asarray(value).dtype)
-    for i, example in enumerate(examples):
-      out[i] = example[key]
-    batch[key] = out
-  batch["mask"] = (np.arange(size) < len(examples)).astype(np.float32)
-  return batch
+    indices = np.arange(start + b * local_batch, min(stop, start + (b + 1) * local_batch))
+    real = len(indices)
+    batch = examples.gather(np.pad(indices, (0, local_batch - real)))  # pads with example 0
+    batch["mask"] = (np.arange(local_batch) < real).astype(np.float32)
+    yield batch

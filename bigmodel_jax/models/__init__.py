@@ -15,7 +15,7 @@ from bigmodel_jax.models.cnn import CNN
 from bigmodel_jax.models.densenet import DenseNet
 from bigmodel_jax.models.mlp import MLP
 from bigmodel_jax.models.mobilenet import MobileNet
-from bigmodel_jax.models.recurrent import RNNClassifier
+from bigmodel_jax.models.recurrent import RNNLM, RNNClassifier
 from bigmodel_jax.models.resnet import ResNet
 from bigmodel_jax.models.transformer import DecoderLM, TransformerClassifier
 
@@ -29,6 +29,7 @@ MODELS: dict[str, type[nn.Module]] = {
     "transformer": TransformerClassifier,  # 1-D patches of sequences
     "vit": TransformerClassifier,  # the same with 2-D patches of images
     "decoder_lm": DecoderLM,
+    "rnn_lm": RNNLM,
 }
 
 OUTPUT_FIELDS = ("num_classes", "vocab_size")

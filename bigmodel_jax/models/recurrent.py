@@ -87,3 +87,23 @@ class RNNClassifier(nn.Module):
     else:
       raise ValueError(f"rnn pooling '{self.pooling}' unknown; known: last, mean, attention")
     return dense(self.num_classes, ("embed", "classes"), name="head")(pooled)
+
+
+class RNNLM(nn.Module):
+  """Language model: token embedding, stacked unidirectional LSTM/GRU, a vocabulary head."""
+
+  vocab_size: int
+  cell: str = "lstm"
+  embed_dim: int = 64
+  hidden: int = 256
+  num_layers: int = 1
+  dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, tokens_BxL: jax.Array, *, train: bool = False) -> jax.Array:
+    x = nn.Embed(self.vocab_size, self.embed_dim, name="token_embedding",
+                 embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02),
+                                                             ("vocab", "embed")))(tokens_BxL)
+    h_BxLxH, _ = RecurrentLayers(self.cell, self.hidden, self.num_layers, False, self.dropout,
+                                 name="layers")(x, train=train)
+    return dense(self.vocab_size, ("embed", "vocab"), name="lm_head")(h_BxLxH)
