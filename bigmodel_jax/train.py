@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from bigmodel_jax import checkpoint, metrics, models, optim, sharding, steps
+from bigmodel_jax import checkpoint, metrics, models, optim, sharding, steps, summary
 from bigmodel_jax import config as config_lib
 from bigmodel_jax import state as state_lib
 from bigmodel_jax.config import ConfigError
@@ -57,6 +57,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     raise ConfigError(f"model '{config.model.name}' cannot be built for inputs of shape "
                       f"{example.shape[1:]}: {str(e).splitlines()[0]}") from e
   n_params = state_lib.num_params(state.params)
+  flops = summary.flops_per_example(model, jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), {"params": state.params, **state.model_state}),
+      example)
   if config.init_from and not _has_checkpoint(workdir):  # a workdir's own checkpoint wins
     params = checkpoint.load_params(config.init_from, state_lib.abstract(
         state_shardings.params, state.params))
@@ -147,6 +150,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       "step": total_steps,
       **eval_metrics,
       "num_params": n_params,
+      "flops_per_example": flops,  # forward pass, XLA cost analysis
       "wall_time_s": round(time.time() - t_start, 3),
       "steps_per_sec": (trained - 1) / (t_end - t_first) if trained > 1 else None,
       "start_step": start_step,

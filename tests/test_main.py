@@ -88,3 +88,20 @@ def test_same_command_on_one_device_matches_eight(tmp_path):
   assert max(abs(a - b) for a, b in zip(rows["one"], rows["eight"])) < 1e-4
   with open(tmp_path / "one" / "results.json") as f:
     assert abs(json.load(f)["eval/accuracy"] - eight["eval/accuracy"]) <= 0.002
+
+
+def test_summary_command(tmp_path):
+  import json
+  import subprocess
+  import sys
+  proc = subprocess.run([sys.executable, "-m", "bigmodel_jax.summary", CONFIG, "--json"], cwd=REPO,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr
+  summary = json.loads(proc.stdout)
+  assert summary["num_params"] == 5210 == sum(summary["params_per_module"].values())
+  assert summary["params_per_module"] == {"conv_0": 150, "conv_1": 1900, "conv_2": 1900, "head": 1260}
+  assert summary["input_shape"] == [40] and summary["num_outputs"] == 10
+  assert 50_000 < summary["flops_per_example"] < 80_000
+  bad = subprocess.run([sys.executable, "-m", "bigmodel_jax.summary", CONFIG, "--config.model.name=x"],
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: unknown model 'x'")

@@ -49,6 +49,7 @@ def test_run_writes_the_workdir_contract(finished_run):
     saved = json.load(f)
   assert saved == results
   assert results["num_params"] == 5210 and results["step"] == 60
+  assert 50_000 < results["flops_per_example"] < 80_000  # ~2 x 31,750 multiply-adds
   assert {"eval/accuracy", "eval/top5_accuracy", "eval/loss", "wall_time_s", "steps_per_sec"} <= set(results)
   assert sorted(os.listdir(checkpoint.directory(workdir))) == ["30", "60"]
   assert any(n.startswith("events.out.tfevents") for n in os.listdir(os.path.join(workdir, "tensorboard")))

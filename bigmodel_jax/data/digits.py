@@ -4,6 +4,8 @@
 `numpy.random.RandomState(0).permutation(1797)`; the first 1,437 are train, the last 360 test.
 """
 
+import sys
+
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -44,7 +46,7 @@ class Digits(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager):
     del dl_manager  # the data ships with scikit-learn
-    print(f"Preparing data set digits (first use) in {self.data_dir} ...", flush=True)
+    print(f"Preparing data set digits (first use) in {self.data_dir} ...", file=sys.stderr, flush=True)
     d = generate()
     return {"train": self._generate_examples(d["x"], d["y"]),
             "test": self._generate_examples(d["x_test"], d["y_test"])}

@@ -5,6 +5,8 @@
 the reference order (shuffling disabled). tests/test_data.py pins a checksum of the generated arrays.
 """
 
+import sys
+
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -49,7 +51,7 @@ class Mnist1d(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager):
     del dl_manager  # nothing to download
-    print(f"Preparing data set mnist1d (first use) in {self.data_dir} ...", flush=True)
+    print(f"Preparing data set mnist1d (first use) in {self.data_dir} ...", file=sys.stderr, flush=True)
     d = generate()
     return {"train": self._generate_examples(d["x"], d["y"]),
             "test": self._generate_examples(d["x_test"], d["y_test"])}

@@ -65,7 +65,7 @@ class Pycode(tfds.core.GeneratorBasedBuilder):
   def _split_generators(self, dl_manager):
     del dl_manager  # the corpus is on this machine
     root = sysconfig.get_paths()["stdlib"]
-    print(f"Preparing data set pycode (first use) from {root} in {self.data_dir} ...", flush=True)
+    print(f"Preparing data set pycode (first use) from {root} in {self.data_dir} ...", file=sys.stderr, flush=True)
     files = {name: [] for name, _ in SPLITS}
     for path in source_files(root):
       files[split_of(path)].append(path)

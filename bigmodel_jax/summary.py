@@ -1,0 +1,96 @@
+"""Model summary without training: parameters per module, total, FLOPs per example.
+
+  python -m bigmodel_jax.summary --config=configs/NAME.py[:ARG] [--json] [--config.KEY=VALUE ...]
+
+FLOPs are XLA's cost analysis of one example's forward pass (a training step costs about three
+times that). The data set is opened (and prepared on first use) for the input shape and the
+number of outputs.
+"""
+
+import json
+import sys
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from bigmodel_jax import config as config_lib
+
+
+
+def flops_per_example(model: nn.Module, variables: Any, example_1: jax.Array) -> float | None:
+  """Forward FLOPs for one example, from XLA's cost analysis of the lowered (uncompiled) HLO."""
+  lowered = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, example_1)
+  cost = lowered.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost["flops"]) if cost and "flops" in cost else None
+
+
+def params_per_module(params: Any) -> dict[str, int]:
+  """Parameter count of each top-level module, by name."""
+  return {name: sum(x.size for x in jax.tree.leaves(sub)) for name, sub in params.items()}
+
+
+def summarize(config) -> dict[str, Any]:
+  from bigmodel_jax import models
+  from bigmodel_jax.data import pipeline
+
+  sources = pipeline.load(config.data)
+  example = jnp.asarray(sources.train.gather(np.zeros(1, np.int64))["inputs"])
+  model = models.build(config.model, sources.num_outputs)
+  try:
+    variables = jax.eval_shape(lambda: nn.unbox(model.init(
+        {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}, example, train=False)))
+  except (ValueError, TypeError) as e:
+    raise config_lib.ConfigError(f"model '{config.model.name}' cannot be built for inputs of shape "
+                                 f"{example.shape[1:]}: {str(e).splitlines()[0]}") from e
+  modules = params_per_module(variables["params"])
+  return {"model": config.model.name, "data": config.data.name,
+          "input_shape": list(example.shape[1:]), "input_dtype": str(example.dtype),
+          "num_outputs": sources.num_outputs, "num_params": sum(modules.values()),
+          "params_per_module": modules,
+          "flops_per_example": flops_per_example(model, variables, example)}
+
+
+def main(argv: list[str]) -> None:
+  f = flags.FLAGS
+  if not f["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+  try:
+    if len(argv) > 1:
+      raise config_lib.ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
+    config_lib.check_values(f.config)
+    summary = summarize(f.config)
+  except config_lib.ConfigError as e:
+    if f.traceback:
+      raise
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  if f.json:
+    print(json.dumps(summary, indent=2))
+    return
+  print(f"Model {summary['model']} on {summary['data']}: inputs {tuple(summary['input_shape'])} "
+        f"{summary['input_dtype']}, {summary['num_outputs']} outputs")
+  width = max(len(n) for n in summary["params_per_module"]) + 2
+  for name, count in summary["params_per_module"].items():
+    print(f"  {name:<{width}}{count:>14,}")
+  print(f"  {'total':<{width}}{summary['num_params']:>14,}")
+  flops = summary["flops_per_example"]
+  print(f"Forward FLOPs per example: {flops:,.0f}" if flops else "FLOPs: not available")
+
+
+def run() -> None:
+  # Flags are defined here, not at import: train.py imports this module for flops_per_example.
+  config_flags.DEFINE_config_file("config", None, "Experiment file: path.py[:arg].",
+                                  lock_config=True)
+  flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.")
+  flags.DEFINE_bool("traceback", False, "Show the full traceback of an error.")
+  app.run(main, flags_parser=config_lib.parse_command_line)
+
+
+if __name__ == "__main__":
+  run()
