@@ -75,6 +75,15 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
+def from_variant(variants: dict[str, dict[str, Any]], arg: str) -> ml_collections.ConfigDict:
+  """default_config() with config.model set to variants[arg]: the start of every config file."""
+  if arg not in variants:
+    raise ValueError(f"unknown variant '{arg}'; known: {', '.join(variants)}")
+  c = default_config()
+  c.model.update(variants[arg])
+  return c
+
+
 def total_steps(config: ml_collections.ConfigDict, num_train_examples: int) -> int:
   """total_epochs (when set) converted to steps, else total_steps."""
   if config.total_epochs is not None:

@@ -9,7 +9,7 @@ All use the CIFAR stems (3x3, stride 1, no max-pool). SGD with Nesterov momentum
 rate 0.1 for batch 128, weight decay 5e-4, cosine over 200 epochs. No data augmentation yet.
 """
 
-from bigmodel_jax.config import default_config
+from bigmodel_jax.config import from_variant
 
 VARIANTS = {
     "resnet18": dict(name="resnet", depth=18, stem="cifar"),  # 11,173,962 parameters
@@ -20,10 +20,7 @@ VARIANTS = {
 
 
 def get_config(arg: str = "resnet18"):
-  if arg not in VARIANTS:
-    raise ValueError(f"unknown variant '{arg}'; known: {', '.join(VARIANTS)}")
-  c = default_config()
-  c.model.update(VARIANTS[arg])
+  c = from_variant(VARIANTS, arg)
   c.data.name = "cifar10"
   c.data.scale = 1 / 255
   c.batch_size = 128

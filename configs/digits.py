@@ -11,7 +11,7 @@ resnet, a CIFAR-style ResNet (3x3 stem, BasicBlocks, stages of 2 at widths 32-64
 Vision Transformer over 16 patches of 2x2 (4 blocks of width 64).
 """
 
-from bigmodel_jax.config import default_config
+from bigmodel_jax.config import from_variant
 
 VARIANTS = {
     "cnn": dict(name="cnn", channels=(32, 64, 64), kernel_sizes=(3, 3, 3), padding="SAME",
@@ -24,10 +24,7 @@ VARIANTS = {
 
 
 def get_config(arg: str = "cnn"):
-  if arg not in VARIANTS:
-    raise ValueError(f"unknown variant '{arg}'; known: {', '.join(VARIANTS)}")
-  c = default_config()
-  c.model.update(VARIANTS[arg])
+  c = from_variant(VARIANTS, arg)
   c.data.name = "digits"
   c.data.scale = 1 / 16  # pixel values are 0..16
   c.data.cache = True

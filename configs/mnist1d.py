@@ -18,7 +18,7 @@ decay 0.05) and a cosine decay, which holds test accuracy above 90% over seeds; 
 constant-rate Adam is `--config.optimizer.name=adam --config.schedule.name=constant`.
 """
 
-from bigmodel_jax.config import default_config
+from bigmodel_jax.config import from_variant
 
 VARIANTS = {
     "cnn": dict(name="cnn", channels=(25, 25, 25), kernel_sizes=(5, 3, 3), strides=2,
@@ -36,10 +36,7 @@ VARIANTS = {
 
 
 def get_config(arg: str = "cnn"):
-  if arg not in VARIANTS:
-    raise ValueError(f"unknown variant '{arg}'; known: {', '.join(VARIANTS)}")
-  c = default_config()
-  c.model.update(VARIANTS[arg])
+  c = from_variant(VARIANTS, arg)
   c.data.name = "mnist1d"
   c.data.input_key = "x"
   c.data.cache = True

@@ -9,7 +9,7 @@ AdamW with warmup and cosine decay. Evaluation reports loss and bits per byte on
 split; the byte-unigram entropy of that split is about 4.66 bits (see the data set's metadata).
 """
 
-from bigmodel_jax.config import default_config
+from bigmodel_jax.config import from_variant
 
 VARIANTS = {
     "transformer": dict(name="decoder_lm", max_len=128, dim=128, depth=4, num_heads=4,
@@ -19,10 +19,7 @@ VARIANTS = {
 
 
 def get_config(arg: str = "transformer"):
-  if arg not in VARIANTS:
-    raise ValueError(f"unknown variant '{arg}'; known: {', '.join(VARIANTS)}")
-  c = default_config()
-  c.model.update(VARIANTS[arg])
+  c = from_variant(VARIANTS, arg)
   c.data.name = "pycode"
   c.data.kind = "lm"
   c.data.input_key = "text"

@@ -9,6 +9,8 @@ import sys
 import numpy as np
 import tensorflow_datasets as tfds
 
+from bigmodel_jax.data.offline import OfflineBuilder
+
 NUM_TRAIN = 1437
 
 
@@ -24,14 +26,11 @@ def generate() -> dict[str, np.ndarray]:
           "x_test": images[test], "y_test": digits.target[test]}
 
 
-class Digits(tfds.core.GeneratorBasedBuilder):
+class Digits(OfflineBuilder):
   """8x8 handwritten digits (values 0..16), 1,437 train / 360 test."""
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "scikit-learn's load_digits, split by RandomState(0)."}
-
-  def __init__(self, *, file_format=None, **kwargs):
-    super().__init__(file_format=file_format or "array_record", **kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(

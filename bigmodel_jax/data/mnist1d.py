@@ -10,6 +10,8 @@ import sys
 import numpy as np
 import tensorflow_datasets as tfds
 
+from bigmodel_jax.data.offline import OfflineBuilder
+
 _CITATION = """@article{greydanus2020scaling,
   title={Scaling down Deep Learning with MNIST-1D},
   author={Greydanus, Sam and Kobak, Dmitry},
@@ -28,14 +30,11 @@ def generate() -> dict[str, np.ndarray]:
   return {k: data[k] for k in ("x", "y", "x_test", "y_test")}
 
 
-class Mnist1d(tfds.core.GeneratorBasedBuilder):
+class Mnist1d(OfflineBuilder):
   """MNIST-1D: 10-class classification of 1-D signals of length 40."""
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Generated with mnist1d 0.0.2.post1, default arguments (seed 42)."}
-
-  def __init__(self, *, file_format=None, **kwargs):
-    super().__init__(file_format=file_format or "array_record", **kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(

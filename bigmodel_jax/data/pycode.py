@@ -16,6 +16,8 @@ import sysconfig
 import numpy as np
 import tensorflow_datasets as tfds
 
+from bigmodel_jax.data.offline import OfflineBuilder
+
 _SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "__pycache__"}
 SPLITS = (("train", 90), ("validation", 95), ("test", 100))  # cumulative percent
 
@@ -43,16 +45,13 @@ def unigram_entropy_bits(data: bytes) -> float:
   return float(-(p * np.log2(p)).sum())
 
 
-class Pycode(tfds.core.GeneratorBasedBuilder):
+class Pycode(OfflineBuilder):
   """Python standard library source as bytes, split by file."""
 
   VERSION = tfds.core.Version("1.0.0")
   BUILDER_CONFIGS = [tfds.core.BuilderConfig(
       name=f"python{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}",
       description="the standard library of this Python version")]
-
-  def __init__(self, *, file_format=None, **kwargs):
-    super().__init__(file_format=file_format or "array_record", **kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
