@@ -47,7 +47,7 @@ def load_params(workdir: str, abstract_params: Any) -> Any:
   path = directory(workdir)
   if not os.path.isdir(path):
     raise ConfigError(f"init_from: no checkpoints in {workdir}")
-  with ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(read_only=True)) as mngr:
+  with ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(create=False)) as mngr:
     step = mngr.latest_step()
     if step is None:
       raise ConfigError(f"init_from: no checkpoints in {workdir}")

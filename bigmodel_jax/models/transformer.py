@@ -48,7 +48,8 @@ class Attention(nn.Module):
   @nn.compact
   def __call__(self, x_BxLxD: jax.Array, context_BxSxD: jax.Array | None = None, *,
                mask_Bx1xLxS: jax.Array | None = None, is_causal: bool = False,
-               positions_BxL: jax.Array | None = None, train: bool = False) -> jax.Array:
+               positions_BxL: jax.Array | None = None, train: bool = False,
+               decode: bool = False) -> jax.Array:
     context_BxSxD = x_BxLxD if context_BxSxD is None else context_BxSxD
     proj = lambda name: nn.DenseGeneral(
         (self.num_heads, self.head_dim), name=name,
@@ -57,11 +58,29 @@ class Attention(nn.Module):
     q, k, v = proj("query")(x_BxLxD), proj("key")(context_BxSxD), proj("value")(context_BxSxD)
     if self.use_rotary:
       q, k = rotary(q, positions_BxL), rotary(k, positions_BxL)
+    if decode:  # causal self-attention over a key/value cache of the positions seen so far
+      k, v, mask_Bx1xLxS = self._cached(k, v, positions_BxL)
+      is_causal = False
     out_BxLxNxH = jax.nn.dot_product_attention(q, k, v, mask=mask_Bx1xLxS, is_causal=is_causal)
     out = nn.DenseGeneral(x_BxLxD.shape[-1], axis=(-2, -1), name="out",
                           kernel_init=_partitioned(_INIT, ("heads", "kv", "embed")),
                           bias_init=_partitioned(_ZEROS, ("embed",)))(out_BxLxNxH)
     return nn.Dropout(self.dropout, deterministic=not train)(out)
+
+  def _cached(self, k_BxLxNxH: jax.Array, v_BxLxNxH: jax.Array, positions_BxL: jax.Array):
+    """Writes this call's keys and values at their positions into the cache (created by an
+    init with decode=True on B x max_len tokens) and returns all cached keys, values and the
+    mask that lets each query see the positions up to its own."""
+    initialized = self.has_variable("cache", "cached_key")
+    key = self.variable("cache", "cached_key", jnp.zeros, k_BxLxNxH.shape, k_BxLxNxH.dtype)
+    value = self.variable("cache", "cached_value", jnp.zeros, v_BxLxNxH.shape, v_BxLxNxH.dtype)
+    if not initialized:
+      return k_BxLxNxH, v_BxLxNxH, None
+    start = positions_BxL[0, 0]
+    key.value = jax.lax.dynamic_update_slice(key.value, k_BxLxNxH, (0, start, 0, 0))
+    value.value = jax.lax.dynamic_update_slice(value.value, v_BxLxNxH, (0, start, 0, 0))
+    visible_BxLxS = jnp.arange(key.value.shape[1])[None, None, :] <= positions_BxL[:, :, None]
+    return key.value, value.value, visible_BxLxS[:, None]
 
 
 class Block(nn.Module):
@@ -77,7 +96,7 @@ class Block(nn.Module):
   def __call__(self, x_BxLxD: jax.Array, *, mask_Bx1xLxL: jax.Array | None = None,
                is_causal: bool = False, positions_BxL: jax.Array | None = None,
                context_BxSxD: jax.Array | None = None, context_mask_Bx1xLxS: jax.Array | None = None,
-               train: bool = False) -> jax.Array:
+               train: bool = False, decode: bool = False) -> jax.Array:
     d = x_BxLxD.shape[-1]
     if d % self.num_heads:
       raise ValueError(f"transformer width {d} does not divide into {self.num_heads} heads")
@@ -85,7 +104,7 @@ class Block(nn.Module):
                                              self.dropout, name=name)
     x = x_BxLxD + attention("attention", self.use_rotary)(
         layer_norm("ln_attention")(x_BxLxD), mask_Bx1xLxS=mask_Bx1xLxL, is_causal=is_causal,
-        positions_BxL=positions_BxL, train=train)
+        positions_BxL=positions_BxL, train=train, decode=decode)
     if self.cross:
       x = x + attention("cross_attention", False)(
           layer_norm("ln_cross")(x), context_BxSxD, mask_Bx1xLxS=context_mask_Bx1xLxS, train=train)
@@ -134,7 +153,12 @@ class TransformerClassifier(nn.Module):
 
 
 class DecoderLM(nn.Module):
-  """Causal LM over token ids B x L -> logits B x L x vocab_size."""
+  """Causal LM over token ids B x L -> logits B x L x vocab_size.
+
+  Decoding with a key/value cache: `init(..., tokens_BxMaxLen, decode=True)` creates the cache;
+  then each call with decode=True and `start` (the position of its first token) feeds the next
+  tokens (a prompt at once, then one at a time) and updates the cache (mutable=["cache"]).
+  """
 
   vocab_size: int
   max_len: int = 256
@@ -147,7 +171,8 @@ class DecoderLM(nn.Module):
   tie_embeddings: bool = True
 
   @nn.compact
-  def __call__(self, tokens_BxL: jax.Array, *, train: bool = False) -> jax.Array:
+  def __call__(self, tokens_BxL: jax.Array, *, train: bool = False, decode: bool = False,
+               start: int | jax.Array = 0) -> jax.Array:
     if self.positions not in ("learned", "rotary"):
       raise ValueError(f"positions '{self.positions}' unknown; known: learned, rotary")
     length = tokens_BxL.shape[1]
@@ -156,17 +181,17 @@ class DecoderLM(nn.Module):
     embed = nn.Embed(self.vocab_size, self.dim, name="token_embedding",
                      embedding_init=_partitioned(nn.initializers.normal(0.02), ("vocab", "embed")))
     x_BxLxD = embed(tokens_BxL)
-    positions_BxL = jnp.broadcast_to(jnp.arange(length), tokens_BxL.shape)
+    positions_BxL = jnp.broadcast_to(start + jnp.arange(length), tokens_BxL.shape)
     if self.positions == "learned":
       pos = self.param("position_embedding",
                        _partitioned(nn.initializers.normal(0.01), ("length", "embed")),
                        (self.max_len, self.dim))
-      x_BxLxD = x_BxLxD + pos[:length]
+      x_BxLxD = x_BxLxD + jax.lax.dynamic_slice_in_dim(pos, start, length)
     x_BxLxD = nn.Dropout(self.dropout, deterministic=not train)(x_BxLxD)
     for i in range(self.depth):
       x_BxLxD = Block(self.num_heads, self.mlp_dim, self.dropout, self.positions == "rotary",
                       name=f"block{i}")(x_BxLxD, is_causal=True, positions_BxL=positions_BxL,
-                                        train=train)
+                                        train=train, decode=decode)
     x_BxLxD = layer_norm("ln_final")(x_BxLxD)
     if self.tie_embeddings:
       return embed.attend(x_BxLxD)

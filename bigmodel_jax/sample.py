@@ -1,0 +1,138 @@
+"""Text from a trained byte-level language model.
+
+  python -m bigmodel_jax.sample --workdir=runs/pycode_transformer [--prompt="def "] [--length=100]
+      [--temperature=0] [--top_k=0] [--seed=0] [--no_cache]
+
+Temperature 0 is greedy decoding. A decoder_lm decodes with a key/value cache (the prompt in one
+call, then one token per step); --no_cache recomputes the whole sequence each step instead, as
+any language model can. Both give the same text (tests/test_sample.py).
+"""
+
+import json
+import os
+import sys
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import app, flags, logging
+
+from bigmodel_jax import config as config_lib
+
+
+def _pick(logits_V: jax.Array, key: jax.Array, temperature: float, top_k: int) -> jax.Array:
+  if temperature == 0:
+    return jnp.argmax(logits_V)
+  logits_V = logits_V / temperature
+  if top_k:
+    kth = jnp.sort(logits_V)[-top_k]
+    logits_V = jnp.where(logits_V < kth, -jnp.inf, logits_V)
+  return jax.random.categorical(key, logits_V)
+
+
+def generate(model: nn.Module, params: Any, prompt: list[int], length: int, *,
+             temperature: float = 0.0, top_k: int = 0, seed: int = 0,
+             use_cache: bool = True) -> list[int]:
+  """The prompt followed by `length` new tokens (batch of one)."""
+  total = len(prompt) + length
+  max_len = getattr(model, "max_len", total)
+  if not prompt or total > max_len:
+    raise config_lib.ConfigError(f"prompt ({len(prompt)} tokens) + length ({length}) must be "
+                                 f"between 1 and the model's max_len {max_len}")
+  key = jax.random.PRNGKey(seed)
+  pick = lambda logits, t: _pick(logits, jax.random.fold_in(key, t), temperature, top_k)
+  tokens = list(prompt)
+  if use_cache:
+    if not hasattr(model, "max_len"):
+      raise config_lib.ConfigError(f"model {type(model).__name__} has no key/value cache; "
+                                   "use --no_cache")
+    cache = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, max_len), jnp.int32),
+                                              decode=True)["cache"])
+    cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), cache)
+
+    @jax.jit
+    def step(cache, tokens_1xL, start, t):
+      logits, updated = model.apply({"params": params, "cache": cache}, tokens_1xL, decode=True,
+                                    start=start, mutable=["cache"])
+      return updated["cache"], pick(logits[0, -1], t)
+
+    cache, token = step(cache, jnp.asarray([prompt], jnp.int32), 0, len(prompt))
+    for t in range(len(prompt), total):
+      tokens.append(int(token))
+      if t + 1 < total:
+        cache, token = step(cache, jnp.asarray([[tokens[-1]]], jnp.int32), t, t + 1)
+    return tokens
+
+  @jax.jit
+  def full(buffer_1xT, t):
+    return pick(model.apply({"params": params}, buffer_1xT)[0, t - 1], t)
+
+  buffer = np.zeros((1, max_len), np.int32)  # fixed shape: one compilation; causal, so the
+  buffer[0, :len(prompt)] = prompt  # zeros after position t do not change its logits
+  for t in range(len(prompt), total):
+    buffer[0, t] = int(full(jnp.asarray(buffer), t))
+    tokens.append(int(buffer[0, t]))
+  return tokens
+
+
+def load(workdir: str) -> tuple[nn.Module, Any]:
+  """The model of a workdir's config.json and the parameters of its newest checkpoint."""
+  from bigmodel_jax import checkpoint, models
+
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    raise config_lib.ConfigError(f"no config.json in {workdir}: not a workdir")
+  with open(path) as f:
+    config = ml_collections.ConfigDict(_tuples(json.load(f)))
+  if config.data.kind != "lm":
+    raise config_lib.ConfigError(f"{workdir} holds a {config.data.kind} run, not a language model")
+  model = models.build(config.model, 256)
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  abstract = jax.eval_shape(lambda: nn.unbox(model.init(
+      jax.random.PRNGKey(0), jnp.zeros((1, config.data.seq_len), jnp.int32))["params"]))
+  abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), abstract)
+  return model, checkpoint.load_params(workdir, abstract)
+
+
+def _tuples(x: Any) -> Any:
+  """JSON lists back to tuples (config fields such as patch sizes are tuples)."""
+  if isinstance(x, dict):
+    return {k: _tuples(v) for k, v in x.items()}
+  return tuple(_tuples(v) for v in x) if isinstance(x, list) else x
+
+
+def main(argv: list[str]) -> None:
+  f = flags.FLAGS
+  if not f["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+  try:
+    if len(argv) > 1:
+      raise config_lib.ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if f.temperature < 0 or f.top_k < 0 or f.length < 1:
+      raise config_lib.ConfigError("--temperature and --top_k must be >= 0, --length >= 1")
+    model, params = load(f.workdir)
+    tokens = generate(model, params, list(f.prompt.encode()), f.length,
+                      temperature=f.temperature, top_k=f.top_k, seed=f.seed,
+                      use_cache=not f.no_cache)
+  except config_lib.ConfigError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  print(bytes(tokens).decode("utf-8", errors="replace"))
+
+
+def run() -> None:
+  flags.DEFINE_string("workdir", None, "A language model's workdir.", required=True)
+  flags.DEFINE_string("prompt", "def ", "Text to continue.")
+  flags.DEFINE_integer("length", 100, "Bytes to generate (prompt + length <= the model's max_len).")
+  flags.DEFINE_float("temperature", 0.0, "0 = greedy.")
+  flags.DEFINE_integer("top_k", 0, "Sample among the k most likely bytes (0 = all).")
+  flags.DEFINE_integer("seed", 0, "Sampling seed.")
+  flags.DEFINE_bool("no_cache", False, "Recompute the whole sequence each step.")
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()
