@@ -42,12 +42,9 @@ def summarize(config) -> dict[str, Any]:
   sources = pipeline.load(config.data)
   example = jnp.asarray(sources.train.gather(np.zeros(1, np.int64))["inputs"])
   model = models.build(config.model, sources.num_outputs)
-  try:
+  with models.init_errors_as_config_errors(config.model.name, example.shape[1:]):
     variables = jax.eval_shape(lambda: nn.unbox(model.init(
         {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}, example, train=False)))
-  except (ValueError, TypeError) as e:
-    raise config_lib.ConfigError(f"model '{config.model.name}' cannot be built for inputs of shape "
-                                 f"{example.shape[1:]}: {str(e).splitlines()[0]}") from e
   modules = params_per_module(variables["params"])
   return {"model": config.model.name, "data": config.data.name,
           "input_shape": list(example.shape[1:]), "input_dtype": str(example.dtype),

@@ -50,12 +50,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   tx = optim.make_optimizer(config.optimizer, schedule)
 
   # --- Sharded state: parameters and optimizer state created in place on the mesh. ---
-  try:
+  with models.init_errors_as_config_errors(config.model.name, example.shape[1:]):
     state, state_shardings = state_lib.create(model, tx, jnp.asarray(example), config.seed,
                                               mesh, rules)
-  except (ValueError, TypeError) as e:
-    raise ConfigError(f"model '{config.model.name}' cannot be built for inputs of shape "
-                      f"{example.shape[1:]}: {str(e).splitlines()[0]}") from e
   n_params = state_lib.num_params(state.params)
   flops = summary.flops_per_example(model, jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), {"params": state.params, **state.model_state}),

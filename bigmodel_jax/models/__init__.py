@@ -5,6 +5,7 @@ The module is built with its output size from the data set (`num_classes` for cl
 Each model's __call__ takes (inputs, *, train: bool) and returns logits.
 """
 
+import contextlib
 import dataclasses
 
 import flax.linen as nn
@@ -48,3 +49,13 @@ def build(model_config: ml_collections.ConfigDict, num_outputs: int) -> nn.Modul
     raise ConfigError(f"model '{name}' has no option {', '.join(unknown)}; options: "
                       f"{', '.join(sorted(fields - {output}))}")
   return cls(**{output: num_outputs}, **options)
+
+
+@contextlib.contextmanager
+def init_errors_as_config_errors(name: str, input_shape: tuple[int, ...]):
+  """A model whose options do not fit the data fails at init: report it as a ConfigError."""
+  try:
+    yield
+  except (ValueError, TypeError) as e:
+    raise ConfigError(f"model '{name}' cannot be built for inputs of shape {input_shape}: "
+                      f"{str(e).splitlines()[0]}") from e
