@@ -46,8 +46,9 @@ def default_config() -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict()
   c.data.name = ""  # a TFDS name: ours (mnist1d, digits, pycode) or the catalogue's (mnist, cifar10)
-  c.data.kind = "classification"  # or "lm": next-byte prediction over windows of a text feature
-  c.data.seq_len = 128  # lm: tokens per window
+  c.data.kind = "classification"  # "lm": next bytes of a text; "seq2seq": text -> text
+  c.data.seq_len = 128  # lm: bytes per window; seq2seq: longest input
+  c.data.target_len = 16  # seq2seq: longest answer + 1 (EOS)
   c.data.data_dir = ""  # "" = TFDS default ($TFDS_DATA_DIR or ~/tensorflow_datasets)
   c.data.train_split = "train"
   c.data.eval_split = "test"

@@ -40,14 +40,15 @@ def summarize(config) -> dict[str, Any]:
   from bigmodel_jax.data import pipeline
 
   sources = pipeline.load(config.data)
-  example = jnp.asarray(sources.train.gather(np.zeros(1, np.int64))["inputs"])
+  example = jax.tree.map(jnp.asarray, sources.train.gather(np.zeros(1, np.int64))["inputs"])
   model = models.build(config.model, sources.num_outputs)
-  with models.init_errors_as_config_errors(config.model.name, example.shape[1:]):
+  with models.init_errors_as_config_errors(config.model.name, example):
     variables = jax.eval_shape(lambda: nn.unbox(model.init(
         {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}, example, train=False)))
   modules = params_per_module(variables["params"])
   return {"model": config.model.name, "data": config.data.name,
-          "input_shape": list(example.shape[1:]), "input_dtype": str(example.dtype),
+          "input_shape": jax.tree.map(lambda x: list(x.shape[1:]), example),
+          "input_dtype": jax.tree.map(lambda x: str(x.dtype), example),
           "num_outputs": sources.num_outputs, "num_params": sum(modules.values()),
           "params_per_module": modules,
           "flops_per_example": flops_per_example(model, variables, example)}
@@ -70,7 +71,7 @@ def main(argv: list[str]) -> None:
   if f.json:
     print(json.dumps(summary, indent=2))
     return
-  print(f"Model {summary['model']} on {summary['data']}: inputs {tuple(summary['input_shape'])} "
+  print(f"Model {summary['model']} on {summary['data']}: inputs {summary['input_shape']} "
         f"{summary['input_dtype']}, {summary['num_outputs']} outputs")
   width = max(len(n) for n in summary["params_per_module"]) + 2
   for name, count in summary["params_per_module"].items():

@@ -42,7 +42,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   sources = pipeline.load(config.data)
   total_steps = config_lib.total_steps(config, len(sources.train))
   train_iter = pipeline.train_iterator(sources.train, config.batch_size, config.seed)
-  example = sources.train.gather(np.zeros(1, np.int64))["inputs"]
+  example = jax.tree.map(jnp.asarray, sources.train.gather(np.zeros(1, np.int64))["inputs"])
 
   # --- Model and optimizer. ---
   model = models.build(config.model, sources.num_outputs)
@@ -50,9 +50,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   tx = optim.make_optimizer(config.optimizer, schedule)
 
   # --- Sharded state: parameters and optimizer state created in place on the mesh. ---
-  with models.init_errors_as_config_errors(config.model.name, example.shape[1:]):
-    state, state_shardings = state_lib.create(model, tx, jnp.asarray(example), config.seed,
-                                              mesh, rules)
+  with models.init_errors_as_config_errors(config.model.name, example):
+    state, state_shardings = state_lib.create(model, tx, example, config.seed, mesh, rules)
   n_params = state_lib.num_params(state.params)
   flops = summary.flops_per_example(model, jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), {"params": state.params, **state.model_state}),
@@ -67,7 +66,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       functools.partial(steps.train_step, model=model, tx=tx, schedule=schedule),
       in_shardings=(state_shardings, batch_sharding), out_shardings=(state_shardings, None),
       donate_argnums=0)
-  eval_step = jax.jit(functools.partial(steps.eval_step, model=model),
+  eval_step = jax.jit(functools.partial(steps.eval_step, model=model,
+                                        exact_match=config.data.kind == "seq2seq"),
                       in_shardings=(state_shardings, batch_sharding))
 
   def global_batch(local: dict[str, np.ndarray]) -> dict[str, jax.Array]:

@@ -4,8 +4,11 @@ A split becomes an *examples* object: `len()` and `gather(indices) -> batch of a
   Records       TFDS records, preprocessed one by one (any size of data set)
   InMemory      the same, decoded once into memory (data.cache, for small data sets)
   TokenWindows  a text split's bytes concatenated and cut into fixed windows (data.kind="lm")
+  TextPairs     question/answer texts as padded bytes (data.kind="seq2seq")
 Classification batches are {"inputs": float32, "label": int32}; language-model batches are
-{"inputs": int32 B x L, "label": int32 B x L}, the label being the next byte.
+{"inputs": int32 B x L, "label": int32 B x L}, the label being the next byte; seq2seq batches are
+{"inputs": {"encoder": B x S, "decoder": B x T}, "label": B x T, "weights": B x T} (bytes, with
+PAD 0, BOS 1, EOS 2; the decoder reads BOS + answer, the label is answer + EOS).
 
 Training: Grain shuffles, repeats and batches example indices (a new permutation each epoch from
 the seed; process p of P takes every P-th example) and gathers each index batch; the iterator is
@@ -24,7 +27,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from bigmodel_jax.config import ConfigError
-from bigmodel_jax.data import digits, mnist1d, pycode  # noqa: F401  (registers the offline builders)
+from bigmodel_jax.data import addition, digits, mnist1d, pycode  # noqa: F401  (registers the offline builders)
 
 tfds.disable_progress_bar()  # builders announce their preparation themselves
 
@@ -60,7 +63,7 @@ class InMemory:
     return len(self.arrays["label"])
 
   def gather(self, indices: np.ndarray) -> Batch:
-    return {k: v[indices] for k, v in self.arrays.items()}
+    return jax.tree.map(lambda v: v[indices], self.arrays)
 
 
 class TokenWindows:
@@ -78,6 +81,36 @@ class TokenWindows:
     window = self.tokens[indices[:, None] * self.seq_len + np.arange(self.seq_len + 1)]
     window = window.astype(np.int32)
     return {"inputs": window[:, :-1], "label": window[:, 1:]}
+
+
+PAD, BOS, EOS = 0, 1, 2
+
+
+class TextPairs:
+  """Question/answer text records -> padded byte sequences (data.seq_len, data.target_len)."""
+
+  def __init__(self, source: Any, cfg: ml_collections.ConfigDict):
+    self.source, self.input_key, self.label_key = source, cfg.input_key, cfg.label_key
+    self.seq_len, self.target_len = cfg.seq_len, cfg.target_len
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def gather(self, indices: np.ndarray) -> Batch:
+    n, t = len(indices), self.target_len
+    encoder = np.zeros((n, self.seq_len), np.int32)
+    label = np.zeros((n, t), np.int32)
+    for row, i in enumerate(indices.tolist()):
+      example = self.source[i]
+      question, answer = bytes(example[self.input_key]), bytes(example[self.label_key])
+      if len(question) > self.seq_len or len(answer) + 1 > t:
+        raise ConfigError(f"example {i} ({len(question)} + {len(answer)} bytes) does not fit "
+                          f"data.seq_len={self.seq_len} / data.target_len={t} (answer + EOS)")
+      encoder[row, :len(question)] = np.frombuffer(question, np.uint8)
+      label[row, :len(answer) + 1] = [*answer, EOS]
+    decoder = np.concatenate([np.full((n, 1), BOS, np.int32), label[:, :-1]], axis=1)
+    weights = (np.arange(t) <= (label != PAD).sum(1, keepdims=True) - 1).astype(np.float32)
+    return {"inputs": {"encoder": encoder, "decoder": decoder}, "label": label, "weights": weights}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,14 +133,14 @@ def load(cfg: ml_collections.ConfigDict) -> Sources:
     if key not in features:
       raise ConfigError(f"data set '{cfg.name}' has no feature '{key}'; features: "
                         f"{', '.join(features)} (set data.input_key / data.label_key)")
-  if cfg.kind == "lm":
+  if cfg.kind in ("lm", "seq2seq"):
     num_outputs = 256  # bytes
   elif cfg.kind == "classification":
     num_outputs = getattr(features[cfg.label_key], "num_classes", None)
     if not num_outputs:
       raise ConfigError(f"data set '{cfg.name}': feature '{cfg.label_key}' is not a class label")
   else:
-    raise ConfigError(f"unknown data.kind '{cfg.kind}'; known: classification, lm")
+    raise ConfigError(f"unknown data.kind '{cfg.kind}'; known: classification, lm, seq2seq")
   try:
     train = tfds.data_source(cfg.name, split=cfg.train_split, **kwargs)
     eval_ = tfds.data_source(cfg.name, split=cfg.eval_split, **kwargs)
@@ -120,7 +153,8 @@ def load(cfg: ml_collections.ConfigDict) -> Sources:
 def _examples(source: Any, cfg: ml_collections.ConfigDict) -> Any:
   if cfg.kind == "lm":
     return TokenWindows(source, cfg.input_key, cfg.seq_len)
-  return InMemory(Records(source, cfg)) if cfg.cache else Records(source, cfg)
+  examples = TextPairs(source, cfg) if cfg.kind == "seq2seq" else Records(source, cfg)
+  return InMemory(examples) if cfg.cache else examples
 
 
 class Gather(grain.transforms.Map):

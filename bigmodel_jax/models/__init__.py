@@ -8,7 +8,10 @@ Each model's __call__ takes (inputs, *, train: bool) and returns logits.
 import contextlib
 import dataclasses
 
+from typing import Any
+
 import flax.linen as nn
+import jax
 import ml_collections
 
 from bigmodel_jax.config import ConfigError
@@ -16,9 +19,9 @@ from bigmodel_jax.models.cnn import CNN
 from bigmodel_jax.models.densenet import DenseNet
 from bigmodel_jax.models.mlp import MLP
 from bigmodel_jax.models.mobilenet import MobileNet
-from bigmodel_jax.models.recurrent import RNNLM, RNNClassifier
+from bigmodel_jax.models.recurrent import RNNLM, RNNClassifier, RNNSeq2Seq
 from bigmodel_jax.models.resnet import ResNet
-from bigmodel_jax.models.transformer import DecoderLM, TransformerClassifier
+from bigmodel_jax.models.transformer import DecoderLM, EncoderDecoder, TransformerClassifier
 
 MODELS: dict[str, type[nn.Module]] = {
     "mlp": MLP,
@@ -31,6 +34,8 @@ MODELS: dict[str, type[nn.Module]] = {
     "vit": TransformerClassifier,  # the same with 2-D patches of images
     "decoder_lm": DecoderLM,
     "rnn_lm": RNNLM,
+    "encoder_decoder": EncoderDecoder,
+    "rnn_seq2seq": RNNSeq2Seq,
 }
 
 OUTPUT_FIELDS = ("num_classes", "vocab_size")
@@ -52,10 +57,11 @@ def build(model_config: ml_collections.ConfigDict, num_outputs: int) -> nn.Modul
 
 
 @contextlib.contextmanager
-def init_errors_as_config_errors(name: str, input_shape: tuple[int, ...]):
+def init_errors_as_config_errors(name: str, example: Any):
   """A model whose options do not fit the data fails at init: report it as a ConfigError."""
   try:
     yield
   except (ValueError, TypeError) as e:
-    raise ConfigError(f"model '{name}' cannot be built for inputs of shape {input_shape}: "
+    shapes = jax.tree.map(lambda x: tuple(x.shape[1:]), example)
+    raise ConfigError(f"model '{name}' cannot be built for inputs of shape {shapes}: "
                       f"{str(e).splitlines()[0]}") from e

@@ -107,3 +107,26 @@ class RNNLM(nn.Module):
     h_BxLxH, _ = RecurrentLayers(self.cell, self.hidden, self.num_layers, False, self.dropout,
                                  name="layers")(x, train=train)
     return dense(self.vocab_size, ("embed", "vocab"), name="lm_head")(h_BxLxH)
+
+
+class RNNSeq2Seq(nn.Module):
+  """Encoder-decoder: an LSTM/GRU reads the input (0 = padding; its state is taken at each
+  input's last real token), and that state starts a second one that reads the decoder input."""
+
+  vocab_size: int
+  cell: str = "lstm"
+  embed_dim: int = 64
+  hidden: int = 256
+
+  @nn.compact
+  def __call__(self, inputs: dict[str, jax.Array], *, train: bool = False) -> jax.Array:
+    embed = nn.Embed(self.vocab_size, self.embed_dim, name="token_embedding",
+                     embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02),
+                                                                 ("vocab", "embed")))
+    src_BxS, tgt_BxT = inputs["encoder"], inputs["decoder"]
+    lengths_B = jnp.maximum((src_BxS != 0).sum(axis=1), 1)
+    state, _ = nn.RNN(_cell(self.cell, self.hidden, "encoder_cell"), return_carry=True,
+                      name="encoder")(embed(src_BxS), seq_lengths=lengths_B)
+    h_BxTxH = nn.RNN(_cell(self.cell, self.hidden, "decoder_cell"), name="decoder")(
+        embed(tgt_BxT), initial_carry=state)
+    return dense(self.vocab_size, ("embed", "vocab"), name="head")(h_BxTxH)

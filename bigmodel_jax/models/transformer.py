@@ -196,3 +196,41 @@ class DecoderLM(nn.Module):
     if self.tie_embeddings:
       return embed.attend(x_BxLxD)
     return dense(self.vocab_size, ("embed", "vocab"), name="lm_head", use_bias=False)(x_BxLxD)
+
+
+class EncoderDecoder(nn.Module):
+  """Sequence to sequence over token ids (0 = padding): inputs {"encoder": B x S, "decoder":
+  B x T} -> logits B x T x vocab_size. The encoder masks padded keys; the decoder is causal and
+  cross-attends to the unpadded encoder outputs. One embedding serves both sides and the output."""
+
+  vocab_size: int
+  max_len: int = 64
+  dim: int = 128
+  encoder_depth: int = 3
+  decoder_depth: int = 3
+  num_heads: int = 4
+  mlp_dim: int = 512
+  dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, inputs: dict[str, jax.Array], *, train: bool = False) -> jax.Array:
+    src_BxS, tgt_BxT = inputs["encoder"], inputs["decoder"]
+    if max(src_BxS.shape[1], tgt_BxT.shape[1]) > self.max_len:
+      raise ValueError(f"sequence longer than max_len {self.max_len}")
+    embed = nn.Embed(self.vocab_size, self.dim, name="token_embedding",
+                     embedding_init=_partitioned(nn.initializers.normal(0.02), ("vocab", "embed")))
+    position = lambda name: self.param(name, _partitioned(nn.initializers.normal(0.01),
+                                                          ("length", "embed")), (self.max_len, self.dim))
+    drop = nn.Dropout(self.dropout, deterministic=not train)
+    keys_Bx1x1xS = (src_BxS != 0)[:, None, None, :]
+    x = drop(embed(src_BxS) + position("encoder_positions")[:src_BxS.shape[1]])
+    for i in range(self.encoder_depth):
+      x = Block(self.num_heads, self.mlp_dim, self.dropout, name=f"encoder{i}")(
+          x, mask_Bx1xLxL=keys_Bx1x1xS, train=train)
+    memory_BxSxD = layer_norm("encoder_ln")(x)
+    y = drop(embed(tgt_BxT) + position("decoder_positions")[:tgt_BxT.shape[1]])
+    for i in range(self.decoder_depth):
+      y = Block(self.num_heads, self.mlp_dim, self.dropout, cross=True, name=f"decoder{i}")(
+          y, is_causal=True, context_BxSxD=memory_BxSxD, context_mask_Bx1xLxS=keys_Bx1x1xS,
+          train=train)
+    return embed.attend(layer_norm("decoder_ln")(y))
