@@ -9,6 +9,7 @@ import json
 import math
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import ml_collections
@@ -202,6 +203,26 @@ def parse_command_line(argv: list[str]) -> list[str]:
       raise ConfigError(unknown or str(e).splitlines()[0]) from e
   except ConfigError as e:
     if "--traceback" in argv:
+      raise
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+def run_command(argv: list[str], body: Callable[[], None]) -> None:
+  """The contract of every command (main, summary, sample): Orbax's and TFDS's INFO logs off
+  unless --verbosity is given, no stray arguments, and a ConfigError printed as one line with
+  exit status 2 (--traceback, where a command defines it, shows the traceback instead)."""
+  from absl import flags, logging
+
+  f = flags.FLAGS
+  if not f["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+  try:
+    if len(argv) > 1:
+      raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
+    body()
+  except ConfigError as e:
+    if "traceback" in f and f.traceback:
       raise
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

@@ -10,7 +10,6 @@ any language model can. Both give the same text (tests/test_sample.py).
 
 import json
 import os
-import sys
 from typing import Any
 
 import flax.linen as nn
@@ -18,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 
 from bigmodel_jax import config as config_lib
 
@@ -105,22 +104,17 @@ def _tuples(x: Any) -> Any:
 
 
 def main(argv: list[str]) -> None:
-  f = flags.FLAGS
-  if not f["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
-  try:
-    if len(argv) > 1:
-      raise config_lib.ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
+  def body() -> None:
+    f = flags.FLAGS
     if f.temperature < 0 or f.top_k < 0 or f.length < 1:
       raise config_lib.ConfigError("--temperature and --top_k must be >= 0, --length >= 1")
     model, params = load(f.workdir)
     tokens = generate(model, params, list(f.prompt.encode()), f.length,
                       temperature=f.temperature, top_k=f.top_k, seed=f.seed,
                       use_cache=not f.no_cache)
-  except config_lib.ConfigError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
-  print(bytes(tokens).decode("utf-8", errors="replace"))
+    print(bytes(tokens).decode("utf-8", errors="replace"))
+
+  config_lib.run_command(argv, body)
 
 
 def run() -> None:

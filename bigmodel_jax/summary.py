@@ -8,14 +8,13 @@ number of outputs.
 """
 
 import json
-import sys
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from bigmodel_jax import config as config_lib
@@ -55,30 +54,22 @@ def summarize(config) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> None:
-  f = flags.FLAGS
-  if not f["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
-  try:
-    if len(argv) > 1:
-      raise config_lib.ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
-    config_lib.check_values(f.config)
-    summary = summarize(f.config)
-  except config_lib.ConfigError as e:
-    if f.traceback:
-      raise
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
-  if f.json:
-    print(json.dumps(summary, indent=2))
-    return
-  print(f"Model {summary['model']} on {summary['data']}: inputs {summary['input_shape']} "
-        f"{summary['input_dtype']}, {summary['num_outputs']} outputs")
-  width = max(len(n) for n in summary["params_per_module"]) + 2
-  for name, count in summary["params_per_module"].items():
-    print(f"  {name:<{width}}{count:>14,}")
-  print(f"  {'total':<{width}}{summary['num_params']:>14,}")
-  flops = summary["flops_per_example"]
-  print(f"Forward FLOPs per example: {flops:,.0f}" if flops else "FLOPs: not available")
+  def body() -> None:
+    config_lib.check_values(flags.FLAGS.config)
+    summary = summarize(flags.FLAGS.config)
+    if flags.FLAGS.json:
+      print(json.dumps(summary, indent=2))
+      return
+    print(f"Model {summary['model']} on {summary['data']}: inputs {summary['input_shape']} "
+          f"{summary['input_dtype']}, {summary['num_outputs']} outputs")
+    width = max(len(n) for n in summary["params_per_module"]) + 2
+    for name, count in summary["params_per_module"].items():
+      print(f"  {name:<{width}}{count:>14,}")
+    print(f"  {'total':<{width}}{summary['num_params']:>14,}")
+    flops = summary["flops_per_example"]
+    print(f"Forward FLOPs per example: {flops:,.0f}" if flops else "FLOPs: not available")
+
+  config_lib.run_command(argv, body)
 
 
 def run() -> None:
