@@ -10,8 +10,9 @@ import optax
 
 from bigmodel_jax.state import TrainState
 
-# "inputs" B x ..., "label" B (classes) or B x L (next tokens), int32; eval also "mask" B.
-Batch = dict[str, jax.Array]
+# "inputs" B x ... (seq2seq: {"encoder", "decoder"}), "label" B (classes) or B x L (next tokens,
+# answer bytes), int32; seq2seq also "weights" B x L (0 on padding); eval also "mask" B.
+Batch = dict[str, Any]
 
 
 def _forward(model: nn.Module, state: TrainState, params: Any, inputs: jax.Array, *,
