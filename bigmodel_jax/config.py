@@ -56,6 +56,11 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.input_key = "image"
   c.data.label_key = "label"
   c.data.scale = 1.0  # inputs are multiplied by this (1/255 for uint8 images)
+  c.data.mean = ()  # per channel, subtracted after scaling (e.g. ImageNet's); () = none
+  c.data.std = ()  # per channel, divides after the mean; () = none
+  c.data.image_size = 0  # > 0: images of any size are cropped to image_size x image_size
+  c.data.eval_crop = 0.875  # image_size: eval resizes the shorter side to image_size / eval_crop
+  c.data.augment = ""  # training only: flip, crop_flip (pad 4 + crop; CIFAR), inception_crop
   c.data.cache = False  # decode the training split into memory once (small data sets)
 
   c.optimizer = ml_collections.ConfigDict()

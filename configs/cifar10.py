@@ -6,7 +6,8 @@
   python -m bigmodel_jax.main --config=configs/cifar10.py:densenet121 --workdir=runs/cifar10_densenet121
 
 All use the CIFAR stems (3x3, stride 1, no max-pool). SGD with Nesterov momentum 0.9, learning
-rate 0.1 for batch 128, weight decay 5e-4, cosine over 200 epochs. No data augmentation yet.
+rate 0.1 for batch 128, weight decay 5e-4, cosine over 200 epochs. Training augmentation: the
+usual 4-pixel zero padding, random 32x32 crop and horizontal flip (data.augment=crop_flip).
 """
 
 from bigmodel_jax.config import from_variant
@@ -23,6 +24,9 @@ def get_config(arg: str = "resnet18"):
   c = from_variant(VARIANTS, arg)
   c.data.name = "cifar10"
   c.data.scale = 1 / 255
+  c.data.mean = (0.4914, 0.4822, 0.4465)
+  c.data.std = (0.2470, 0.2435, 0.2616)
+  c.data.augment = "crop_flip"
   c.batch_size = 128
   c.eval_batch_size = 1000
   c.total_epochs = 200.0

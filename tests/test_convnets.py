@@ -100,3 +100,14 @@ def test_cifar10_configs_build(arg, expected):
   model = models.build(small_config(arg, "cifar10").model, 10)
   count = _count(model, (1, 32, 32, 3))
   assert count == expected if expected else count > 1_000_000
+
+
+@pytest.mark.parametrize("arg, expected", [
+    ("resnet18", 11_689_512), ("resnet34", 21_797_672), ("resnet50", 25_557_032),
+    ("resnet101", 44_549_160), ("resnet152", 60_192_808), ("resnext50", 25_028_904),
+    ("densenet121", 7_978_856), ("mobilenet", 4_231_976), ("vit", 86_567_656)])
+def test_imagenet2012_configs_are_the_published_architectures(arg, expected):
+  from bigmodel_jax import models
+  model = models.build(small_config(arg, "imagenet2012").model, 1000)
+  # torchvision's counts; Keras's trainable ones for MobileNet
+  assert _count(model, (1, 224, 224, 3)) == expected

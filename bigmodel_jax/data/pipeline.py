@@ -1,7 +1,7 @@
 """Input pipeline: TFDS data sources read with Grain.
 
-A split becomes an *examples* object: `len()` and `gather(indices) -> batch of arrays`:
-  Records       TFDS records, preprocessed one by one (any size of data set)
+A split becomes an *examples* object: `len()` and `gather(indices, rngs) -> batch of arrays`:
+  Records       TFDS records, preprocessed one by one (any size of data set; images.py)
   InMemory      the same, decoded once into memory (data.cache, for small data sets)
   TokenWindows  a text split's bytes concatenated and cut into fixed windows (data.kind="lm")
   TextPairs     question/answer texts as padded bytes (data.kind="seq2seq")
@@ -28,42 +28,63 @@ import tensorflow_datasets as tfds
 
 from bigmodel_jax.config import ConfigError
 from bigmodel_jax.data import addition, digits, mnist1d, pycode  # noqa: F401  (registers the offline builders)
+from bigmodel_jax.data import images
 
 tfds.disable_progress_bar()  # builders announce their preparation themselves
 
 Batch = dict[str, np.ndarray]
+Rngs = list[np.random.Generator] | None  # one per example when training (augmentation), else None
 
 
 class Records:
-  """TFDS records -> classification examples, read and preprocessed on demand."""
+  """TFDS records -> classification examples, read and preprocessed on demand (images.py).
+
+  `decode` reads and crops examples into a stacked batch; `finish` augments and normalizes it.
+  """
 
   def __init__(self, source: Any, cfg: ml_collections.ConfigDict):
-    self.source, self.input_key, self.label_key, self.scale = (
-        source, cfg.input_key, cfg.label_key, cfg.scale)
+    self.source, self.input_key, self.label_key = source, cfg.input_key, cfg.label_key
+    self.preprocess = images.Preprocess(cfg)
 
   def __len__(self) -> int:
     return len(self.source)
 
-  def gather(self, indices: np.ndarray) -> Batch:
+  def decode(self, indices: np.ndarray, rngs: Rngs = None) -> Batch:
     # Plain indexing: every data source has it (tfds.testing.mock_data's __getitems__ is broken).
     examples = [self.source[i] for i in indices.tolist()]
-    inputs = np.stack([np.asarray(e[self.input_key], np.float32) for e in examples])
-    if self.scale != 1.0:
-      inputs *= np.float32(self.scale)
-    return {"inputs": inputs, "label": np.asarray([e[self.label_key] for e in examples], np.int32)}
+    rngs = rngs or [None] * len(examples)
+    inputs = [self.preprocess.example(np.asarray(e[self.input_key]), rng)
+              for e, rng in zip(examples, rngs)]
+    return {"inputs": np.stack(inputs),
+            "label": np.asarray([e[self.label_key] for e in examples], np.int32)}
+
+  def finish(self, batch: Batch, rngs: Rngs = None) -> Batch:
+    return {**batch, "inputs": self.preprocess.batch(batch["inputs"], rngs)}
+
+  def gather(self, indices: np.ndarray, rngs: Rngs = None) -> Batch:
+    return self.finish(self.decode(indices, rngs), rngs)
 
 
 class InMemory:
-  """Examples decoded once into arrays; gathering is one fancy-indexing per key."""
+  """Examples decoded once into arrays; gathering is one fancy-indexing per key (then Records'
+  augmentation and normalization, which stay per batch)."""
 
   def __init__(self, examples: Any):
-    self.arrays = examples.gather(np.arange(len(examples)))
+    self.examples = examples
+    if isinstance(examples, Records):
+      if examples.preprocess.random_per_example:
+        raise ConfigError("data.cache cannot keep randomly cropped examples "
+                          "(data.augment=inception_crop): turn one of them off")
+      self.arrays = examples.decode(np.arange(len(examples)))
+    else:
+      self.arrays = examples.gather(np.arange(len(examples)))
 
   def __len__(self) -> int:
     return len(self.arrays["label"])
 
-  def gather(self, indices: np.ndarray) -> Batch:
-    return jax.tree.map(lambda v: v[indices], self.arrays)
+  def gather(self, indices: np.ndarray, rngs: Rngs = None) -> Batch:
+    batch = jax.tree.map(lambda v: v[indices], self.arrays)
+    return self.examples.finish(batch, rngs) if isinstance(self.examples, Records) else batch
 
 
 class TokenWindows:
@@ -77,7 +98,7 @@ class TokenWindows:
   def __len__(self) -> int:
     return max((len(self.tokens) - 1) // self.seq_len, 0)
 
-  def gather(self, indices: np.ndarray) -> Batch:
+  def gather(self, indices: np.ndarray, rngs: Rngs = None) -> Batch:
     window = self.tokens[indices[:, None] * self.seq_len + np.arange(self.seq_len + 1)]
     window = window.astype(np.int32)
     return {"inputs": window[:, :-1], "label": window[:, 1:]}
@@ -96,7 +117,7 @@ class TextPairs:
   def __len__(self) -> int:
     return len(self.source)
 
-  def gather(self, indices: np.ndarray) -> Batch:
+  def gather(self, indices: np.ndarray, rngs: Rngs = None) -> Batch:
     n, t = len(indices), self.target_len
     encoder = np.zeros((n, self.seq_len), np.int32)
     label = np.zeros((n, t), np.int32)
@@ -158,13 +179,17 @@ def _examples(source: Any, cfg: ml_collections.ConfigDict) -> Any:
 
 
 class Gather(grain.transforms.Map):
-  """A batch of example indices -> the batch."""
+  """A batch of (example index, stream position) -> the batch. Each example's augmentation RNG is
+  seeded from (seed, process, position), so a resumed iterator repeats it exactly."""
 
-  def __init__(self, examples: Any):
-    self.examples = examples
+  def __init__(self, examples: Any, seed: int):
+    self.examples, self.seed = examples, seed
 
-  def map(self, indices: np.ndarray) -> Batch:
-    return self.examples.gather(np.asarray(indices))
+  def map(self, element: tuple[np.ndarray, np.ndarray]) -> Batch:
+    indices, positions = (np.asarray(a) for a in element)
+    process = jax.process_index()
+    rngs = [np.random.default_rng((self.seed, process, int(p))) for p in positions]
+    return self.examples.gather(indices, rngs)
 
 
 def train_iterator(examples: Any, global_batch: int, seed: int) -> grain.DatasetIterator:
@@ -180,8 +205,9 @@ def train_iterator(examples: Any, global_batch: int, seed: int) -> grain.Dataset
                       f"({len(examples)} examples)")
   dataset = (grain.MapDataset.range(usable)[jax.process_index()::count]
              .seed(seed).shuffle().repeat(None)  # per-epoch reshuffle: the epoch seeds it
+             .map_with_index(lambda position, index: (index, position))
              .batch(local_batch, drop_remainder=True)
-             .map(Gather(examples)))
+             .map(Gather(examples, seed)))
   return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)))
 
 
