@@ -40,8 +40,15 @@ def default_config() -> ml_collections.ConfigDict:
   c.checkpoint_keep = 3
   c.init_from = ""  # another workdir whose newest parameters warm-start this run
 
-  c.mesh = ml_collections.ConfigDict({"data": -1})  # axis name -> size; -1 fills the rest
-  c.sharding = "dp"
+  # Parallelism (sharding.py): a preset, mesh axis sizes (None: the preset's; -1 fills the rest),
+  # optional logical-axis rules over the preset's ("mlp=tensor,embed=fsdp").
+  c.sharding = "dp"  # dp, fsdp, tp, fsdp_tp
+  c.mesh = ml_collections.ConfigDict({a: config_dict.placeholder(int) for a in ("data", "fsdp", "tensor")})
+  c.sharding_rules = ""
+  c.parallel = ml_collections.ConfigDict()
+  c.parallel.strategy = "jit"  # jit (over the mesh) or pmap (classic replicated data parallelism)
+  c.grad_accum_steps = 1  # micro-batches per update (the batch is split; same update)
+  c.dtype = "float32"  # computation dtype (bfloat16: mixed precision; parameters stay float32)
 
   c.model = ml_collections.ConfigDict({"name": ""})  # other keys go to the model's constructor
 
@@ -108,6 +115,15 @@ def check_values(config: ml_collections.ConfigDict) -> None:
               "checkpoint_keep"):
     if config[key] <= 0:
       raise ConfigError(f"{key} must be positive, got {config[key]}")
+  if config.grad_accum_steps <= 0:
+    raise ConfigError(f"grad_accum_steps must be positive, got {config.grad_accum_steps}")
+  if config.dtype not in ("float32", "bfloat16", "float16"):
+    raise ConfigError(f"dtype must be float32, bfloat16 or float16, got '{config.dtype}'")
+  if config.parallel.strategy not in ("jit", "pmap"):
+    raise ConfigError(f"parallel.strategy must be jit or pmap, got '{config.parallel.strategy}'")
+  if config.parallel.strategy == "pmap" and config.sharding != "dp":
+    raise ConfigError(f"parallel.strategy=pmap replicates parameters: it needs sharding=dp, "
+                      f"not '{config.sharding}'")
   if not config.model.name:
     raise ConfigError("model.name is empty: set it in the config file or with --config.model.name")
   if not config.data.name:

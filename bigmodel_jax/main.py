@@ -2,7 +2,14 @@
 
 Overrides: --config.KEY=VALUE (the config is locked: unknown keys and wrong types are errors).
 Rerunning the same command on the same workdir resumes from its newest checkpoint.
+
+Several processes (multi-host): each runs the same command and `jax.distributed` joins them,
+  from flags     --coordinator_address=HOST:PORT --num_processes=N --process_id=I
+  under SLURM    srun ... (one task per node or per GPU; read from SLURM's environment)
+  on a TPU VM    --distributed (every worker runs the command; TPU defaults)
 """
+
+import os
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -15,6 +22,29 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for config, metrics a
 _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
     "allow_config_change", False, "Resume a workdir whose config.json differs from this config.")
 flags.DEFINE_bool("traceback", False, "Show the full traceback of an error.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "Multi-process: HOST:PORT of process 0's coordinator.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process: how many processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process: this process's index.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Initialize jax.distributed from the environment (TPU VM, SLURM, ...) "
+    "even where it is not detected.")
+
+
+def init_distributed() -> None:
+  """jax.distributed.initialize when this is one of several processes; no-op otherwise.
+
+  On CPU the processes' collectives go through gloo."""
+  import jax
+
+  slurm = int(os.environ.get("SLURM_NTASKS", "1")) > 1
+  if not (_COORDINATOR.value or _DISTRIBUTED.value or slurm):
+    return
+  if _COORDINATOR.value and (_NUM_PROCESSES.value is None or _PROCESS_ID.value is None):
+    raise config_lib.ConfigError("--coordinator_address needs --num_processes and --process_id")
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU backend only
+  jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
+                             num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
 
 
 def main(argv: list[str]) -> None:
@@ -23,6 +53,7 @@ def main(argv: list[str]) -> None:
 
     if not _WORKDIR.value:
       raise config_lib.ConfigError("--workdir is required")
+    init_distributed()
     train.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
                              allow_config_change=_ALLOW_CONFIG_CHANGE.value)
 

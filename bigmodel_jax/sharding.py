@@ -1,87 +1,173 @@
-"""The device mesh from config, logical-axis rules presets, and the batch and state shardings.
+"""The device mesh, the sharding presets, and the batch, state and activation shardings.
 
-Models only name their parameters' axes (`nn.with_logical_partitioning`); which mesh axis each
-logical name lands on is decided here, so a parallelism strategy is a config change.
+Models only name their arrays' axes (`nn.with_logical_partitioning` on parameters,
+`nn.with_logical_constraint` on activations); which mesh axis each logical name lands on is
+decided here, so a parallelism strategy is a config change:
+
+  dp       parameters replicated; the batch over `data`                       mesh {data: all}
+  fsdp     every parameter and optimizer-state array split over `fsdp` along its largest dimension
+           that divides (ZeRO-3 style; XLA gathers it for the step); the batch over data and fsdp
+                                                                              mesh {fsdp: all}
+  tp       Megatron-style: MLP hidden units, attention heads, the vocabulary, recurrent units and
+           convolution output channels over `tensor`; the batch over `data`    mesh {data: rest, tensor: local devices, at most 8}
+  fsdp_tp  both                                                               mesh {fsdp: rest, tensor: local devices, at most 4}
+
+`config.mesh.{data,fsdp,tensor}` left unset (None) take the preset's sizes; -1 fills the devices
+left. `config.sharding_rules` ("mlp=tensor,embed=fsdp", "name=" to replicate) overrides the
+preset's logical rules. A dimension that does not divide by its mesh axis stays replicated.
 """
 
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import flax.linen as nn
 import jax
+import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from bigmodel_jax.config import ConfigError
+from bigmodel_jax.models import layers
 
 # Mesh axes in the order they are laid out over devices: data outermost, tensor innermost (the
-# fastest interconnect). Other names follow in alphabetical order.
+# fastest interconnect, within a host).
 AXIS_ORDER = ("data", "fsdp", "tensor")
+BATCH_AXES = ("data", "fsdp")  # the batch (and activations' "batch" axis) is split over these
 
-# sharding preset -> (logical-axis rules, mesh axes the batch is split over). A logical name
-# that no rule mentions is replicated.
-PRESETS: dict[str, tuple[tuple[tuple[str, str | None], ...], tuple[str, ...]]] = {
-    "dp": ((), ("data",)),
+TP_RULES = (("mlp", "tensor"), ("heads", "tensor"), ("vocab", "tensor"), ("rnn", "tensor"),
+            ("conv_out", "tensor"))
+
+# name -> (logical rules, FSDP on?, default mesh given the number of local devices)
+PRESETS: dict[str, tuple[tuple[tuple[str, str], ...], bool, Any]] = {
+    "dp": ((), False, lambda local: {"data": -1}),
+    "fsdp": ((), True, lambda local: {"fsdp": -1}),
+    "tp": (TP_RULES, False, lambda local: {"data": -1, "tensor": min(local, 8)}),
+    "fsdp_tp": (TP_RULES, True, lambda local: {"fsdp": -1, "tensor": min(local, 4)}),
 }
+FSDP_MIN_SIZE = 1024  # arrays smaller than this stay replicated under fsdp (biases, norms)
 
 
-def mesh_shape(mesh_config: dict[str, int], num_devices: int) -> dict[str, int]:
-  """Axis sizes with the one -1 filled in, in AXIS_ORDER; ConfigError if they cannot fit."""
-  names = sorted(mesh_config, key=lambda n: (AXIS_ORDER.index(n) if n in AXIS_ORDER else 99, n))
-  sizes = {n: int(mesh_config[n]) for n in names}
+class Plan:
+  """A config's sharding decisions: the mesh, the logical rules, FSDP, the batch axes."""
+
+  def __init__(self, preset_name: str, rules_override: str, mesh_config: dict[str, int | None],
+               devices: list | None = None):
+    if preset_name not in PRESETS:
+      raise ConfigError(f"unknown sharding preset '{preset_name}'; known: {', '.join(PRESETS)}")
+    rules, self.fsdp, default_mesh = PRESETS[preset_name]
+    self.rules = dict(rules) | parse_rules(rules_override)
+    devices = jax.devices() if devices is None else devices
+    sizes = mesh_shape(mesh_config, default_mesh(jax.local_device_count()), len(devices))
+    self.mesh = jax.make_mesh(tuple(sizes.values()), tuple(sizes), devices=devices,
+                              axis_types=(jax.sharding.AxisType.Auto,) * len(sizes))
+    self.batch_axes = tuple(a for a in BATCH_AXES if a in self.mesh.axis_names)
+    for logical, axis in self.rules.items():
+      if axis is not None and axis not in self.mesh.axis_names:
+        raise ConfigError(f"sharding rule {logical}={axis}: the mesh has no axis '{axis}' "
+                          f"(mesh {dict(self.mesh.shape)})")
+
+  @property
+  def batch_sharding(self) -> NamedSharding:
+    """Leading (batch) dimension split over the batch axes, the rest replicated."""
+    return NamedSharding(self.mesh, P(self.batch_axes))
+
+  @property
+  def data_parallel_size(self) -> int:
+    return math.prod(self.mesh.shape[a] for a in self.batch_axes)
+
+  def check_batch_size(self, name: str, size: int) -> None:
+    ways = self.data_parallel_size
+    if size % ways:
+      raise ConfigError(f"{name}={size} does not divide over the {ways} data-parallel devices "
+                        f"(mesh axes {self.batch_axes}); use a multiple of {ways}")
+    if size % jax.process_count():
+      raise ConfigError(f"{name}={size} does not divide over {jax.process_count()} processes")
+
+  def spec(self, shape: tuple[int, ...], names: tuple[str | None, ...] | None,
+           fsdp: bool = True) -> P:
+    """The PartitionSpec of one array from its logical axis names (None: unnamed); with fsdp,
+    a parameter's largest free dimension that divides goes over the fsdp axis."""
+    rules = {"batch": self.batch_axes, **self.rules}
+    axes: list[Any] = [None] * len(shape)
+    used: set[str] = set()
+    for d, name in enumerate(names or ()):
+      axis = rules.get(name) if name else None
+      group = (axis,) if isinstance(axis, str) else tuple(axis or ())
+      ways = math.prod(self.mesh.shape[a] for a in group)
+      if group and not used & set(group) and shape[d] % ways == 0:
+        axes[d] = axis
+        used.update(group)
+    fsdp = self.mesh.shape.get("fsdp", 1) if fsdp and self.fsdp else 1
+    if fsdp > 1 and "fsdp" not in used and math.prod(shape) >= FSDP_MIN_SIZE:
+      free = [d for d in range(len(shape)) if axes[d] is None and shape[d] % fsdp == 0]
+      if free:
+        axes[max(free, key=lambda d: (shape[d], -d))] = "fsdp"
+    return P(*axes)
+
+  def state_shardings(self, abstract_boxed: Any) -> Any:
+    """NamedShardings for a pytree whose leaves may carry logical names (boxed, from
+    eval_shape); the result has the structure of the unboxed tree."""
+
+    def one(leaf: Any) -> NamedSharding:
+      if isinstance(leaf, nn.LogicallyPartitioned):
+        return NamedSharding(self.mesh, self.spec(leaf.value.shape, leaf.names))
+      return NamedSharding(self.mesh, self.spec(leaf.shape, None))
+
+    return jax.tree.map(one, abstract_boxed,
+                        is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+
+  @contextlib.contextmanager
+  def activation_context(self) -> Iterator[None]:
+    """While a step is traced, activations named with layers.constrain get these shardings."""
+    with layers.activation_sharding(
+        lambda shape, names: NamedSharding(self.mesh, self.spec(shape, names, fsdp=False))):
+      yield
+
+
+def parse_rules(text: str) -> dict[str, str | None]:
+  """"mlp=tensor,embed=fsdp,heads=" -> {"mlp": "tensor", "embed": "fsdp", "heads": None}."""
+  rules: dict[str, str | None] = {}
+  for item in filter(None, (s.strip() for s in text.split(","))):
+    logical, eq, axis = item.partition("=")
+    if not eq or not logical.strip():
+      raise ConfigError(f"sharding_rules: '{item}' is not LOGICAL=MESH_AXIS (e.g. mlp=tensor)")
+    rules[logical.strip()] = axis.strip() or None
+  return rules
+
+
+def mesh_shape(mesh_config: dict[str, int | None], default: dict[str, int],
+               num_devices: int) -> dict[str, int]:
+  """Axis sizes in AXIS_ORDER: the preset's default, overridden by the sizes the config sets,
+  the one -1 filled in; ConfigError if they cannot fit the devices."""
+  unknown = sorted(set(mesh_config) - set(AXIS_ORDER))
+  if unknown:
+    raise ConfigError(f"mesh: unknown axis {unknown}; axes: {', '.join(AXIS_ORDER)}")
+  given = {k: int(v) for k, v in mesh_config.items() if v is not None}
+  merged = {**default, **given}
+  if sum(v == -1 for v in merged.values()) > 1:  # the user's -1 wins over the preset's
+    merged = {k: v for k, v in merged.items() if k in given or v != -1}
+  sizes = {n: merged[n] for n in AXIS_ORDER if n in merged}
   fill = [n for n, s in sizes.items() if s == -1]
   if len(fill) > 1:
-    raise ConfigError(f"mesh: at most one axis may be -1, got {dict(sizes)}")
+    raise ConfigError(f"mesh: at most one axis may be -1, got {sizes}")
   if any(s == 0 or s < -1 for s in sizes.values()):
-    raise ConfigError(f"mesh: axis sizes must be positive or -1, got {dict(sizes)}")
+    raise ConfigError(f"mesh: axis sizes must be positive or -1, got {sizes}")
   fixed = math.prod(s for s in sizes.values() if s != -1)
   if fill:
     if num_devices % fixed:
-      raise ConfigError(f"mesh {dict(sizes)}: {num_devices} devices do not divide by {fixed}")
+      raise ConfigError(f"mesh {sizes}: {num_devices} devices do not divide by {fixed}")
     sizes[fill[0]] = num_devices // fixed
   if math.prod(sizes.values()) != num_devices:
-    raise ConfigError(f"mesh {dict(sizes)} needs {math.prod(sizes.values())} devices, "
+    raise ConfigError(f"mesh {sizes} needs {math.prod(sizes.values())} devices, "
                       f"but {num_devices} are available")
   return sizes
 
 
-def make_mesh(mesh_config: dict[str, int], devices: list | None = None) -> Mesh:
-  devices = jax.devices() if devices is None else devices
-  sizes = mesh_shape(mesh_config, len(devices))
-  return jax.make_mesh(tuple(sizes.values()), tuple(sizes), devices=devices,
-                       axis_types=(jax.sharding.AxisType.Auto,) * len(sizes))
-
-
-def preset(name: str) -> tuple[tuple[tuple[str, str | None], ...], tuple[str, ...]]:
-  if name not in PRESETS:
-    raise ConfigError(f"unknown sharding preset '{name}'; known: {', '.join(PRESETS)}")
-  return PRESETS[name]
-
-
-def batch_axes(mesh: Mesh, axes: tuple[str, ...]) -> tuple[str, ...]:
-  missing = [a for a in axes if a not in mesh.axis_names]
-  if missing:
-    raise ConfigError(f"the batch is split over mesh axes {axes}, but the mesh has no {missing}")
-  return axes
-
-
-def batch_sharding(mesh: Mesh, axes: tuple[str, ...]) -> NamedSharding:
-  """Leading (batch) dimension split over `axes`, the rest replicated."""
-  return NamedSharding(mesh, P(axes))
-
-
-def check_batch_size(name: str, size: int, mesh: Mesh, axes: tuple[str, ...]) -> None:
-  ways = math.prod(mesh.shape[a] for a in axes)
-  if size % ways:
-    raise ConfigError(f"{name}={size} does not divide over the {ways} data-parallel devices "
-                      f"(mesh axes {axes}); use a multiple of {ways}")
-  if size % jax.process_count():
-    raise ConfigError(f"{name}={size} does not divide over {jax.process_count()} processes")
-
-
-def state_shardings(abstract_boxed: Any, mesh: Mesh, rules) -> Any:
-  """NamedShardings for a state whose leaves carry logical axis names (boxed, from eval_shape).
-
-  The result has the structure of the unboxed state.
-  """
-  specs = nn.get_partition_spec(abstract_boxed)
-  return nn.logical_to_mesh_sharding(specs, mesh, rules)
+def per_device_bytes(tree: Any) -> int:
+  """Bytes of `tree` that the first device holds (from each array's sharding)."""
+  total = 0
+  for x in jax.tree.leaves(tree):
+    shard = x.sharding.shard_shape(x.shape)
+    total += math.prod(shard) * np.dtype(x.dtype).itemsize
+  return total

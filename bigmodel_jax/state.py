@@ -8,7 +8,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import Mesh
 
 from bigmodel_jax import sharding
 
@@ -23,7 +22,7 @@ class TrainState:
 
 
 def create(model: nn.Module, tx: optax.GradientTransformation, example_inputs: jax.Array,
-           seed: int, mesh: Mesh, rules) -> tuple[TrainState, TrainState]:
+           seed: int, plan: "sharding.Plan") -> tuple[TrainState, TrainState]:
   """(state, shardings): parameters are created already sharded, never whole on one device.
 
   `jax.eval_shape` traces init to read the parameters' logical axis names; `sharding.py` maps
@@ -39,7 +38,7 @@ def create(model: nn.Module, tx: optax.GradientTransformation, example_inputs: j
                       model_state=dict(variables), rng=state_rng)
 
   abstract = jax.eval_shape(init)
-  shardings = sharding.state_shardings(abstract, mesh, rules)
+  shardings = plan.state_shardings(abstract)
   state = jax.jit(lambda: nn.unbox(init()), out_shardings=shardings)()
   return state, shardings
 

@@ -16,37 +16,92 @@ Batch = dict[str, Any]
 
 
 def _forward(model: nn.Module, state: TrainState, params: Any, inputs: jax.Array, *,
-             train: bool, rng: jax.Array | None = None) -> tuple[jax.Array, Any]:
-  """Logits (float32) and the updated model_state (unchanged unless training)."""
-  variables = {"params": params, **state.model_state}
+             train: bool, rng: jax.Array | None = None, model_state: Any = None,
+             compute_dtype: Any = None) -> tuple[jax.Array, Any]:
+  """Logits (float32) and the updated model_state (unchanged unless training).
+
+  compute_dtype (mixed precision): parameters and floating inputs are cast to it for the forward
+  pass; the float32 parameters, their gradients, the optimizer and the loss stay float32.
+  """
+  model_state = state.model_state if model_state is None else model_state
+  if compute_dtype is not None:
+    params, inputs = (jax.tree.map(lambda x: x.astype(compute_dtype)
+                                   if jnp.issubdtype(x.dtype, jnp.floating) else x, t)
+                      for t in (params, inputs))
+  variables = {"params": params, **model_state}
   rngs = {"dropout": rng} if rng is not None else {}
-  if train and state.model_state:
+  if train and model_state:
     logits, new_model_state = model.apply(variables, inputs, train=True, rngs=rngs,
-                                          mutable=list(state.model_state))
+                                          mutable=list(model_state))
   else:
-    logits, new_model_state = model.apply(variables, inputs, train=train, rngs=rngs), state.model_state
+    logits, new_model_state = model.apply(variables, inputs, train=train, rngs=rngs), model_state
   return logits.astype(jnp.float32), new_model_state
 
 
 def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
-               tx: optax.GradientTransformation, schedule: optax.Schedule
+               tx: optax.GradientTransformation, schedule: optax.Schedule,
+               grad_accum_steps: int = 1, compute_dtype: Any = None,
+               micro_sharding: Any = None, axis_name: str | None = None
                ) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One update on the batch.
+
+  The loss is sum(loss * weight) / sum(weight) over the whole batch, so that
+  grad_accum_steps > 1 (the batch split into that many micro-batches, gradients summed in a scan)
+  is the same update as one large batch; a model's mutable state (BatchNorm averages) is updated
+  once per micro-batch. micro_sharding keeps each micro-batch spread over all data-parallel
+  devices. axis_name: under pmap, the named axis that sums are taken over (lax.psum), so the
+  update equals jit's over the global batch.
+  """
   rng = jax.random.fold_in(state.rng, state.step)
-
+  psum = (lambda x: jax.lax.psum(x, axis_name)) if axis_name else (lambda x: x)
   weights = batch.get("weights")  # seq2seq: 0 on padded target positions
+  label_weights = jnp.ones(batch["label"].shape, jnp.float32) if weights is None else weights
+  total_weight = jnp.maximum(psum(jnp.sum(label_weights)), 1)
 
-  def loss_fn(params):
-    logits, model_state = _forward(model, state, params, batch["inputs"], train=True, rng=rng)
-    loss = _mean(optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]), weights)
-    return loss, (logits, model_state)
+  def loss_fn(params, model_state, micro, micro_rng):
+    logits, model_state = _forward(model, state, params, micro["inputs"], train=True,
+                                   rng=micro_rng, model_state=model_state,
+                                   compute_dtype=compute_dtype)
+    w = micro["weights"]
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, micro["label"])
+    sums = {k: jnp.sum(v * w) for k, v in _hits(logits, micro["label"]).items()}
+    return jnp.sum(losses * w) / total_weight, (sums, model_state)
 
-  (loss, (logits, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  data = {"inputs": batch["inputs"], "label": batch["label"], "weights": label_weights}
+  if grad_accum_steps == 1:
+    (loss, (sums, model_state)), grads = grad_fn(state.params, state.model_state, data, rng)
+  else:
+    def split(x):  # B x ... -> k x B/k x ...: micro-batch i takes rows i, i + k, ... (every device)
+      x = x.reshape(x.shape[0] // grad_accum_steps, grad_accum_steps, *x.shape[1:]).swapaxes(0, 1)
+      if micro_sharding is not None:
+        x = jax.lax.with_sharding_constraint(x, micro_sharding)
+      return x
+
+    def body(carry, xs):
+      grads, loss, sums, model_state = carry
+      micro, i = xs
+      (l, (s, model_state)), g = grad_fn(state.params, model_state, micro,
+                                         jax.random.fold_in(rng, i))
+      return (jax.tree.map(jnp.add, grads, g), loss + l, jax.tree.map(jnp.add, sums, s),
+              model_state), None
+
+    zeros = jax.tree.map(jnp.zeros_like, state.params)
+    micro_shapes = jax.eval_shape(lambda: grad_fn(
+        state.params, state.model_state, jax.tree.map(lambda x: split(x)[0], data), rng))
+    zero_sums = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), micro_shapes[0][1][0])
+    (grads, loss, sums, model_state), _ = jax.lax.scan(
+        body, (zeros, jnp.zeros((), jnp.float32), zero_sums, state.model_state),
+        (jax.tree.map(split, data), jnp.arange(grad_accum_steps)))
+  if axis_name:
+    grads, loss = psum(grads), psum(loss)
+    model_state = jax.lax.pmean(model_state, axis_name)  # identical already when BN syncs
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                             opt_state=opt_state, model_state=model_state)
   metrics = {
       "loss": loss,
-      **{k: _mean(v, weights) for k, v in _hits(logits, batch["label"]).items()},
+      **{k: psum(v) / total_weight for k, v in sums.items()},
       "learning_rate": jnp.asarray(schedule(state.step), jnp.float32),
       "grad_norm": optax.tree.norm(grads),
   }
@@ -60,10 +115,6 @@ def _hits(logits: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
     _, top5 = jax.lax.top_k(logits, 5)
     hits["top5_accuracy"] = jnp.any(top5 == labels[..., None], axis=-1).astype(jnp.float32)
   return hits
-
-
-def _mean(x: jax.Array, weights: jax.Array | None) -> jax.Array:
-  return jnp.mean(x) if weights is None else jnp.sum(x * weights) / jnp.maximum(jnp.sum(weights), 1)
 
 
 def _per_example(x: jax.Array, weights: jax.Array | None = None) -> jax.Array:
@@ -89,12 +140,13 @@ def greedy_decode(model: nn.Module, variables: Any, inputs: dict[str, jax.Array]
 
 
 def eval_step(state: TrainState, batch: Batch, *, model: nn.Module,
-              exact_match: bool = False) -> dict[str, jax.Array]:
+              exact_match: bool = False, compute_dtype: Any = None) -> dict[str, jax.Array]:
   """Sums over the real (mask 1) examples; the caller divides by "count" at the end.
 
   exact_match (seq2seq): also the share of examples whose greedy decoding equals the label at
   every weighted position (the answer and its EOS)."""
-  logits, _ = _forward(model, state, state.params, batch["inputs"], train=False)
+  logits, _ = _forward(model, state, state.params, batch["inputs"], train=False,
+                       compute_dtype=compute_dtype)
   mask_B, weights = batch["mask"], batch.get("weights")
   losses = {"loss": optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]),
             **_hits(logits, batch["label"])}

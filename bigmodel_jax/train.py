@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from bigmodel_jax import checkpoint, metrics, models, optim, sharding, steps, summary
+from bigmodel_jax import checkpoint, metrics, models, optim, pmap, sharding, steps, summary
 from bigmodel_jax import config as config_lib
 from bigmodel_jax import state as state_lib
 from bigmodel_jax.config import ConfigError
@@ -30,13 +30,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   config_lib.check_values(config)
   _check_workdir(workdir, config, allow_config_change)
 
-  # --- Mesh: axes from config.mesh; the batch is split over the preset's batch axes. ---
-  mesh = sharding.make_mesh(config.mesh.to_dict())
-  rules, batch_axes = sharding.preset(config.sharding)
-  batch_axes = sharding.batch_axes(mesh, batch_axes)
-  sharding.check_batch_size("batch_size", config.batch_size, mesh, batch_axes)
-  sharding.check_batch_size("eval_batch_size", config.eval_batch_size, mesh, batch_axes)
-  batch_sharding = sharding.batch_sharding(mesh, batch_axes)
+  # --- Mesh: the preset's sizes unless config.mesh sets them; the batch over data (and fsdp). ---
+  plan = sharding.Plan(config.sharding, config.sharding_rules, config.mesh.to_dict())
+  plan.check_batch_size("batch_size", config.batch_size)
+  plan.check_batch_size("eval_batch_size", config.eval_batch_size)
+  micro = config.batch_size // config.grad_accum_steps
+  if config.batch_size % config.grad_accum_steps or micro % plan.data_parallel_size:
+    raise ConfigError(f"batch_size={config.batch_size} / grad_accum_steps={config.grad_accum_steps}"
+                      f" must be a whole micro-batch dividing over {plan.data_parallel_size} devices")
+  batch_sharding = plan.batch_sharding
 
   # --- Input: TFDS sources, a checkpointable Grain iterator over this process's shard. ---
   sources = pipeline.load(config.data)
@@ -51,7 +53,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   # --- Sharded state: parameters and optimizer state created in place on the mesh. ---
   with models.init_errors_as_config_errors(config.model.name, example):
-    state, state_shardings = state_lib.create(model, tx, example, config.seed, mesh, rules)
+    state, state_shardings = state_lib.create(model, tx, example, config.seed, plan)
   n_params = state_lib.num_params(state.params)
   flops = summary.flops_per_example(model, jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), {"params": state.params, **state.model_state}),
@@ -62,21 +64,40 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     state = state.replace(params=params)
 
   # --- Compiled steps: the state is donated, so the update happens in place. ---
-  train_step = jax.jit(
-      functools.partial(steps.train_step, model=model, tx=tx, schedule=schedule),
-      in_shardings=(state_shardings, batch_sharding), out_shardings=(state_shardings, None),
-      donate_argnums=0)
-  eval_step = jax.jit(functools.partial(steps.eval_step, model=model,
+  compute_dtype = None if config.dtype == "float32" else jnp.dtype(config.dtype)
+  step_kwargs = dict(model=model, tx=tx, schedule=schedule, compute_dtype=compute_dtype,
+                     grad_accum_steps=config.grad_accum_steps)
+  if config.parallel.strategy == "pmap":
+    strategy = pmap.Strategy(state_shardings, **step_kwargs)
+  else:
+    strategy = None
+    micro_sharding = jax.sharding.NamedSharding(  # k x B/k x ...: B/k over the batch axes
+        plan.mesh, jax.sharding.PartitionSpec(None, plan.batch_axes))
+    train_step = jax.jit(
+        functools.partial(steps.train_step, micro_sharding=micro_sharding, **step_kwargs),
+        in_shardings=(state_shardings, batch_sharding), out_shardings=(state_shardings, None),
+        donate_argnums=0)
+  eval_step = jax.jit(functools.partial(steps.eval_step, model=model, compute_dtype=compute_dtype,
                                         exact_match=config.data.kind == "seq2seq"),
                       in_shardings=(state_shardings, batch_sharding))
 
   def global_batch(local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(batch_sharding, x), local)
 
+  def run_step(state, local_batch):
+    if strategy is not None:
+      return strategy.step(state, local_batch)
+    with plan.activation_context():
+      return train_step(state, global_batch(local_batch))
+
+  def canonical(state):  # the mesh-sharded state, as checkpoints and evaluation see it
+    return state if strategy is None else strategy.to_global(state)
+
   def evaluate(state: state_lib.TrainState) -> dict[str, float]:
     sums = None
     for batch in pipeline.eval_batches(sources.eval, config.eval_batch_size):
-      out = eval_step(state, global_batch(batch))
+      with plan.activation_context():
+        out = eval_step(canonical(state), global_batch(batch))
       sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
     sums = jax.device_get(sums)
     count = max(float(sums.pop("count")), 1.0)
@@ -91,7 +112,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   mngr = checkpoint.manager(workdir, config.checkpoint_keep)
   metrics.console(f"Model {config.model.name}: {n_params:,} parameters; data {config.data.name}: "
                   f"{len(sources.train):,} train / {len(sources.eval):,} eval examples; "
-                  f"{total_steps:,} steps; mesh {dict(mesh.shape)} on {jax.device_count()} devices")
+                  f"{total_steps:,} steps; {config.sharding} over mesh {dict(plan.mesh.shape)} "
+                  f"on {jax.device_count()} devices")
 
   # --- Restore: the newest checkpoint (state and data position), else a fresh start. ---
   start_step = 0
@@ -102,6 +124,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   elif config.init_from:
     metrics.console(f"Initialized parameters from {config.init_from}")
   writer.truncate_after(start_step)
+  if strategy is not None:
+    state = strategy.to_local(state)
 
   # --- Loop: one jitted step per batch; log, evaluate and checkpoint on their cadences. ---
   progress = metrics.Progress(total_steps, start_step)
@@ -110,7 +134,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   timed = 0  # steps since t_interval
   eval_metrics: dict[str, float] = {}
   for step in range(start_step + 1, total_steps + 1):  # `step` = updates done after this one
-    state, step_metrics = train_step(state, global_batch(next(train_iter)))
+    state, step_metrics = run_step(state, next(train_iter))
     pending.append(step_metrics)
     if t_first is None:
       jax.block_until_ready(step_metrics)
@@ -134,12 +158,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       writer.write(step, row)
       progress.log(step, row)
     if step % config.checkpoint_every == 0 or last:
-      checkpoint.save(mngr, step, state, train_iter)
+      checkpoint.save(mngr, step, canonical(state), train_iter)
     progress.update(step)
   t_end = time.time()
   mngr.wait_until_finished()
 
   # --- Results. ---
+  state = canonical(state)
   if not eval_metrics:  # resumed a finished run: evaluate the final state again
     eval_metrics = evaluate(state)
   trained = total_steps - start_step

@@ -62,7 +62,7 @@ def test_batch_norm_statistics_cover_the_global_batch():
   def stats(v, x):
     return model.apply(v, x, train=True, mutable=["batch_stats"])[1]["batch_stats"]
 
-  mesh = sharding.make_mesh({"data": -1})
+  mesh = sharding.Plan("dp", "", {}).mesh
   split = jax.device_put(x, NamedSharding(mesh, P("data")))
   whole = jax.device_put(x, jax.devices()[0])
   a, b = jax.jit(stats)(variables, split), jax.jit(stats)(jax.device_put(variables, jax.devices()[0]), whole)

@@ -13,7 +13,7 @@ CONFIG = "--config=configs/mnist1d.py:cnn"
      "unknown config key 'optimizer.lr'; nearest: optimizer.learning_rate"),
     ([CONFIG, "--config.batchsize=64"], "unknown config key 'batchsize'; nearest: batch_size"),
     ([CONFIG, "--config.optimizer.wd=0.1"], "nearest: optimizer.weight_decay"),
-    ([CONFIG, "--config.mesh.fsdp=2"], "unknown config key 'mesh.fsdp'"),
+    ([CONFIG, "--config.mesh.pipeline=2"], "unknown config key 'mesh.pipeline'"),
     ([CONFIG, "--config.batch_size=abc"], "--config.batch_size=abc: invalid literal for int()"),
     ([CONFIG, "--config.batch_size=64", "--config.model.name=nope"],
      "unknown model 'nope'; known: cnn, decoder_lm"),

@@ -6,8 +6,9 @@ Two stages, so that a data set of fixed-size images can be cached decoded and st
                the shorter side to image_size / eval_crop and takes the central crop
   per batch    training augmentation ("flip", "crop_flip"; "inception_crop" flips here), then
                scale, mean and std -> float32
-Training passes one numpy Generator per example, seeded from (seed, process, position in the
-stream) by the pipeline: the same example at the same position gets the same crop after a resume.
+Training passes one numpy Generator per example, seeded from (seed, position in the global
+stream) by the pipeline: the same example at the same position gets the same crop after a resume,
+on any number of processes.
 Evaluation passes none and is deterministic.
 """
 

@@ -11,8 +11,9 @@ Classification batches are {"inputs": float32, "label": int32}; language-model b
 PAD 0, BOS 1, EOS 2; the decoder reads BOS + answer, the label is answer + EOS).
 
 Training: Grain shuffles, repeats and batches example indices (a new permutation each epoch from
-the seed; process p of P takes every P-th example) and gathers each index batch; the iterator is
-checkpointable. Evaluation: one ordered pass over this process's share, padded, with a mask.
+the seed; every process walks the same global order and gathers only its rows of each global
+batch); the iterator is checkpointable. Evaluation: one ordered pass over this process's share,
+padded, with a mask.
 """
 
 import dataclasses
@@ -179,35 +180,38 @@ def _examples(source: Any, cfg: ml_collections.ConfigDict) -> Any:
 
 
 class Gather(grain.transforms.Map):
-  """A batch of (example index, stream position) -> the batch. Each example's augmentation RNG is
-  seeded from (seed, process, position), so a resumed iterator repeats it exactly."""
+  """A global batch of (example index, stream position) -> this process's rows of the batch.
 
-  def __init__(self, examples: Any, seed: int):
-    self.examples, self.seed = examples, seed
+  Each example's augmentation RNG is seeded from (seed, position), so a resumed iterator, or
+  the same run on another number of processes or devices, repeats it exactly."""
+
+  def __init__(self, examples: Any, seed: int, rows: slice):
+    self.examples, self.seed, self.rows = examples, seed, rows
 
   def map(self, element: tuple[np.ndarray, np.ndarray]) -> Batch:
-    indices, positions = (np.asarray(a) for a in element)
-    process = jax.process_index()
-    rngs = [np.random.default_rng((self.seed, process, int(p))) for p in positions]
+    indices, positions = (np.asarray(a)[self.rows] for a in element)
+    rngs = [np.random.default_rng((self.seed, int(p))) for p in positions]
     return self.examples.gather(indices, rngs)
 
 
 def train_iterator(examples: Any, global_batch: int, seed: int) -> grain.DatasetIterator:
-  """Endless shuffled batches of this process's shard; `get_state`/`set_state` checkpoint it.
+  """Endless shuffled batches; `get_state`/`set_state` checkpoint it.
 
-  Each epoch drops the remainder so that all processes see equally many examples.
+  Every process walks the same global order (a permutation of the split per epoch, from the
+  seed) and cuts the same global batches; process p reads only rows [p * b, (p + 1) * b) of
+  each, b = global_batch / processes. So the data order does not depend on how many processes
+  or devices run, and a checkpoint resumes on any number of them.
   """
-  count = jax.process_count()
+  count, index = jax.process_count(), jax.process_index()
   local_batch = global_batch // count
-  usable = len(examples) - len(examples) % count
-  if usable // count < local_batch:
+  if len(examples) < global_batch:
     raise ConfigError(f"batch_size={global_batch} is larger than the training split "
                       f"({len(examples)} examples)")
-  dataset = (grain.MapDataset.range(usable)[jax.process_index()::count]
+  dataset = (grain.MapDataset.range(len(examples))
              .seed(seed).shuffle().repeat(None)  # per-epoch reshuffle: the epoch seeds it
-             .map_with_index(lambda position, index: (index, position))
-             .batch(local_batch, drop_remainder=True)
-             .map(Gather(examples, seed)))
+             .map_with_index(lambda position, example: (example, position))
+             .batch(global_batch, drop_remainder=True)
+             .map(Gather(examples, seed, slice(index * local_batch, (index + 1) * local_batch))))
   return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)))
 
 

@@ -6,7 +6,12 @@ Logical names used so far (sharding.py maps them to mesh axes):
   conv_w / conv_h   convolution window (never sharded)
 """
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
+
 import flax.linen as nn
+import jax
 
 _KERNEL_INIT = nn.initializers.lecun_normal()
 _BIAS_INIT = nn.initializers.zeros_init()
@@ -31,11 +36,48 @@ def conv(features: int, kernel_size: tuple[int, ...], name: str | None = None,
 HE_NORMAL = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
+# While a step is traced under jit, sharding.Plan sets this to a function (shape, logical names)
+# -> NamedSharding, and `constrain` pins activations to it; otherwise constrain does nothing.
+_ACTIVATION_SHARDING: contextvars.ContextVar = contextvars.ContextVar("activations", default=None)
+
+
+@contextlib.contextmanager
+def activation_sharding(fn) -> Iterator[None]:
+  token = _ACTIVATION_SHARDING.set(fn)
+  try:
+    yield
+  finally:
+    _ACTIVATION_SHARDING.reset(token)
+
+
+def constrain(x, names: tuple[str | None, ...]):
+  """Names an activation's axes (e.g. ("batch", "length", "embed")) so that the sharding
+  preset can lay it out; a no-op outside a sharded step."""
+  fn = _ACTIVATION_SHARDING.get()
+  return x if fn is None else jax.lax.with_sharding_constraint(x, fn(x.shape, names))
+
+
+# Under pmap each device sees only its slice of the batch; while the pmap strategy traces its
+# step this names the mapped axis, so BatchNorm averages its statistics over it (as jit does).
+_SYNC_AXIS: contextvars.ContextVar[str | None] = contextvars.ContextVar("bn_sync_axis", default=None)
+
+
+@contextlib.contextmanager
+def batch_norm_sync_axis(name: str) -> Iterator[None]:
+  token = _SYNC_AXIS.set(name)
+  try:
+    yield
+  finally:
+    _SYNC_AXIS.reset(token)
+
+
 def batch_norm(train: bool, name: str | None = None, zero_init: bool = False,
                axis_name: str = "conv_out") -> nn.BatchNorm:
   """BatchNorm over every axis but the last. Under jit the batch axis is the global batch, so
-  the statistics cover all devices' examples; running averages live in `batch_stats`."""
+  the statistics cover all devices' examples (under pmap, see batch_norm_sync_axis); running
+  averages live in `batch_stats`. axis_name: the logical name of the channel axis."""
   scale_init = nn.initializers.zeros_init() if zero_init else nn.initializers.ones_init()
   return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name,
+                      axis_name=_SYNC_AXIS.get() if train else None,
                       scale_init=nn.with_logical_partitioning(scale_init, (axis_name,)),
                       bias_init=nn.with_logical_partitioning(_BIAS_INIT, (axis_name,)))

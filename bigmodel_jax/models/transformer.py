@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bigmodel_jax.models.layers import conv, dense
+from bigmodel_jax.models.layers import constrain, conv, dense
 
 _INIT = nn.initializers.xavier_uniform()
 _ZEROS = nn.initializers.zeros_init()
@@ -84,33 +84,76 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-  """x + attention(LN(x)) [+ cross-attention(LN(x), context)] + MLP(LN(x))."""
+  """x + attention(LN(x)) [+ cross-attention(LN(x), context)] + MLP(LN(x)).
+
+  Arrays are positional and flags are attributes, so that nn.remat and nn.scan can wrap it."""
 
   num_heads: int
   mlp_dim: int
   dropout: float = 0.0
   use_rotary: bool = False
   cross: bool = False
+  is_causal: bool = False
+  train: bool = False
+  decode: bool = False
 
   @nn.compact
-  def __call__(self, x_BxLxD: jax.Array, *, mask_Bx1xLxL: jax.Array | None = None,
-               is_causal: bool = False, positions_BxL: jax.Array | None = None,
-               context_BxSxD: jax.Array | None = None, context_mask_Bx1xLxS: jax.Array | None = None,
-               train: bool = False, decode: bool = False) -> jax.Array:
+  def __call__(self, x_BxLxD: jax.Array, mask_Bx1xLxL: jax.Array | None = None,
+               positions_BxL: jax.Array | None = None, context_BxSxD: jax.Array | None = None,
+               context_mask_Bx1xLxS: jax.Array | None = None) -> jax.Array:
     d = x_BxLxD.shape[-1]
     if d % self.num_heads:
       raise ValueError(f"transformer width {d} does not divide into {self.num_heads} heads")
     attention = lambda name, rope: Attention(self.num_heads, d // self.num_heads, rope,
                                              self.dropout, name=name)
+    x_BxLxD = constrain(x_BxLxD, ("batch", "length", "embed"))
     x = x_BxLxD + attention("attention", self.use_rotary)(
-        layer_norm("ln_attention")(x_BxLxD), mask_Bx1xLxS=mask_Bx1xLxL, is_causal=is_causal,
-        positions_BxL=positions_BxL, train=train, decode=decode)
+        layer_norm("ln_attention")(x_BxLxD), mask_Bx1xLxS=mask_Bx1xLxL, is_causal=self.is_causal,
+        positions_BxL=positions_BxL, train=self.train, decode=self.decode)
     if self.cross:
       x = x + attention("cross_attention", False)(
-          layer_norm("ln_cross")(x), context_BxSxD, mask_Bx1xLxS=context_mask_Bx1xLxS, train=train)
+          layer_norm("ln_cross")(x), context_BxSxD, mask_Bx1xLxS=context_mask_Bx1xLxS,
+          train=self.train)
     h = nn.gelu(dense(self.mlp_dim, ("embed", "mlp"), name="mlp_in")(layer_norm("ln_mlp")(x)))
+    h = constrain(h, ("batch", "length", "mlp"))
     h = dense(d, ("mlp", "embed"), name="mlp_out")(h)
-    return x + nn.Dropout(self.dropout, deterministic=not train)(h)
+    return x + nn.Dropout(self.dropout, deterministic=not self.train)(h)
+
+
+class _ScanBlock(Block):
+  """A Block as nn.scan's body: (carry, *broadcast arrays) -> (carry, nothing)."""
+
+  def __call__(self, x_BxLxD, *args):  # noqa: D102
+    return super().__call__(x_BxLxD, *args), None
+
+
+# config.model.remat: what a block keeps for the backward pass (the rest is recomputed).
+REMAT_POLICIES = {
+    "none": None,  # no remat: keep every activation
+    "full": jax.checkpoint_policies.nothing_saveable,  # keep only the block's input
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep matmul outputs
+}
+
+
+def blocks(x_BxLxD: jax.Array, *args: jax.Array | None, depth: int, remat: str, scan: bool,
+           name: str, **block: object) -> jax.Array:
+  """`depth` Blocks in sequence, called inside a parent's compact method: a Python loop
+  (NAME0, NAME1, ...) or, with scan, one nn.scan over stacked parameters (NAME, a leading
+  "layers" axis: compiled once whatever the depth); each block optionally rematerialized."""
+  if remat not in REMAT_POLICIES:
+    raise ValueError(f"remat '{remat}' unknown; known: {', '.join(REMAT_POLICIES)}")
+  cls = _ScanBlock if scan else Block
+  if remat != "none":
+    cls = nn.remat(cls, policy=REMAT_POLICIES[remat], prevent_cse=not scan)
+  if not scan:
+    for i in range(depth):
+      x_BxLxD = cls(**block, name=f"{name}{i}")(x_BxLxD, *args)
+    return x_BxLxD
+  stack = nn.scan(cls, variable_axes={"params": 0, "cache": 0},
+                  split_rngs={"params": True, "dropout": True}, in_axes=(nn.broadcast,) * len(args),
+                  length=depth, metadata_params={nn.PARTITION_NAME: "layers"})
+  x_BxLxD, _ = stack(**block, name=name)(x_BxLxD, *args)
+  return x_BxLxD
 
 
 class TransformerClassifier(nn.Module):
@@ -125,6 +168,8 @@ class TransformerClassifier(nn.Module):
   mlp_dim: int = 256
   dropout: float = 0.0
   pooling: str = "cls"  # cls token or mean over tokens
+  remat: str = "none"  # none, full, dots (REMAT_POLICIES)
+  scan_layers: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
@@ -145,8 +190,9 @@ class TransformerClassifier(nn.Module):
                      _partitioned(nn.initializers.normal(0.02), (None, "length", "embed")),
                      (1, x_BxLxD.shape[1], self.dim))
     x_BxLxD = nn.Dropout(self.dropout, deterministic=not train)(x_BxLxD + pos)
-    for i in range(self.depth):
-      x_BxLxD = Block(self.num_heads, self.mlp_dim, self.dropout, name=f"block{i}")(x_BxLxD, train=train)
+    x_BxLxD = blocks(x_BxLxD, depth=self.depth, remat=self.remat, scan=self.scan_layers,
+                     name="block", num_heads=self.num_heads, mlp_dim=self.mlp_dim,
+                     dropout=self.dropout, train=train)
     x_BxLxD = layer_norm("ln_final")(x_BxLxD)
     pooled = x_BxLxD[:, 0] if self.pooling == "cls" else x_BxLxD.mean(axis=1)
     return dense(self.num_classes, ("embed", "classes"), name="head")(pooled)
@@ -169,6 +215,8 @@ class DecoderLM(nn.Module):
   dropout: float = 0.0
   positions: str = "learned"  # learned | rotary
   tie_embeddings: bool = True
+  remat: str = "none"  # none, full, dots (REMAT_POLICIES)
+  scan_layers: bool = False
 
   @nn.compact
   def __call__(self, tokens_BxL: jax.Array, *, train: bool = False, decode: bool = False,
@@ -188,10 +236,11 @@ class DecoderLM(nn.Module):
                        (self.max_len, self.dim))
       x_BxLxD = x_BxLxD + jax.lax.dynamic_slice_in_dim(pos, start, length)
     x_BxLxD = nn.Dropout(self.dropout, deterministic=not train)(x_BxLxD)
-    for i in range(self.depth):
-      x_BxLxD = Block(self.num_heads, self.mlp_dim, self.dropout, self.positions == "rotary",
-                      name=f"block{i}")(x_BxLxD, is_causal=True, positions_BxL=positions_BxL,
-                                        train=train, decode=decode)
+    x_BxLxD = blocks(x_BxLxD, None, positions_BxL, depth=self.depth, remat=self.remat,
+                     scan=self.scan_layers, name="block", num_heads=self.num_heads,
+                     mlp_dim=self.mlp_dim, dropout=self.dropout,
+                     use_rotary=self.positions == "rotary", is_causal=True, train=train,
+                     decode=decode)
     x_BxLxD = layer_norm("ln_final")(x_BxLxD)
     if self.tie_embeddings:
       return embed.attend(x_BxLxD)
@@ -211,6 +260,8 @@ class EncoderDecoder(nn.Module):
   num_heads: int = 4
   mlp_dim: int = 512
   dropout: float = 0.0
+  remat: str = "none"  # none, full, dots (REMAT_POLICIES)
+  scan_layers: bool = False
 
   @nn.compact
   def __call__(self, inputs: dict[str, jax.Array], *, train: bool = False) -> jax.Array:
@@ -224,13 +275,11 @@ class EncoderDecoder(nn.Module):
     drop = nn.Dropout(self.dropout, deterministic=not train)
     keys_Bx1x1xS = (src_BxS != 0)[:, None, None, :]
     x = drop(embed(src_BxS) + position("encoder_positions")[:src_BxS.shape[1]])
-    for i in range(self.encoder_depth):
-      x = Block(self.num_heads, self.mlp_dim, self.dropout, name=f"encoder{i}")(
-          x, mask_Bx1xLxL=keys_Bx1x1xS, train=train)
+    common = dict(remat=self.remat, scan=self.scan_layers, num_heads=self.num_heads,
+                  mlp_dim=self.mlp_dim, dropout=self.dropout, train=train)
+    x = blocks(x, keys_Bx1x1xS, depth=self.encoder_depth, name="encoder", **common)
     memory_BxSxD = layer_norm("encoder_ln")(x)
     y = drop(embed(tgt_BxT) + position("decoder_positions")[:tgt_BxT.shape[1]])
-    for i in range(self.decoder_depth):
-      y = Block(self.num_heads, self.mlp_dim, self.dropout, cross=True, name=f"decoder{i}")(
-          y, is_causal=True, context_BxSxD=memory_BxSxD, context_mask_Bx1xLxS=keys_Bx1x1xS,
-          train=train)
+    y = blocks(y, None, None, memory_BxSxD, keys_Bx1x1xS, depth=self.decoder_depth,
+               name="decoder", cross=True, is_causal=True, **common)
     return embed.attend(layer_norm("decoder_ln")(y))
