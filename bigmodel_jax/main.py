@@ -10,6 +10,7 @@ Several processes (multi-host): each runs the same command and `jax.distributed`
 """
 
 import os
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -26,9 +27,46 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
                                    "Multi-process: HOST:PORT of process 0's coordinator.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process: how many processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process: this process's index.")
+_DRY_RUN = flags.DEFINE_bool(
+    "dry_run", False, "Compile the train step for the configured mesh and print per-device "
+    "memory and FLOPs; no data, no training, nothing written.")
+_DRY_RUN_DEVICES = flags.DEFINE_integer(
+    "dry_run_devices", None, "--dry_run: plan for this many devices (virtual CPU devices when "
+    "the machine has fewer).")
+_BUDGET = flags.DEFINE_float("memory_budget_gb", None,
+                             "--dry_run: per-device memory budget in GiB; exit 1 if it does not fit.")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Initialize jax.distributed from the environment (TPU VM, SLURM, ...) "
     "even where it is not detected.")
+
+
+def _dry_run() -> None:
+  n = _DRY_RUN_DEVICES.value
+  if n is not None:
+    if n <= 0:
+      raise config_lib.ConfigError(f"--dry_run_devices must be positive, got {n}")
+    _virtual_cpu_devices(n)
+  from bigmodel_jax import dry_run
+
+  report = dry_run.plan(_CONFIG.value, _BUDGET.value)
+  if report.get("fits") is False:
+    sys.exit(1)
+
+
+def _virtual_cpu_devices(n: int) -> None:
+  """Plan on n CPU devices: possible only before JAX has started its backends."""
+  import jax
+
+  if jax._src.xla_bridge.backends_are_initialized():  # noqa: SLF001
+    if jax.device_count() != n:
+      raise config_lib.ConfigError(f"--dry_run_devices={n}: JAX already runs on "
+                                   f"{jax.device_count()} devices in this process")
+    return
+  os.environ["XLA_FLAGS"] = " ".join(
+      [f for f in os.environ.get("XLA_FLAGS", "").split()
+       if not f.startswith("--xla_force_host_platform_device_count")] +
+      [f"--xla_force_host_platform_device_count={n}"])
+  jax.config.update("jax_platforms", "cpu")
 
 
 def init_distributed() -> None:
@@ -51,6 +89,9 @@ def main(argv: list[str]) -> None:
   def body() -> None:
     from bigmodel_jax import train  # after flag parsing: bad flags fail fast, before jax loads
 
+    if _DRY_RUN.value:
+      _dry_run()
+      return
     if not _WORKDIR.value:
       raise config_lib.ConfigError("--workdir is required")
     init_distributed()

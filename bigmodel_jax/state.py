@@ -1,6 +1,7 @@
 """The TrainState pytree and its creation directly in sharded form."""
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import flax
@@ -21,13 +22,9 @@ class TrainState:
   rng: jax.Array  # raw uint32 key; step k uses fold_in(rng, k), so resume needs nothing else
 
 
-def create(model: nn.Module, tx: optax.GradientTransformation, example_inputs: jax.Array,
-           seed: int, plan: "sharding.Plan") -> tuple[TrainState, TrainState]:
-  """(state, shardings): parameters are created already sharded, never whole on one device.
-
-  `jax.eval_shape` traces init to read the parameters' logical axis names; `sharding.py` maps
-  them to mesh shardings; init then runs under jit with those output shardings.
-  """
+def init_fn(model: nn.Module, tx: optax.GradientTransformation, example_inputs: Any,
+            seed: int) -> Callable[[], TrainState]:
+  """The function that creates the state, its leaves boxed with their logical axis names."""
 
   def init() -> TrainState:
     params_rng, dropout_rng, state_rng = jax.random.split(jax.random.PRNGKey(seed), 3)
@@ -37,10 +34,27 @@ def create(model: nn.Module, tx: optax.GradientTransformation, example_inputs: j
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                       model_state=dict(variables), rng=state_rng)
 
-  abstract = jax.eval_shape(init)
-  shardings = plan.state_shardings(abstract)
+  return init
+
+
+def create(model: nn.Module, tx: optax.GradientTransformation, example_inputs: jax.Array,
+           seed: int, plan: "sharding.Plan") -> tuple[TrainState, TrainState]:
+  """(state, shardings): parameters are created already sharded, never whole on one device.
+
+  `jax.eval_shape` traces init to read the parameters' logical axis names; `sharding.py` maps
+  them to mesh shardings; init then runs under jit with those output shardings.
+  """
+  init = init_fn(model, tx, example_inputs, seed)
+  shardings = plan.state_shardings(jax.eval_shape(init))
   state = jax.jit(lambda: nn.unbox(init()), out_shardings=shardings)()
   return state, shardings
+
+
+def planned(model: nn.Module, tx: optax.GradientTransformation, example_inputs: Any,
+            plan: "sharding.Plan") -> TrainState:
+  """The state as ShapeDtypeStructs with its shardings, nothing allocated (for --dry_run)."""
+  boxed = jax.eval_shape(lambda x: init_fn(model, tx, x, 0)(), example_inputs)
+  return abstract(plan.state_shardings(boxed), nn.unbox(boxed))
 
 
 def abstract(state_shardings: TrainState, state: TrainState) -> TrainState:

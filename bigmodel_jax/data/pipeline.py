@@ -142,9 +142,8 @@ class Sources:
   num_outputs: int  # classes, or the vocabulary size of a language model
 
 
-def load(cfg: ml_collections.ConfigDict) -> Sources:
-  """The train and eval examples of config.data; prepares an offline data set on first use."""
-  kwargs = {"data_dir": cfg.data_dir or None, "builder_kwargs": {"file_format": "array_record"}}
+def _builder_and_outputs(cfg: ml_collections.ConfigDict) -> tuple[Any, int]:
+  """The TFDS builder of config.data (nothing read or prepared) and the number of outputs."""
   try:
     builder = tfds.builder(cfg.name, data_dir=cfg.data_dir or None)
   except tfds.core.registered.DatasetNotFoundError as e:
@@ -156,13 +155,37 @@ def load(cfg: ml_collections.ConfigDict) -> Sources:
       raise ConfigError(f"data set '{cfg.name}' has no feature '{key}'; features: "
                         f"{', '.join(features)} (set data.input_key / data.label_key)")
   if cfg.kind in ("lm", "seq2seq"):
-    num_outputs = 256  # bytes
-  elif cfg.kind == "classification":
+    return builder, 256  # bytes
+  if cfg.kind == "classification":
     num_outputs = getattr(features[cfg.label_key], "num_classes", None)
     if not num_outputs:
       raise ConfigError(f"data set '{cfg.name}': feature '{cfg.label_key}' is not a class label")
-  else:
-    raise ConfigError(f"unknown data.kind '{cfg.kind}'; known: classification, lm, seq2seq")
+    return builder, num_outputs
+  raise ConfigError(f"unknown data.kind '{cfg.kind}'; known: classification, lm, seq2seq")
+
+
+def input_spec(cfg: ml_collections.ConfigDict) -> tuple[Any, int]:
+  """(inputs of one example as ShapeDtypeStructs with a batch axis of 1, number of outputs),
+  from the data set's metadata alone: what --dry_run plans with, without the data."""
+  builder, num_outputs = _builder_and_outputs(cfg)
+  spec = lambda *shape: jax.ShapeDtypeStruct((1, *shape), np.int32)  # noqa: E731
+  if cfg.kind == "lm":
+    return spec(cfg.seq_len), num_outputs
+  if cfg.kind == "seq2seq":
+    return {"encoder": spec(cfg.seq_len), "decoder": spec(cfg.target_len)}, num_outputs
+  shape = tuple(builder.info.features[cfg.input_key].shape)
+  if cfg.image_size > 0:
+    shape = (cfg.image_size, cfg.image_size, *shape[2:])
+  if None in shape:
+    raise ConfigError(f"data set '{cfg.name}': inputs of shape {shape} vary in size; "
+                      f"set data.image_size")
+  return jax.ShapeDtypeStruct((1, *shape), np.float32), num_outputs
+
+
+def load(cfg: ml_collections.ConfigDict) -> Sources:
+  """The train and eval examples of config.data; prepares an offline data set on first use."""
+  kwargs = {"data_dir": cfg.data_dir or None, "builder_kwargs": {"file_format": "array_record"}}
+  _, num_outputs = _builder_and_outputs(cfg)
   try:
     train = tfds.data_source(cfg.name, split=cfg.train_split, **kwargs)
     eval_ = tfds.data_source(cfg.name, split=cfg.eval_split, **kwargs)

@@ -1,0 +1,112 @@
+"""Memory planning before launch: `python -m bigmodel_jax.main --config=... --dry_run
+[--dry_run_devices=64] [--memory_budget_gb=80]`.
+
+Compiles the train step ahead of time for the configured mesh and sharding, from abstract
+arrays only (no data read, nothing allocated, no workdir written), and reports per device:
+parameters, optimizer state and model state (exact: from the arrays' shardings), the compiled
+step's temporaries and its peak (XLA's memory analysis), and FLOPs per step (cost analysis).
+
+--dry_run_devices plans a mesh larger than the machine by compiling for that many virtual CPU
+devices (set before JAX starts). Shardings and the state's bytes are then exact for the target;
+temporaries and FLOPs are the CPU compiler's, an estimate of what a GPU or TPU compiler does.
+"""
+
+import functools
+import math
+from typing import Any
+
+import jax
+import ml_collections
+
+from bigmodel_jax import config as config_lib
+from bigmodel_jax import metrics, models, optim, sharding, steps
+from bigmodel_jax import state as state_lib
+from bigmodel_jax.config import ConfigError
+from bigmodel_jax.data import pipeline
+
+GIB = 1024 ** 3
+
+
+def plan(config: ml_collections.ConfigDict, budget_gb: float | None = None) -> dict[str, Any]:
+  config_lib.check_values(config)
+  mesh_plan = sharding.Plan(config.sharding, config.sharding_rules, config.mesh.to_dict())
+  mesh_plan.check_batch_size("batch_size", config.batch_size)
+  if config.parallel.strategy != "jit":
+    raise ConfigError("--dry_run plans the jit strategy (parallel.strategy=jit)")
+  example, num_outputs = pipeline.input_spec(config.data)
+  model = models.build(config.model, num_outputs)
+  # The schedule's length does not change memory; it only has to be valid.
+  steps_for_schedule = max(config.total_steps, config.schedule.warmup_steps + 1)
+  schedule = optim.make_schedule(config.schedule, config.optimizer.learning_rate,
+                                 steps_for_schedule)
+  tx = optim.make_optimizer(config.optimizer, schedule)
+  with models.init_errors_as_config_errors(config.model.name, example):
+    state = state_lib.planned(model, tx, example, mesh_plan)
+
+  batch = {"inputs": example, "label": _label_spec(config.data, example)}
+  if config.data.kind == "seq2seq":
+    batch["weights"] = jax.ShapeDtypeStruct(batch["label"].shape, "float32")
+  batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct((config.batch_size, *x.shape[1:]), x.dtype,
+                                                      sharding=mesh_plan.batch_sharding), batch)
+  compute_dtype = None if config.dtype == "float32" else config.dtype
+  step = jax.jit(functools.partial(
+      steps.train_step, model=model, tx=tx, schedule=schedule, compute_dtype=compute_dtype,
+      grad_accum_steps=config.grad_accum_steps,
+      micro_sharding=jax.sharding.NamedSharding(
+          mesh_plan.mesh, jax.sharding.PartitionSpec(None, mesh_plan.batch_axes))),
+      in_shardings=(jax.tree.map(lambda x: x.sharding, state), mesh_plan.batch_sharding),
+      out_shardings=(jax.tree.map(lambda x: x.sharding, state), None), donate_argnums=0)
+  with mesh_plan.activation_context():
+    compiled = step.lower(state, batch).compile()
+  memory = compiled.memory_analysis()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, list) else cost
+  report = {
+      "devices": jax.device_count(),
+      "platform": jax.devices()[0].platform,
+      "mesh": dict(mesh_plan.mesh.shape),
+      "sharding": config.sharding,
+      "num_params": sum(math.prod(x.shape) for x in jax.tree.leaves(state.params)),
+      "params_bytes": sharding.per_device_bytes(state.params),
+      "opt_state_bytes": sharding.per_device_bytes(state.opt_state),
+      "model_state_bytes": sharding.per_device_bytes(state.model_state),
+      "temp_bytes": int(memory.temp_size_in_bytes) if memory else None,
+      "peak_bytes": (int(memory.argument_size_in_bytes + memory.output_size_in_bytes
+                         - memory.alias_size_in_bytes + memory.temp_size_in_bytes)
+                     if memory else None),
+      "flops_per_step_per_device": float(cost.get("flops", 0.0)) if cost else None,
+  }
+  if budget_gb is not None and report["peak_bytes"] is not None:
+    report["budget_bytes"] = int(budget_gb * GIB)
+    report["fits"] = report["peak_bytes"] <= report["budget_bytes"]
+  _print(report)
+  return report
+
+
+def _label_spec(cfg: ml_collections.ConfigDict, example: Any) -> jax.ShapeDtypeStruct:
+  if cfg.kind == "lm":
+    return jax.ShapeDtypeStruct(example.shape, "int32")
+  if cfg.kind == "seq2seq":
+    return jax.ShapeDtypeStruct(example["decoder"].shape, "int32")
+  return jax.ShapeDtypeStruct((1,), "int32")
+
+
+def _print(r: dict[str, Any]) -> None:
+  gib = lambda b: ("n/a" if b is None else f"{b / GIB:.3f} GiB" if b >= GIB  # noqa: E731
+                   else f"{b / 2**20:.2f} MiB")
+  lines = [
+      f"Dry run: {r['sharding']} over mesh {r['mesh']} on {r['devices']} {r['platform']} devices; "
+      f"{r['num_params']:,} parameters",
+      f"  per device: parameters {gib(r['params_bytes'])}, optimizer state "
+      f"{gib(r['opt_state_bytes'])}, model state {gib(r['model_state_bytes'])}",
+      f"  compiled step: temporaries {gib(r['temp_bytes'])}, peak {gib(r['peak_bytes'])}; "
+      f"{r['flops_per_step_per_device']:.4g} FLOPs per step per device",
+  ]
+  if r["platform"] == "cpu":
+    lines.append("  (compiled for CPU devices: temporaries and FLOPs are the CPU compiler's "
+                 "estimate; the state's bytes are exact)")
+  if "fits" in r:
+    verdict = "fits" if r["fits"] else "does NOT fit"
+    lines.append(f"  {verdict} in a budget of {gib(r['budget_bytes'])} per device")
+  for line in lines:
+    metrics.console(line)
