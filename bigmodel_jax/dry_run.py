@@ -11,7 +11,6 @@ devices (set before JAX starts). Shardings and the state's bytes are then exact 
 temporaries and FLOPs are the CPU compiler's, an estimate of what a GPU or TPU compiler does.
 """
 
-import functools
 import math
 from typing import Any
 
@@ -19,7 +18,7 @@ import jax
 import ml_collections
 
 from bigmodel_jax import config as config_lib
-from bigmodel_jax import metrics, models, optim, sharding, steps
+from bigmodel_jax import metrics, models, optim, sharding, train
 from bigmodel_jax import state as state_lib
 from bigmodel_jax.config import ConfigError
 from bigmodel_jax.data import pipeline
@@ -48,14 +47,8 @@ def plan(config: ml_collections.ConfigDict, budget_gb: float | None = None) -> d
     batch["weights"] = jax.ShapeDtypeStruct(batch["label"].shape, "float32")
   batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct((config.batch_size, *x.shape[1:]), x.dtype,
                                                       sharding=mesh_plan.batch_sharding), batch)
-  compute_dtype = None if config.dtype == "float32" else config.dtype
-  step = jax.jit(functools.partial(
-      steps.train_step, model=model, tx=tx, schedule=schedule, compute_dtype=compute_dtype,
-      grad_accum_steps=config.grad_accum_steps,
-      micro_sharding=jax.sharding.NamedSharding(
-          mesh_plan.mesh, jax.sharding.PartitionSpec(None, mesh_plan.batch_axes))),
-      in_shardings=(jax.tree.map(lambda x: x.sharding, state), mesh_plan.batch_sharding),
-      out_shardings=(jax.tree.map(lambda x: x.sharding, state), None), donate_argnums=0)
+  step = train.jit_train_step(mesh_plan, jax.tree.map(lambda x: x.sharding, state),
+                              **train.step_options(config, model, tx, schedule))
   with mesh_plan.activation_context():
     compiled = step.lower(state, batch).compile()
   memory = compiled.memory_analysis()
