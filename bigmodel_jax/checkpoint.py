@@ -1,15 +1,26 @@
-"""Orbax checkpoints under WORKDIR/checkpoints: the train state and the Grain iterator together.
+"""Orbax checkpoints under WORKDIR/checkpoints: the train state, the Grain iterator and a digest.
 
-Orbax writes each step into a temporary directory and renames it when complete, so a process
-killed mid-write leaves no checkpoint that restore would take.
+Crash safety: Orbax writes each step into a temporary directory and renames it when complete, so
+a process killed mid-write leaves nothing that restore would take. Every checkpoint also holds a
+checksum of the state (state.state_digest) that restore recomputes: a checkpoint damaged later
+(truncated, missing or altered files) fails to restore or fails the check, is moved to
+WORKDIR/corrupt_checkpoints/ with a warning naming it, and the run resumes from the next older
+good one. A save that fails (disk full) stops the run with faults.DiskError; older checkpoints
+stay as they were.
 """
 
+import glob
 import os
+import shutil
+import sys
 from typing import Any
 
 import grain
+import jax
 import orbax.checkpoint as ocp
 
+from bigmodel_jax import faults
+from bigmodel_jax import state as state_lib
 from bigmodel_jax.config import ConfigError
 
 
@@ -17,29 +28,102 @@ def directory(workdir: str) -> str:
   return os.path.abspath(os.path.join(workdir, "checkpoints"))
 
 
-def manager(workdir: str, keep: int) -> ocp.CheckpointManager:
-  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                         cleanup_tmp_directories=True)
-  return ocp.CheckpointManager(directory(workdir), options=options)
+def warn(message: str) -> None:
+  if jax.process_index() == 0:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
-def save(mngr: ocp.CheckpointManager, step: int, state: Any, data_iter: Any) -> None:
-  """Starts an asynchronous save; `mngr.wait_until_finished()` before exiting."""
-  mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                          data=grain.checkpoint.CheckpointSave(data_iter)),
-            force=True)
+class Checkpointer:
+  """Saves asynchronously (`save` returns while the files are written) and checks each save
+  before starting the next one and in `wait`."""
 
+  def __init__(self, workdir: str, keep: int):
+    self.workdir = workdir
+    self.dir = directory(workdir)
+    self.mngr = ocp.CheckpointManager(self.dir, options=ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=True, cleanup_tmp_directories=True))
+    self._writing: int | None = None  # the step whose save may still be in flight
 
-def restore_latest(mngr: ocp.CheckpointManager, abstract_state: Any,
-                   data_iter: Any) -> tuple[Any, int] | None:
-  """(state, step) from the newest checkpoint, the iterator set to its saved position; or None."""
-  step = mngr.latest_step()
-  if step is None:
+  def save(self, step: int, state: Any, data_iter: Any) -> None:
+    self.wait()
+    digest = state_lib.state_digest(state)
+    try:
+      self.mngr.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iter),
+          digest=ocp.args.JsonSave({"leaves": digest})), force=True)
+    except Exception as e:  # noqa: BLE001 (a synchronous part of the write failed)
+      self._failed(step, e)
+    self._writing = step
+
+  def wait(self) -> None:
+    """Blocks until the last save is on disk; DiskError (or the original error) if it is not."""
+    step, self._writing = self._writing, None
+    if step is None:
+      return
+    try:
+      self.mngr.wait_until_finished()
+    except Exception as e:  # noqa: BLE001
+      self._failed(step, e)
+    if not os.path.isdir(os.path.join(self.dir, str(step))):
+      self._failed(step, RuntimeError("the checkpoint was not completed (see the log above)"))
+
+  def _failed(self, step: int, e: BaseException) -> None:
+    faults.silence_background_errors()
+    if jax.process_index() == 0:  # free the space the partial write took
+      for tmp in glob.glob(os.path.join(self.dir, f"{step}.orbax-checkpoint-tmp*")):
+        shutil.rmtree(tmp, ignore_errors=True)
+    older = [s for s in self.mngr.all_steps() if s < step]
+    kept = f"the checkpoints of steps {', '.join(map(str, older))} are intact" if older else (
+        "no older checkpoint exists")
+    raise faults.DiskError(f"could not write the checkpoint of step {step} to {self.dir}: "
+                           f"{faults.os_error_text(e)}; {kept}; free some space and rerun the "
+                           "same command to resume") from e
+
+  def restore_latest(self, abstract_state: Any, data_iter: Any) -> tuple[Any, int] | None:
+    """(state, step) from the newest good checkpoint, the iterator set to its saved position;
+    None when there is none. Newer checkpoints that fail are moved aside with a warning. If
+    none restores, nothing is moved (a changed model, not damage) and ConfigError says why."""
+    failed: list[tuple[int, str]] = []
+    for step in sorted(self.mngr.all_steps(), reverse=True):
+      try:
+        restored = self.mngr.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state),
+            data=grain.checkpoint.CheckpointRestore(data_iter),
+            digest=ocp.args.JsonRestore()))
+        if state_lib.state_digest(restored["state"]) != restored["digest"]["leaves"]:
+          raise ValueError("its contents do not match the digest saved with it")
+      except Exception as e:  # noqa: BLE001 (any failure: try the next older one)
+        failed.append((step, (str(e).strip().splitlines() or [type(e).__name__])[0][:200]))
+        continue
+      for bad, why in failed:
+        self._move_aside(bad, why, step)
+      return restored["state"], step
+    if failed:
+      step, why = failed[0]
+      raise ConfigError(f"no checkpoint in {self.dir} can be restored (step {step}: {why}); "
+                        "if the model changed, use another workdir")
     return None
-  restored = mngr.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract_state),
-      data=grain.checkpoint.CheckpointRestore(data_iter)))
-  return restored["state"], step
+
+  def _move_aside(self, step: int, why: str, resumed: int) -> None:
+    target = os.path.join(self.workdir, "corrupt_checkpoints", str(step))
+    warn(f"checkpoint step {step} in {self.dir} is damaged ({why}); moved to {target}; "
+         f"resuming from step {resumed}")
+    if jax.process_index() == 0:
+      os.makedirs(os.path.dirname(target), exist_ok=True)
+      n = 1
+      while os.path.exists(target):
+        target, n = os.path.join(self.workdir, "corrupt_checkpoints", f"{step}.{n}"), n + 1
+      os.replace(os.path.join(self.dir, str(step)), target)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices(f"moved aside checkpoint {step}")
+    self.mngr.reload()
+
+  def latest_step(self) -> int | None:
+    return self.mngr.latest_step()
+
+  def close(self) -> None:
+    self.mngr.close()
 
 
 def load_params(workdir: str, abstract_params: Any) -> Any:
@@ -60,4 +144,3 @@ def load_params(workdir: str, abstract_params: Any) -> Any:
       raise ConfigError(f"init_from {workdir}: its parameters do not fit this model: "
                         f"{str(e).splitlines()[0]}") from e
   return restored["state"]["params"]
-

@@ -15,10 +15,13 @@ from typing import Any
 import ml_collections
 from ml_collections import config_dict
 
+from bigmodel_jax import faults
+
 # Keys that may differ between a workdir's config.json and a rerun on it: they change how long a
 # run goes and how often it reports, not what one step computes.
 RESUME_SAFE_KEYS = (
     "total_steps", "total_epochs", "log_every", "eval_every", "checkpoint_every", "checkpoint_keep",
+    "nan_policy",
 )
 
 
@@ -39,6 +42,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.checkpoint_every = 1000
   c.checkpoint_keep = 3
   c.init_from = ""  # another workdir whose newest parameters warm-start this run
+  c.nan_policy = "stop"  # non-finite loss/gradients: stop (exit 3) or skip the update and count it
 
   # Parallelism (sharding.py): a preset, mesh axis sizes (None: the preset's; -1 fills the rest),
   # optional logical-axis rules over the preset's ("mlp=tensor,embed=fsdp").
@@ -124,6 +128,8 @@ def check_values(config: ml_collections.ConfigDict) -> None:
   if config.parallel.strategy == "pmap" and config.sharding != "dp":
     raise ConfigError(f"parallel.strategy=pmap replicates parameters: it needs sharding=dp, "
                       f"not '{config.sharding}'")
+  if config.nan_policy not in ("stop", "skip"):
+    raise ConfigError(f"nan_policy must be stop or skip, got '{config.nan_policy}'")
   if not config.model.name:
     raise ConfigError("model.name is empty: set it in the config file or with --config.model.name")
   if not config.data.name:
@@ -232,7 +238,9 @@ def parse_command_line(argv: list[str]) -> list[str]:
 def run_command(argv: list[str], body: Callable[[], None]) -> None:
   """The contract of every command (main, summary, sample): Orbax's and TFDS's INFO logs off
   unless --verbosity is given, no stray arguments, and a ConfigError printed as one line with
-  exit status 2 (--traceback, where a command defines it, shows the traceback instead)."""
+  exit status 2; a run that stops for a fault (faults.RunStopped, a full disk) prints one line
+  and exits with its own status (--traceback, where a command defines it, shows the traceback
+  instead)."""
   from absl import flags, logging
 
   f = flags.FLAGS
@@ -242,8 +250,14 @@ def run_command(argv: list[str], body: Callable[[], None]) -> None:
     if len(argv) > 1:
       raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
     body()
-  except ConfigError as e:
+  except (ConfigError, faults.RunStopped, OSError) as e:
+    if isinstance(e, OSError) and not faults.is_disk_error(e):
+      raise
     if "traceback" in f and f.traceback:
       raise
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    if isinstance(e, OSError):
+      e = faults.DiskError(f"{e.filename or 'a file'}: {faults.os_error_text(e)}; free some "
+                           "space and rerun the same command to resume")
+    print(f"{'preempted' if isinstance(e, faults.Preempted) else 'error'}: {e}", file=sys.stderr,
+          flush=True)
+    sys.exit(getattr(e, "exit_code", 2))

@@ -35,6 +35,9 @@ _DRY_RUN_DEVICES = flags.DEFINE_integer(
     "the machine has fewer).")
 _BUDGET = flags.DEFINE_float("memory_budget_gb", None,
                              "--dry_run: per-device memory budget in GiB; exit 1 if it does not fit.")
+_HEARTBEAT = flags.DEFINE_integer(
+    "heartbeat_timeout_s", 100, "Multi-process: a process silent this long counts as dead and "
+    "JAX's distributed service ends the others (exit status 134).")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Initialize jax.distributed from the environment (TPU VM, SLURM, ...) "
     "even where it is not detected.")
@@ -81,8 +84,11 @@ def init_distributed() -> None:
   if _COORDINATOR.value and (_NUM_PROCESSES.value is None or _PROCESS_ID.value is None):
     raise config_lib.ConfigError("--coordinator_address needs --num_processes and --process_id")
   jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU backend only
+  if _HEARTBEAT.value <= 0:
+    raise config_lib.ConfigError(f"--heartbeat_timeout_s must be positive, got {_HEARTBEAT.value}")
   jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
-                             num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
+                             num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value,
+                             heartbeat_timeout_seconds=_HEARTBEAT.value)
 
 
 def main(argv: list[str]) -> None:

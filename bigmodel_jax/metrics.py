@@ -36,7 +36,7 @@ class MetricWriter:
   def write(self, step: int, metrics: dict[str, Any]) -> None:
     if not self.active:
       return
-    row = {"step": int(step), **{k: _to_python(v) for k, v in metrics.items()}}
+    row = {"step": int(step), **{k: json_value(v) for k, v in metrics.items()}}
     with open(self.path, "a") as f:
       f.write(json.dumps(row) + "\n")
     if self._tb is None:
@@ -58,7 +58,8 @@ def _line_step(line: str) -> int:
     return sys.maxsize  # a torn last line from a killed run: dropped
 
 
-def _to_python(v: Any) -> Any:
+def json_value(v: Any) -> Any:
+  """A plain JSON value: numpy scalars unwrapped, NaN and infinities as null."""
   v = v.item() if hasattr(v, "item") else v
   return None if isinstance(v, float) and not math.isfinite(v) else v
 

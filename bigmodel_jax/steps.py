@@ -97,13 +97,23 @@ def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
     grads, loss = psum(grads), psum(loss)
     model_state = jax.lax.pmean(model_state, axis_name)  # identical already when BN syncs
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                            opt_state=opt_state, model_state=model_state)
+  # A non-finite loss or gradient leaves parameters, optimizer and model state as they were; the
+  # trainer stops on it (nan_policy=stop) or counts it (skip). The step (data position) moves on.
+  finite = jnp.isfinite(loss) & jnp.all(jnp.array(
+      [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+  keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+  new_state = state.replace(
+      step=state.step + 1,
+      params=keep(optax.apply_updates(state.params, updates), state.params),
+      opt_state=keep(opt_state, state.opt_state), model_state=keep(model_state, state.model_state),
+      nonfinite_updates=state.nonfinite_updates + (~finite).astype(jnp.int32))
   metrics = {
       "loss": loss,
       **{k: psum(v) / total_weight for k, v in sums.items()},
       "learning_rate": jnp.asarray(schedule(state.step), jnp.float32),
       "grad_norm": optax.tree.norm(grads),
+      "finite": finite,
+      "nonfinite_updates": new_state.nonfinite_updates,
   }
   return new_state, metrics
 

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from bigmodel_jax import checkpoint, metrics, models, optim, pmap, sharding, steps, summary
+from bigmodel_jax import checkpoint, faults, metrics, models, optim, pmap, sharding, steps, summary
 from bigmodel_jax import config as config_lib
 from bigmodel_jax import state as state_lib
 from bigmodel_jax.config import ConfigError
@@ -103,15 +103,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   # --- Workdir: every check passed; from here on files are written. ---
   _write_json(os.path.join(workdir, "config.json"), config_lib.to_dict(config))
   writer = metrics.MetricWriter(workdir)
-  mngr = checkpoint.manager(workdir, config.checkpoint_keep)
+  ckpt = checkpoint.Checkpointer(workdir, config.checkpoint_keep)
   metrics.console(f"Model {config.model.name}: {n_params:,} parameters; data {config.data.name}: "
                   f"{len(sources.train):,} train / {len(sources.eval):,} eval examples; "
                   f"{total_steps:,} steps; {config.sharding} over mesh {dict(plan.mesh.shape)} "
                   f"on {jax.device_count()} devices")
 
-  # --- Restore: the newest checkpoint (state and data position), else a fresh start. ---
+  # --- Restore: the newest good checkpoint (state and data position), else a fresh start. ---
   start_step = 0
-  restored = checkpoint.restore_latest(mngr, state_lib.abstract(state_shardings, state), train_iter)
+  restored = ckpt.restore_latest(state_lib.abstract(state_shardings, state), train_iter)
   if restored is not None:
     state, start_step = restored
     metrics.console(f"Resumed from the checkpoint at step {start_step} in {workdir}")
@@ -122,40 +122,71 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     state = strategy.to_local(state)
 
   # --- Loop: one jitted step per batch; log, evaluate and checkpoint on their cadences. ---
+  # Faults (faults.py): a non-finite update is never applied; nan_policy=stop ends the run at the
+  # next log or checkpoint, before anything after it is saved. SIGTERM/SIGINT saves and ends it.
   progress = metrics.Progress(total_steps, start_step)
-  pending: list[dict[str, jax.Array]] = []
+  pending: list[dict[str, jax.Array]] = []  # step metrics since the last log
+  unchecked: list[tuple[int, jax.Array]] = []  # (step, finite) since the last check
   t_first = t_interval = None  # the first step includes compilation; rates are timed after it
   timed = 0  # steps since t_interval
   eval_metrics: dict[str, float] = {}
-  for step in range(start_step + 1, total_steps + 1):  # `step` = updates done after this one
-    state, step_metrics = run_step(state, next(train_iter))
-    pending.append(step_metrics)
-    if t_first is None:
-      jax.block_until_ready(step_metrics)
-      t_first = t_interval = time.time()
-    else:
-      timed += 1
-    last = step == total_steps
-    row = {}  # one metrics.jsonl line per step that logs or evaluates
-    if step % config.log_every == 0 or last:
-      fetched = jax.device_get(pending)
-      row = {f"train/{k}": float(np.mean([r[k] for r in fetched])) for k in fetched[0]}
-      row["train/learning_rate"] = float(fetched[-1]["learning_rate"])
-      now = time.time()
-      if timed:
-        row["train/steps_per_sec"] = timed / (now - t_interval)
-      pending, t_interval, timed = [], now, 0
-    if step % config.eval_every == 0 or last:
-      eval_metrics = evaluate(state)
-      row.update(eval_metrics)
-    if row:
-      writer.write(step, row)
-      progress.log(step, row)
-    if step % config.checkpoint_every == 0 or last:
-      checkpoint.save(mngr, step, canonical(state), train_iter)
-    progress.update(step)
+
+  def stop_if_nonfinite() -> None:
+    flags = jax.device_get([f for _, f in unchecked])
+    bad = next((s for (s, _), ok in zip(unchecked, flags) if not ok), None)
+    unchecked.clear()
+    if bad is not None and config.nan_policy == "stop":
+      ckpt.wait()
+      last = ckpt.latest_step()
+      kept = f"the last good checkpoint is step {last} in {ckpt.dir}" if last is not None else (
+          "no checkpoint was written")
+      raise faults.NonFinite(f"non-finite loss or gradients at step {bad}; stopped before "
+                             f"applying it; {kept}; lower the learning rate, or set "
+                             "--config.nan_policy=skip to skip such updates and count them")
+
+  with faults.StopSignals(multi_process=jax.process_count() > 1) as signals:
+    for step in range(start_step + 1, total_steps + 1):  # `step` = updates done after this one
+      try:
+        state, step_metrics = run_step(state, next(train_iter))
+      except jax.errors.JaxRuntimeError as e:
+        if jax.process_count() == 1:
+          raise
+        raise faults.PeerLost(f"step {step} failed, another process is probably gone: "
+                              f"{faults.os_error_text(e)}") from e
+      pending.append(step_metrics)
+      unchecked.append((step, step_metrics["finite"]))
+      if t_first is None:
+        jax.block_until_ready(step_metrics)
+        t_first = t_interval = time.time()
+      else:
+        timed += 1
+      last = step == total_steps
+      stop = signals.requested(step)
+      row = {}  # one metrics.jsonl line per step that logs or evaluates
+      if step % config.log_every == 0 or last:
+        stop_if_nonfinite()
+        row = _train_row(jax.device_get(pending), config.nan_policy)
+        now = time.time()
+        if timed:
+          row["train/steps_per_sec"] = timed / (now - t_interval)
+        pending, t_interval, timed = [], now, 0
+      if step % config.eval_every == 0 or last:
+        eval_metrics = evaluate(state)
+        row.update(eval_metrics)
+      if row:
+        writer.write(step, row)
+        progress.log(step, row)
+      if step % config.checkpoint_every == 0 or last or stop:
+        stop_if_nonfinite()
+        ckpt.save(step, canonical(state), train_iter)
+      if stop and not last:
+        ckpt.wait()
+        writer.close()
+        raise faults.Preempted(f"{signals.received} at step {step}: saved the checkpoint of step "
+                               f"{step} in {ckpt.dir}; rerun the same command to resume")
+      progress.update(step)
   t_end = time.time()
-  mngr.wait_until_finished()
+  ckpt.wait()
 
   # --- Results. ---
   state = canonical(state)
@@ -170,13 +201,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       "wall_time_s": round(time.time() - t_start, 3),
       "steps_per_sec": (trained - 1) / (t_end - t_first) if trained > 1 else None,
       "start_step": start_step,
+      "nonfinite_updates": int(jax.device_get(state.nonfinite_updates)),
       "params_sha256": state_lib.params_digest(state.params),
   }
+  results = {k: metrics.json_value(v) for k, v in results.items()}
   _write_json(os.path.join(workdir, "results.json"), results)
   writer.close()
-  mngr.close()
+  ckpt.close()
   metrics.console(f"Done: {json.dumps({k: v for k, v in results.items() if k != 'params_sha256'})}")
   return results
+
+
+def _train_row(fetched: list[dict[str, Any]], nan_policy: str) -> dict[str, float]:
+  """The train/ columns of a log line: means over the interval's finite steps."""
+  finite = [m for m in fetched if m["finite"]] or fetched
+  averaged = [k for k in fetched[0] if k not in ("finite", "nonfinite_updates", "learning_rate")]
+  row = {f"train/{k}": float(np.mean([m[k] for m in finite])) for k in averaged}
+  row["train/learning_rate"] = float(fetched[-1]["learning_rate"])
+  if nan_policy == "skip":
+    row["train/nonfinite_updates"] = int(fetched[-1]["nonfinite_updates"])
+  return row
 
 
 def step_options(config: ml_collections.ConfigDict, model: Any, tx: Any,

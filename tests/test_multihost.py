@@ -1,12 +1,15 @@
 """Multi-host and elastic resume, with real processes: 2 processes of 4 CPU devices joined by
 jax.distributed (gloo collectives) match 1 process of 8; a checkpoint written on 8 devices
-resumes on 4 and on 1 with the same global batch and data order."""
+resumes on 4 and on 1 with the same global batch and data order; a SIGTERM to one process stops
+both at the same step with a checkpoint; a dead process ends the other in bounded time."""
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 from conftest import REPO, run_main, train_losses
@@ -68,3 +71,50 @@ def test_a_checkpoint_from_eight_devices_resumes_on_four_and_on_one(tmp_path):
     assert "Resumed from the checkpoint at step 5" in proc.stdout
     assert f"on {n} devices" in proc.stdout
     np.testing.assert_allclose(train_losses(workdir), train_losses(reference), rtol=RTOL)
+
+
+def _launch(workdir, logs, *extra: str) -> list[subprocess.Popen]:
+  """2 processes of a long run, their output to files (a full pipe would block them)."""
+  port = _free_port()
+  return [subprocess.Popen(
+      [sys.executable, "-m", "bigmodel_jax.main", *ARGS, "--config.total_steps=100000",
+       "--config.checkpoint_every=100000", f"--workdir={workdir}",
+       f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}", *extra],
+      cwd=REPO, env={**os.environ, **_devices(4)}, stdout=open(logs / f"out{i}", "w"),
+      stderr=open(logs / f"err{i}", "w"), text=True) for i in range(2)]
+
+
+def _until_training(workdir, procs, timeout=180.0) -> None:
+  end = time.time() + timeout
+  while not (workdir / "metrics.jsonl").exists():
+    assert time.time() < end and all(p.poll() is None for p in procs), "training did not start"
+    time.sleep(0.1)
+
+
+def test_sigterm_to_one_process_stops_both_at_the_same_step_and_the_rerun_resumes(tmp_path):
+  workdir = tmp_path / "w"
+  procs = _launch(workdir, tmp_path)
+  _until_training(workdir, procs)
+  procs[1].send_signal(signal.SIGTERM)  # JAX's preemption notice reaches process 0 too
+  for p in procs:
+    p.wait(timeout=120)
+  lines = [(tmp_path / f"err{i}").read_text().strip().splitlines()[-1] for i in range(2)]
+  assert [p.returncode for p in procs] == [75, 75], lines
+  assert lines[0] == lines[1] and lines[0].startswith("preempted: SIGTERM at step "), lines
+  step = int(lines[0].split("at step ")[1].split(":")[0])
+  assert sorted(os.listdir(workdir / "checkpoints")) == [str(step)]
+  _two_processes(workdir, step + 3)  # the same command (a nearer end) resumes at that step
+  assert {str(step), str(step + 3)} <= set(os.listdir(workdir / "checkpoints"))
+
+
+def test_a_dead_process_ends_the_other_in_bounded_time(tmp_path):
+  workdir = tmp_path / "w"
+  procs = _launch(workdir, tmp_path, "--heartbeat_timeout_s=5")
+  _until_training(workdir, procs)
+  procs[1].send_signal(signal.SIGKILL)
+  t0 = time.time()
+  procs[0].wait(timeout=120)
+  waited = time.time() - t0
+  err = (tmp_path / "err0").read_text()
+  assert procs[0].returncode != 0 and waited < 60, (waited, err[-2000:])
+  assert "another process is probably gone" in err or "another task died" in err, err[-2000:]

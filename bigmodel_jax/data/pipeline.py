@@ -186,12 +186,27 @@ def load(cfg: ml_collections.ConfigDict) -> Sources:
   """The train and eval examples of config.data; prepares an offline data set on first use."""
   kwargs = {"data_dir": cfg.data_dir or None, "builder_kwargs": {"file_format": "array_record"}}
   _, num_outputs = _builder_and_outputs(cfg)
-  try:
-    train = tfds.data_source(cfg.name, split=cfg.train_split, **kwargs)
-    eval_ = tfds.data_source(cfg.name, split=cfg.eval_split, **kwargs)
-  except Exception as e:  # missing files, no download possible, unknown split, ...
-    raise ConfigError(f"data set '{cfg.name}' could not be loaded: "
-                      f"{type(e).__name__}: {str(e).strip().splitlines()[0]}") from e
+
+  def sources() -> tuple[Any, Any]:
+    try:
+      splits = (tfds.data_source(cfg.name, split=cfg.train_split, **kwargs),
+                tfds.data_source(cfg.name, split=cfg.eval_split, **kwargs))
+      for split in splits:  # read a record of each: damaged files fail here, not mid-run
+        split[len(split) - 1]
+      return splits
+    except Exception as e:  # missing or damaged files, no download possible, unknown split, ...
+      raise ConfigError(f"data set '{cfg.name}' could not be loaded: "
+                        f"{type(e).__name__}: {str(e).strip().splitlines()[0]}") from e
+
+  if jax.process_count() == 1:
+    train, eval_ = sources()
+  else:  # process 0 prepares a data set on first use while the others wait (a shared disk)
+    from jax.experimental import multihost_utils
+    if jax.process_index() == 0:
+      train, eval_ = sources()
+    multihost_utils.sync_global_devices(f"data set {cfg.name} prepared")
+    if jax.process_index() != 0:
+      train, eval_ = sources()
   return Sources(train=_examples(train, cfg), eval=_examples(eval_, cfg), num_outputs=num_outputs)
 
 

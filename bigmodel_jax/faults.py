@@ -1,0 +1,128 @@
+"""How a run ends when something goes wrong: stop signals (preemption) and the exit statuses.
+
+  0    finished
+  1    an unexpected error (a bug): the traceback
+  2    bad input (config.ConfigError): one line, nothing written
+  3    non-finite loss or gradients with nan_policy=stop; the last good checkpoint is kept
+  4    the disk is full (or a file-size quota hit) while writing; older checkpoints are intact
+  5    lost contact with another process of a multi-process run
+  75   preempted (SIGTERM, or one SIGINT): a checkpoint was saved; rerun the same command
+  130  a second SIGINT: stopped at once, nothing saved after the last checkpoint
+
+A scheduler requeues on 75 (EX_TEMPFAIL). When a process of a multi-process run dies, JAX's
+distributed service also terminates the others once its heartbeats stop for
+--heartbeat_timeout_s (then the status is JAX's abort, 134, with its message on stderr).
+"""
+
+import errno
+import logging
+import os
+import re
+import signal
+import sys
+import threading
+from typing import Any
+
+PREEMPTED = 75
+SECOND_INTERRUPT = 130
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+class RunStopped(Exception):
+  """A run that ended early for a reason the user can act on; the message is the one line shown."""
+  exit_code = 1
+
+
+class Preempted(RunStopped):
+  exit_code = PREEMPTED
+
+
+class NonFinite(RunStopped):
+  exit_code = 3
+
+
+class DiskError(RunStopped):
+  exit_code = 4
+
+
+class PeerLost(RunStopped):
+  exit_code = 5
+
+
+def os_error_text(e: BaseException) -> str:
+  """'No space left on device (errno 28)' from an OSError or a TensorStore message naming the
+  error code; else the first line of the message."""
+  code = getattr(e, "errno", None)
+  if code is None:
+    found = re.search(r"os_error_code='?(\d+)", str(e))
+    code = int(found.group(1)) if found else None
+  if code is not None:
+    return f"{os.strerror(code)} (errno {code})"
+  return (str(e).splitlines() or [type(e).__name__])[0][:300]
+
+
+def is_disk_error(e: BaseException) -> bool:
+  code = getattr(e, "errno", None)
+  if code is None:
+    found = re.search(r"os_error_code='?(\d+)", str(e))
+    code = int(found.group(1)) if found else None
+  return code in DISK_ERRNOS
+
+
+def silence_background_errors() -> None:
+  """After a fatal write error: the writer threads' later tracebacks and logs add nothing to the
+  one-line error about to be printed, and would bury it; the process is about to exit."""
+  logging.disable(logging.CRITICAL)
+  threading.excepthook = lambda args: None
+  sys.unraisablehook = lambda args: None
+
+
+class StopSignals:
+  """SIGTERM and SIGINT ask the loop to stop after the current step (`requested(step)`).
+
+  One process: Python handlers set a flag. Several processes: SIGTERM is left to JAX's
+  preemption notifier, which tells every process, and `requested` is JAX's preemption sync
+  point, so all of them stop at the same step; a SIGINT is forwarded to it as a SIGTERM.
+  A second SIGINT exits at once with status 130.
+  """
+
+  def __init__(self, multi_process: bool):
+    self.multi_process = multi_process
+    self.received: str | None = None
+    self._old: dict[int, Any] = {}
+
+  def __enter__(self) -> "StopSignals":
+    if threading.current_thread() is not threading.main_thread():
+      return self  # signal handlers can only be set from the main thread
+    self._old[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_sigint)
+    if not self.multi_process:
+      self._old[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._on_sigterm)
+    return self
+
+  def __exit__(self, *exc: Any) -> None:
+    for sig, handler in self._old.items():
+      signal.signal(sig, handler)
+    self._old.clear()
+
+  def _on_sigterm(self, signum: int, frame: Any) -> None:
+    self.received = self.received or "SIGTERM"
+
+  def _on_sigint(self, signum: int, frame: Any) -> None:
+    if self.received is not None:
+      print("\nSecond interrupt: exiting now; nothing saved after the last checkpoint.",
+            file=sys.stderr, flush=True)
+      os._exit(SECOND_INTERRUPT)  # noqa: SLF001 (no cleanup: that is the point)
+    self.received = "SIGINT"
+    print("\nInterrupt: finishing this step and saving a checkpoint (interrupt again to exit "
+          "at once).", file=sys.stderr, flush=True)
+    if self.multi_process:
+      os.kill(os.getpid(), signal.SIGTERM)  # to JAX's preemption notifier
+
+  def requested(self, step: int) -> bool:
+    if self.multi_process:
+      from jax.experimental import multihost_utils
+      if multihost_utils.reached_preemption_sync_point(step):
+        self.received = self.received or "SIGTERM"
+        return True
+      return False
+    return self.received is not None
