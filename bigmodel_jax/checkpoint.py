@@ -18,6 +18,7 @@ from typing import Any
 import grain
 import jax
 import orbax.checkpoint as ocp
+from flax.traverse_util import flatten_dict, unflatten_dict
 
 from bigmodel_jax import faults
 from bigmodel_jax import state as state_lib
@@ -126,21 +127,32 @@ class Checkpointer:
     self.mngr.close()
 
 
-def load_params(workdir: str, abstract_params: Any) -> Any:
-  """The parameters of another workdir's newest checkpoint, sharded like `abstract_params`."""
+def load_params(workdir: str, abstract_params: Any,
+                init_params: Any = None) -> tuple[Any, list[str]]:
+  """The parameters of another workdir's newest checkpoint, sharded like `abstract_params`.
+  Warm start (init_params given): parameters this model has but the checkpoint lacks, or holds
+  with another shape (a classifier head for another number of classes), keep their fresh values
+  from `init_params`; their paths are returned. Without init_params every one must fit.
+  ConfigError if nothing fits."""
   path = directory(workdir)
-  if not os.path.isdir(path):
+  steps = sorted(int(n) for n in os.listdir(path) if n.isdigit()) if os.path.isdir(path) else []
+  if not steps:
     raise ConfigError(f"init_from: no checkpoints in {workdir}")
-  with ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(create=False)) as mngr:
-    step = mngr.latest_step()
-    if step is None:
-      raise ConfigError(f"init_from: no checkpoints in {workdir}")
-    target = {"params": abstract_params}
-    try:
-      restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-          target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-          partial_restore=True)))
-    except (ValueError, KeyError) as e:
-      raise ConfigError(f"init_from {workdir}: its parameters do not fit this model: "
-                        f"{str(e).splitlines()[0]}") from e
-  return restored["state"]["params"]
+  state_dir = os.path.join(path, str(steps[-1]), "state")
+  try:
+    saved = ocp.PyTreeCheckpointer().metadata(state_dir).item_metadata.tree["params"]
+  except Exception as e:  # noqa: BLE001
+    raise ConfigError(f"init_from {workdir}: cannot read {state_dir}: {e}") from e
+  saved_shapes = {k: tuple(m.shape) for k, m in flatten_dict(saved, sep="/").items()}
+  wanted = flatten_dict(abstract_params, sep="/")
+  fits = {k: x for k, x in wanted.items() if saved_shapes.get(k) == tuple(x.shape)}
+  misfits = sorted(set(wanted) - set(fits))
+  if not fits or (misfits and init_params is None):
+    raise ConfigError(f"{workdir}: its parameters do not fit this model "
+                      f"({', '.join(misfits[:5])}{' ...' if len(misfits) > 5 else ''})")
+  target = {"params": unflatten_dict(fits, sep="/")}
+  restored = ocp.PyTreeCheckpointer().restore(state_dir, args=ocp.args.PyTreeRestore(
+      target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+      partial_restore=True))["params"]
+  params = {**flatten_dict(init_params or {}, sep="/"), **flatten_dict(restored, sep="/")}
+  return unflatten_dict(params, sep="/"), misfits

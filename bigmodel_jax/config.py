@@ -33,6 +33,7 @@ def default_config() -> ml_collections.ConfigDict:
   """Every key a config has, so that scripts can rely on them; experiment files override."""
   c = ml_collections.ConfigDict()
   c.seed = 0
+  c.label = ""  # a short name for this experiment in reports (bigmodel_jax/report.py)
   c.batch_size = 128  # global, over all processes and devices
   c.eval_batch_size = 1000  # global; the last batch is padded and masked
   c.total_steps = 1000
@@ -41,7 +42,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.eval_every = 1000
   c.checkpoint_every = 1000
   c.checkpoint_keep = 3
-  c.init_from = ""  # another workdir whose newest parameters warm-start this run
+  c.init_from = ""  # another workdir whose newest parameters warm-start this run (a head of
+  # another shape starts fresh)
+  c.freeze = ""  # comma-separated regexes over parameter paths ("conv_0,conv_1"): not updated
   c.nan_policy = "stop"  # non-finite loss/gradients: stop (exit 3) or skip the update and count it
 
   # Parallelism (sharding.py): a preset, mesh axis sizes (None: the preset's; -1 fills the rest),

@@ -38,7 +38,7 @@ def plan(config: ml_collections.ConfigDict, budget_gb: float | None = None) -> d
   steps_for_schedule = max(config.total_steps, config.schedule.warmup_steps + 1)
   schedule = optim.make_schedule(config.schedule, config.optimizer.learning_rate,
                                  steps_for_schedule)
-  tx = optim.make_optimizer(config.optimizer, schedule)
+  tx = optim.freeze(optim.make_optimizer(config.optimizer, schedule), config.freeze)
   with models.init_errors_as_config_errors(config.model.name, example):
     state = state_lib.planned(model, tx, example, mesh_plan)
 

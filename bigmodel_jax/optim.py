@@ -1,5 +1,6 @@
 """The Optax optimizer and learning-rate schedule from config.optimizer and config.schedule."""
 
+import re
 from typing import Any
 
 import jax
@@ -74,3 +75,42 @@ def make_optimizer(cfg: ml_collections.ConfigDict, schedule: optax.Schedule
     # Coupled L2: the decay enters the gradient, as in the classic SGD + weight decay recipes.
     parts.append(optax.add_decayed_weights(wd, mask=decay_mask))
   return optax.chain(*parts, opt)
+
+
+def _patterns(freeze: str) -> list[re.Pattern]:
+  try:
+    return [re.compile(p) for p in freeze.split(",") if p.strip()]
+  except re.error as e:
+    raise ConfigError(f"freeze: '{freeze}' is not a comma-separated list of regexes: {e}") from e
+
+
+def _labels(params: Any, patterns: list[re.Pattern]) -> Any:
+  def label(path, _):
+    name = "/".join(str(getattr(k, "key", k)) for k in path)
+    return "frozen" if any(p.search(name) for p in patterns) else "train"
+  return jax.tree_util.tree_map_with_path(label, params)
+
+
+def freeze(tx: optax.GradientTransformation, freeze: str) -> optax.GradientTransformation:
+  """Parameters whose path ("conv_0/kernel") matches one of the comma-separated regexes are
+  never updated (their updates are zero; no optimizer state is kept for them)."""
+  patterns = _patterns(freeze)
+  if not patterns:
+    return tx
+  return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()},
+                               lambda params: _labels(params, patterns))
+
+
+def frozen_paths(params: Any, freeze: str) -> list[str]:
+  """The paths `freeze` matches; ConfigError if it names something but matches nothing."""
+  patterns = _patterns(freeze)
+  if not patterns:
+    return []
+  labels = jax.tree_util.tree_leaves_with_path(_labels(params, patterns))
+  frozen = ["/".join(str(getattr(k, "key", k)) for k in p) for p, v in labels if v == "frozen"]
+  if not frozen:
+    names = ", ".join("/".join(str(getattr(k, "key", k)) for k in p) for p, _ in labels)
+    raise ConfigError(f"freeze='{freeze}' matches no parameter; parameters: {names}")
+  if len(frozen) == len(labels):
+    raise ConfigError(f"freeze='{freeze}' freezes every parameter: nothing would train")
+  return frozen

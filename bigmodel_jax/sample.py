@@ -93,7 +93,7 @@ def load(workdir: str) -> tuple[nn.Module, Any]:
   abstract = jax.eval_shape(lambda: nn.unbox(model.init(
       jax.random.PRNGKey(0), jnp.zeros((1, config.data.seq_len), jnp.int32))["params"]))
   abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), abstract)
-  return model, checkpoint.load_params(workdir, abstract)
+  return model, checkpoint.load_params(workdir, abstract)[0]
 
 
 def _tuples(x: Any) -> Any:

@@ -109,7 +109,9 @@ class Plan:
     """NamedShardings for a pytree whose leaves may carry logical names (boxed, from
     eval_shape); the result has the structure of the unboxed tree."""
 
-    def one(leaf: Any) -> NamedSharding:
+    def one(leaf: Any) -> Any:
+      if isinstance(leaf, nn.LogicallyPartitioned) and not hasattr(leaf.value, "shape"):
+        return leaf.value  # an empty node (optax.MaskedNode of a frozen parameter)
       if isinstance(leaf, nn.LogicallyPartitioned):
         return NamedSharding(self.mesh, self.spec(leaf.value.shape, leaf.names))
       return NamedSharding(self.mesh, self.spec(leaf.shape, None))

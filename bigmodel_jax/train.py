@@ -49,7 +49,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   # --- Model and optimizer. ---
   model = models.build(config.model, sources.num_outputs)
   schedule = optim.make_schedule(config.schedule, config.optimizer.learning_rate, total_steps)
-  tx = optim.make_optimizer(config.optimizer, schedule)
+  tx = optim.freeze(optim.make_optimizer(config.optimizer, schedule), config.freeze)
 
   # --- Sharded state: parameters and optimizer state created in place on the mesh. ---
   with models.init_errors_as_config_errors(config.model.name, example):
@@ -58,10 +58,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   flops = summary.flops_per_example(model, jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), {"params": state.params, **state.model_state}),
       example)
+  fresh: list[str] = []  # warm start: parameters that did not fit and start from scratch
   if config.init_from and not _has_checkpoint(workdir):  # a workdir's own checkpoint wins
-    params = checkpoint.load_params(config.init_from, state_lib.abstract(
-        state_shardings.params, state.params))
-    state = state.replace(params=params)
+    params, fresh = checkpoint.load_params(config.init_from, state_lib.abstract(
+        state_shardings.params, state.params), init_params=state.params)
+    state = state.replace(params=params)  # the optimizer state starts fresh (zeros) either way
+  frozen = optim.frozen_paths(state.params, config.freeze)
 
   # --- Compiled steps: the state is donated, so the update happens in place. ---
   step_kwargs = step_options(config, model, tx, schedule)
@@ -116,7 +118,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     state, start_step = restored
     metrics.console(f"Resumed from the checkpoint at step {start_step} in {workdir}")
   elif config.init_from:
-    metrics.console(f"Initialized parameters from {config.init_from}")
+    metrics.console(f"Initialized parameters from {config.init_from}"
+                    + (f"; new (did not fit): {', '.join(fresh)}" if fresh else ""))
+  if frozen:
+    metrics.console(f"Frozen (not updated): {', '.join(frozen)}")
   writer.truncate_after(start_step)
   if strategy is not None:
     state = strategy.to_local(state)

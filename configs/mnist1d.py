@@ -18,6 +18,7 @@ decay 0.05) and a cosine decay, which holds test accuracy above 90% over seeds; 
 constant-rate Adam is `--config.optimizer.name=adam --config.schedule.name=constant`.
 """
 
+from bigmodel_jax import sweep
 from bigmodel_jax.config import from_variant
 
 VARIANTS = {
@@ -53,3 +54,11 @@ def get_config(arg: str = "cnn"):
   c.eval_every = 1000
   c.checkpoint_every = 1000
   return c
+
+
+def get_sweep(arg: str = "cnn"):
+  """Learning rate x 3 seeds for the variant:
+  python -m bigmodel_jax.sweep --config=configs/mnist1d.py:cnn --root=runs/sweeps/mnist1d_cnn_lr --parallel=2
+  python -m bigmodel_jax.report runs/sweeps/mnist1d_cnn_lr
+  """
+  return sweep.product({"optimizer.learning_rate": [3e-3, 1e-2, 3e-2], "seed": [0, 1, 2]})

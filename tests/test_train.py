@@ -156,3 +156,33 @@ def test_progress_bar_on_a_terminal_and_plain_lines_otherwise(monkeypatch, capsy
     else:
       assert "\r" not in out and "[###" not in out
       assert "step 50/100 train/loss 1.25" in out and "eval/accuracy 0.75" in out
+
+
+def test_fine_tuning_on_another_data_set_replaces_the_head_and_freezes_on_request(tmp_path):
+  """Pretrain on MNIST (10 classes), fine-tune on EMNIST letters (37 classes; TFDS mock data of
+  the real features: no download here). The trunk is loaded, the head starts fresh, the first
+  convolution stays frozen."""
+  import orbax.checkpoint as ocp
+
+  def config(name, **kw):
+    return _quick("cnn", "digits", total_epochs=None, total_steps=3, batch_size=16,
+                  eval_batch_size=32, **{"data.name": name, "data.scale": 1 / 255,
+                                         "schedule.warmup_steps": 1}, **kw)
+  pre, fine = tmp_path / "pre", tmp_path / "fine"
+  with tfds.testing.mock_data(num_examples=64):
+    train.train_and_evaluate(config("mnist"), str(pre))
+    results = train.train_and_evaluate(config("emnist/letters", init_from=str(pre),
+                                              freeze="conv_0"), str(fine))
+  assert results["step"] == 3
+  load = lambda w: ocp.StandardCheckpointer().restore(str(w / "checkpoints" / "3" / "state"))["params"]  # noqa: E731
+  a, b = load(pre), load(fine)
+  assert b["head"]["kernel"].shape[-1] == 37 and a["head"]["kernel"].shape[-1] == 10
+  for leaf in ("kernel", "bias"):  # frozen: exactly the pretrained values
+    np.testing.assert_array_equal(b["conv_0"][leaf], a["conv_0"][leaf])
+  # Trained from the pretrained values: 3 Adam steps move each weight by at most ~3 x lr.
+  diff = np.abs(b["conv_1"]["kernel"] - a["conv_1"]["kernel"])
+  assert 0 < diff.max() <= 3.5 * 1e-3 * 2
+  with tfds.testing.mock_data(num_examples=64), pytest.raises(
+      ConfigError, match="freeze='nothing_like_this' matches no parameter"):
+    train.train_and_evaluate(config("mnist", freeze="nothing_like_this"), str(tmp_path / "x"))
+  assert not (tmp_path / "x").exists()

@@ -16,8 +16,13 @@ batch); the iterator is checkpointable. Evaluation: one ordered pass over this p
 padded, with a mask.
 """
 
+import contextlib
 import dataclasses
+import fcntl
+import hashlib
 import math
+import os
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -188,6 +193,10 @@ def load(cfg: ml_collections.ConfigDict) -> Sources:
   _, num_outputs = _builder_and_outputs(cfg)
 
   def sources() -> tuple[Any, Any]:
+    with _preparation_lock(cfg):
+      return _open_splits()
+
+  def _open_splits() -> tuple[Any, Any]:
     try:
       splits = (tfds.data_source(cfg.name, split=cfg.train_split, **kwargs),
                 tfds.data_source(cfg.name, split=cfg.eval_split, **kwargs))
@@ -208,6 +217,28 @@ def load(cfg: ml_collections.ConfigDict) -> Sources:
     if jax.process_index() != 0:
       train, eval_ = sources()
   return Sources(train=_examples(train, cfg), eval=_examples(eval_, cfg), num_outputs=num_outputs)
+
+
+@contextlib.contextmanager
+def _preparation_lock(cfg: ml_collections.ConfigDict) -> Iterator[None]:
+  """One process at a time opens (and on first use prepares) a data set in a data dir: runs of
+  a sweep started together would otherwise prepare it at once and collide."""
+  root = os.path.abspath(os.path.expanduser(cfg.data_dir or os.environ.get("TFDS_DATA_DIR") or
+                                            "~/tensorflow_datasets"))
+  key = hashlib.sha256(f"{root}\0{cfg.name.split('/')[0]}".encode()).hexdigest()[:16]
+  locks = os.path.join(tempfile.gettempdir(), "bigmodel_jax_locks")  # this machine's processes
+  try:
+    os.makedirs(locks, exist_ok=True)
+    lock = open(os.path.join(locks, f"{key}.lock"), "a")
+  except OSError:
+    yield
+    return
+  with lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _examples(source: Any, cfg: ml_collections.ConfigDict) -> Any:

@@ -67,7 +67,7 @@ class RNNClassifier(nn.Module):
   hidden: int = 128
   num_layers: int = 1
   bidirectional: bool = False
-  pooling: str = "last"  # last (final states) | mean | attention
+  pooling: str = "last"  # last (final states) | mean | attention | flatten (every step's states)
   dropout: float = 0.0
 
   @nn.compact
@@ -84,8 +84,11 @@ class RNNClassifier(nn.Module):
       pooled = h_BxLxH.mean(axis=1)
     elif self.pooling == "attention":
       pooled = AttentionPool(name="attention")(h_BxLxH)
+    elif self.pooling == "flatten":  # the MNIST-1D reference GRU's head
+      pooled = h_BxLxH.reshape(h_BxLxH.shape[0], -1)
     else:
-      raise ValueError(f"rnn pooling '{self.pooling}' unknown; known: last, mean, attention")
+      raise ValueError(f"rnn pooling '{self.pooling}' unknown; known: last, mean, attention, "
+                       "flatten")
     return dense(self.num_classes, ("embed", "classes"), name="head")(pooled)
 
 

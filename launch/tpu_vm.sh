@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# One run on every worker of a Cloud TPU VM (e.g. v5e-32: 8 hosts x 4 chips); each worker runs
+# the same command and jax.distributed finds the others (--distributed). The workdir must be a
+# path every worker sees (an NFS or Filestore mount; gs:// is not supported). The checkout lives
+# at REPO on each worker (default ~/bigmodel_jax) with its .venv made by the README's command.
+#
+#   launch/tpu_vm.sh TPU_NAME ZONE configs/imagenet2012.py:vit /mnt/shared/runs/vit [--config.KEY=VALUE ...]
+#
+# Rerunning the same line resumes from the newest checkpoint. A maintenance event sends SIGTERM:
+# the run saves and exits 75 on every worker; run the line again after it.
+set -euo pipefail
+if [ $# -lt 4 ]; then
+  echo "usage: $0 TPU_NAME ZONE CONFIG[:ARG] WORKDIR [--config.KEY=VALUE ...]" >&2
+  exit 2
+fi
+tpu=$1 zone=$2 config=$3 workdir=$4
+shift 4
+repo=${REPO:-~/bigmodel_jax}
+args=$(printf ' %q' --config="$config" --workdir="$workdir" --distributed "$@")
+exec gcloud compute tpus tpu-vm ssh "$tpu" --zone="$zone" --worker=all \
+  --command="cd $repo && .venv/bin/python -m bigmodel_jax.main$args"

@@ -1,0 +1,142 @@
+"""Sweeps and reports as a user types them: a small sweep run 2 at a time, rerun (finished points
+skipped), a failing point reported without stopping the others, the SLURM job script and TPU
+commands written out, and the report's tables and plots."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import REPO
+
+from bigmodel_jax import report, sweep
+
+TINY = ["--config.total_steps=12", "--config.batch_size=64", "--config.log_every=4",
+        "--config.eval_every=12", "--config.checkpoint_every=12"]
+
+
+def _sweep_file(tmp_path, points: str) -> str:
+  path = tmp_path / "sweep_config.py"
+  path.write_text(f'''"""python -m bigmodel_jax.main --config={path} (a test sweep)"""
+import importlib.util
+from bigmodel_jax import sweep
+_spec = importlib.util.spec_from_file_location("_base", {os.path.join(REPO, "configs", "mnist1d.py")!r})
+_base = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_base)
+get_config = _base.get_config
+
+def get_sweep(arg="cnn"):
+  return {points}
+''')
+  return f"{path}:cnn"
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, "-m", "bigmodel_jax.sweep", *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=600)
+
+
+def test_helpers_build_products_zips_and_names():
+  assert sweep.product({"a": [1, 2], "seed": [0, 1]}) == [
+      {"a": 1, "seed": 0}, {"a": 1, "seed": 1}, {"a": 2, "seed": 0}, {"a": 2, "seed": 1}]
+  assert sweep.zipped({"model.dim": [64, 128], "lr": [0.01, 0.005]}) == [
+      {"model.dim": 64, "lr": 0.01}, {"model.dim": 128, "lr": 0.005}]
+  with pytest.raises(ValueError, match="different lengths"):
+    sweep.zipped({"a": [1, 2], "b": [1]})
+  assert len(sweep.cross(sweep.zipped({"a": [1, 2]}), sweep.product({"seed": [0, 1, 2]}))) == 6
+  assert sweep.point_name({"optimizer.learning_rate": 0.01, "model.channels": (8, 8), "seed": 1}) == (
+      "optimizer.learning_rate=0.01,model.channels=_8,_8_,seed=1")
+  assert sweep.value_text((0.5,)) == "(0.5,)" and sweep.value_text("cosine") == "cosine"
+
+
+def test_sweep_runs_points_in_parallel_reports_a_failure_and_a_rerun_skips_finished(tmp_path):
+  spec = _sweep_file(tmp_path, 'sweep.product({"seed": [0, 1]}) + [{"seed": 2, "model.name": "nope"}]')
+  root = tmp_path / "root"
+  proc = _run(f"--config={spec}", f"--root={root}", "--parallel=2", *TINY)
+  assert proc.returncode == 1, proc.stderr
+  assert "3 points, 0 finished already, 3 to run (2 at a time)" in proc.stdout
+  assert "done seed=0" in proc.stdout and "done seed=1" in proc.stdout
+  assert "FAILED seed=2,model.name=nope (exit 2): error: unknown model 'nope'" in proc.stdout
+  assert all((root / f"seed={s}" / "results.json").exists() for s in (0, 1))
+  with open(root / "sweep.json") as f:
+    listed = json.load(f)
+  assert [p["name"] for p in listed["points"]] == ["seed=0", "seed=1", "seed=2,model.name=nope"]
+  assert "--config.seed=1" in listed["points"][1]["command"]
+
+  rerun = _run(f"--config={spec}", f"--root={root}", *TINY)
+  assert "3 points, 2 finished already, 1 to run" in rerun.stdout and rerun.returncode == 1
+
+  # The report, while one run is still going (a copy without results.json, its last row at 4).
+  running = root / "seed=3"
+  shutil.copytree(root / "seed=0", running)
+  os.remove(running / "results.json")
+  with open(running / "config.json") as f:
+    config = json.load(f)
+  config["seed"] = 3
+  (running / "config.json").write_text(json.dumps(config))
+  (running / "metrics.jsonl").write_text((root / "seed=0" / "metrics.jsonl").read_text().splitlines()[0] + "\n")
+  report.main([str(root)])
+  text = (root / "report.md").read_text()
+  accuracies = [json.load(open(root / f"seed={s}" / "results.json"))["eval/accuracy"] for s in (0, 1)]
+  expected = f"{np.mean(accuracies):.4f} ± {np.std(accuracies, ddof=1):.4f}"
+  assert "# Report: 2 of 3 runs finished" in text
+  assert f"| 2/3 | {expected} |" in text, text
+  assert "- seed=3: step 4 of 12" in text
+  assert expected.replace(" ± ", r" \pm ") in (root / "report.tex").read_text()
+  rows = (root / "report.csv").read_text().splitlines()
+  assert rows[0].startswith("seeds,runs,eval/accuracy_mean,eval/accuracy_std") and len(rows) == 2
+  for name in ("curves_train_loss.png", "curves_eval_accuracy.png"):
+    assert (root / name).stat().st_size > 1000
+
+
+def test_dry_run_lists_points_and_launchers_write_their_commands(tmp_path):
+  spec = _sweep_file(tmp_path, 'sweep.product({"optimizer.learning_rate": [0.01, 0.03], "seed": [0, 1]})')
+  root = tmp_path / "root"
+  proc = _run(f"--config={spec}", f"--root={root}", "--dry_run", "--config.total_steps=5")
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stdout.count("[to run]") == 4 and not root.exists()
+  assert (f"--workdir={root}/optimizer.learning_rate=0.03,seed=1 --config.total_steps=5 "
+          "--config.optimizer.learning_rate=0.03 --config.seed=1") in proc.stdout
+
+  proc = _run(f"--config={spec}", f"--root={root}", "--launcher=slurm", "--dry_run", "--parallel=3",
+              "--slurm_nodes=2", "--slurm_gpus_per_node=8", "--slurm_partition=gpu")
+  assert proc.returncode == 0, proc.stderr
+  script = (root / "sweep.sbatch").read_text()
+  for line in ("#SBATCH --array=0-3%3", "#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=8",
+               "#SBATCH --gpus-per-node=8", "#SBATCH --partition=gpu", "submitit.core._submit"):
+    assert line in script, script
+  assert len(json.load(open(root / "sweep.json"))["points"]) == 4
+
+  proc = _run(f"--config={spec}", f"--root={root}", "--launcher=tpu", "--tpu_name=v5e-32",
+              "--tpu_zone=us-west4-a")
+  lines = proc.stdout.strip().splitlines()
+  assert proc.returncode == 0 and len(lines) == 4
+  assert lines[0].startswith("gcloud compute tpus tpu-vm ssh v5e-32 --zone=us-west4-a --worker=all")
+  assert "--distributed" in lines[0] and "--config.seed=0" in lines[0]
+
+  bad = _run(f"--config={spec}", f"--root={root}", "--launcher=tpu")
+  assert bad.returncode == 2 and bad.stderr.strip() == (
+      "error: --launcher=tpu needs --tpu_name and --tpu_zone")
+
+
+def test_submitit_jobs_run_a_point(tmp_path):
+  spec = _sweep_file(tmp_path, '[{"seed": 5}]')
+  root = tmp_path / "root"
+  proc = _run(f"--config={spec}", f"--root={root}", "--launcher=submitit_local", *TINY)
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  assert "done seed=5" in proc.stdout and (root / "seed=5" / "results.json").exists()
+
+
+def test_power_law_fit_recovers_the_exponent(tmp_path):
+  for n in (1e4, 1e5, 1e6, 1e7):
+    d = tmp_path / f"n{n:g}"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"model": {"dim": int(n)}, "seed": 0}))
+    (d / "results.json").write_text(json.dumps({"num_params": n, "eval/loss": 5.0 * n ** -0.1}))
+  s = report.summarize(report.find_runs(str(tmp_path)), ["eval/loss"])
+  fit = report.power_law(s, "num_params", "eval/loss", str(tmp_path))
+  assert fit["b"] == pytest.approx(-0.1, abs=1e-9) and fit["a"] == pytest.approx(5.0, rel=1e-9)
+  assert (tmp_path / "power_law.png").exists()
