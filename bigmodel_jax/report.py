@@ -18,6 +18,7 @@ import csv
 import json
 import math
 import os
+import re
 import sys
 from typing import Any
 
@@ -80,7 +81,11 @@ def groups(runs: list[dict[str, Any]], keys: list[str]) -> dict[tuple, list[dict
 
 
 def _sort_key(v: Any) -> tuple:
-  return (0, v, "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0, str(v))
+  """Numbers by value, text naturally (d32 before d128)."""
+  if isinstance(v, (int, float)) and not isinstance(v, bool):
+    return (0, v, ())
+  return (1, 0, tuple((0, int(t), "") if t.isdigit() else (1, 0, t)
+                      for t in re.split(r"(\d+)", str(v)) if t))
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -233,6 +238,7 @@ def power_law(s: dict[str, Any], x_key: str, y_key: str, out: str) -> dict[str, 
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+  import matplotlib.ticker
 
   pts = [(row[x_key][0], row[y_key][0]) for row in s["table"]
          if x_key in row and y_key in row and row["n"]]
@@ -249,6 +255,8 @@ def power_law(s: dict[str, Any], x_key: str, y_key: str, out: str) -> dict[str, 
   grid = np.geomspace(min(p[0] for p in pts), max(p[0] for p in pts), 50)
   ax.loglog(grid, fit["a"] * grid ** fit["b"], "-",
             label=f"{y_key} = {fit['a']:.3g} · N^{fit['b']:.3f} (R²={fit['r2']:.3f})")
+  ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+  ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.2g"))
   ax.set_xlabel(x_key)
   ax.set_ylabel(y_key)
   ax.legend(fontsize=7)
