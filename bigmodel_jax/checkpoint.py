@@ -29,6 +29,12 @@ def directory(workdir: str) -> str:
   return os.path.abspath(os.path.join(workdir, "checkpoints"))
 
 
+def saved_steps(workdir: str) -> list[int]:
+  """The steps of WORKDIR's finished checkpoints, oldest first (no Orbax manager needed)."""
+  path = directory(workdir)
+  return sorted(int(n) for n in os.listdir(path) if n.isdigit()) if os.path.isdir(path) else []
+
+
 def warn(message: str) -> None:
   if jax.process_index() == 0:
     print(f"warning: {message}", file=sys.stderr, flush=True)
@@ -134,11 +140,10 @@ def load_params(workdir: str, abstract_params: Any,
   with another shape (a classifier head for another number of classes), keep their fresh values
   from `init_params`; their paths are returned. Without init_params every one must fit.
   ConfigError if nothing fits."""
-  path = directory(workdir)
-  steps = sorted(int(n) for n in os.listdir(path) if n.isdigit()) if os.path.isdir(path) else []
+  steps = saved_steps(workdir)
   if not steps:
     raise ConfigError(f"init_from: no checkpoints in {workdir}")
-  state_dir = os.path.join(path, str(steps[-1]), "state")
+  state_dir = os.path.join(directory(workdir), str(steps[-1]), "state")
   try:
     saved = ocp.PyTreeCheckpointer().metadata(state_dir).item_metadata.tree["params"]
   except Exception as e:  # noqa: BLE001

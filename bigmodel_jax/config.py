@@ -3,6 +3,7 @@
 Bad input gets a `ConfigError`: `main.py` prints its message on one line and exits with status 2.
 """
 
+import argparse
 import difflib
 import importlib.util
 import json
@@ -164,9 +165,8 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 # --- Command line ---------------------------------------------------------------------------------
 
 
-def load_config_file(spec: str) -> ml_collections.ConfigDict:
-  """Loads `path.py[:arg]` the way config_flags does; ConfigError if it cannot."""
-  path, _, arg = spec.partition(":")
+def load_config_module(path: str) -> Any:
+  """Imports the config file at `path`; ConfigError if it is missing or does not import."""
   if not os.path.isfile(path):
     raise ConfigError(f"config file not found: {path}")
   try:
@@ -175,6 +175,13 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
     module_spec.loader.exec_module(module)
   except Exception as e:  # the file's own error, whatever it is
     raise ConfigError(f"config file {path} does not import: {type(e).__name__}: {e}") from e
+  return module
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+  """Loads `path.py[:arg]` the way config_flags does; ConfigError if it cannot."""
+  path, _, arg = spec.partition(":")
+  module = load_config_module(path)
   if not hasattr(module, "get_config"):
     raise ConfigError(f"config file {path} defines no get_config(arg)")
   try:
@@ -236,6 +243,28 @@ def parse_command_line(argv: list[str]) -> list[str]:
       raise
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+  """argparse for the plain commands (sweep, report): a usage error is a ConfigError."""
+
+  def error(self, message: str) -> None:
+    raise ConfigError(message)
+
+
+def run_script(main: Callable[[list[str]], int | None]) -> None:
+  """Entry point of an argparse command: run_command's contract, then main's exit status."""
+  from absl import flags
+
+  flags.FLAGS(sys.argv[:1])  # run_command reads absl's verbosity flag
+  status = 0
+
+  def body() -> None:
+    nonlocal status
+    status = main(sys.argv[1:]) or 0
+
+  run_command(sys.argv[:1], body)
+  sys.exit(status)
 
 
 def run_command(argv: list[str], body: Callable[[], None]) -> None:

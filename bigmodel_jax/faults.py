@@ -49,24 +49,25 @@ class PeerLost(RunStopped):
   exit_code = 5
 
 
-def os_error_text(e: BaseException) -> str:
-  """'No space left on device (errno 28)' from an OSError or a TensorStore message naming the
-  error code; else the first line of the message."""
+def _errno(e: BaseException) -> int | None:
+  """An OSError's errno, or the one a TensorStore message names (os_error_code='28')."""
   code = getattr(e, "errno", None)
   if code is None:
     found = re.search(r"os_error_code='?(\d+)", str(e))
     code = int(found.group(1)) if found else None
+  return code
+
+
+def os_error_text(e: BaseException) -> str:
+  """'No space left on device (errno 28)'; else the first line of the message."""
+  code = _errno(e)
   if code is not None:
     return f"{os.strerror(code)} (errno {code})"
   return (str(e).splitlines() or [type(e).__name__])[0][:300]
 
 
 def is_disk_error(e: BaseException) -> bool:
-  code = getattr(e, "errno", None)
-  if code is None:
-    found = re.search(r"os_error_code='?(\d+)", str(e))
-    code = int(found.group(1)) if found else None
-  return code in DISK_ERRNOS
+  return _errno(e) in DISK_ERRNOS
 
 
 def silence_background_errors() -> None:

@@ -84,10 +84,13 @@ def _patterns(freeze: str) -> list[re.Pattern]:
     raise ConfigError(f"freeze: '{freeze}' is not a comma-separated list of regexes: {e}") from e
 
 
+def _name(path: tuple) -> str:
+  return "/".join(str(getattr(k, "key", k)) for k in path)  # "conv_0/kernel"
+
+
 def _labels(params: Any, patterns: list[re.Pattern]) -> Any:
   def label(path, _):
-    name = "/".join(str(getattr(k, "key", k)) for k in path)
-    return "frozen" if any(p.search(name) for p in patterns) else "train"
+    return "frozen" if any(p.search(_name(path)) for p in patterns) else "train"
   return jax.tree_util.tree_map_with_path(label, params)
 
 
@@ -107,9 +110,9 @@ def frozen_paths(params: Any, freeze: str) -> list[str]:
   if not patterns:
     return []
   labels = jax.tree_util.tree_leaves_with_path(_labels(params, patterns))
-  frozen = ["/".join(str(getattr(k, "key", k)) for k in p) for p, v in labels if v == "frozen"]
+  frozen = [_name(p) for p, v in labels if v == "frozen"]
   if not frozen:
-    names = ", ".join("/".join(str(getattr(k, "key", k)) for k in p) for p, _ in labels)
+    names = ", ".join(_name(p) for p, _ in labels)
     raise ConfigError(f"freeze='{freeze}' matches no parameter; parameters: {names}")
   if len(frozen) == len(labels):
     raise ConfigError(f"freeze='{freeze}' freezes every parameter: nothing would train")

@@ -7,7 +7,6 @@ evaluation see the canonical, mesh-replicated state (`to_global`), so a pmap run
 resumes under jit and the other way round.
 """
 
-import functools
 from typing import Any
 
 import jax

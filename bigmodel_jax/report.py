@@ -13,18 +13,16 @@ without results.json are still going (or failed): listed with their last logged 
 of the statistics, so the report can be made while a sweep runs.
 """
 
-import argparse
 import csv
 import json
 import math
 import os
 import re
-import sys
 from typing import Any
 
 import numpy as np
 
-from bigmodel_jax.config import ConfigError, flatten, run_command
+from bigmodel_jax.config import ArgumentParser, ConfigError, flatten, run_script
 
 IGNORED = {"seed", "log_every", "eval_every", "checkpoint_every", "checkpoint_keep",
            "data.data_dir", "nan_policy"}  # not hyperparameters of the result
@@ -171,12 +169,26 @@ def _label(keys: list[str], hyper: dict[str, Any]) -> str:
   return ", ".join(f"{k.rpartition('.')[2]}={_value(hyper[k])}" for k in keys) or "all runs"
 
 
-def plot(runs: list[dict[str, Any]], s: dict[str, Any], out: str) -> list[str]:
+def _pyplot() -> Any:
   import matplotlib
-  matplotlib.use("Agg")
+  matplotlib.use("Agg")  # files only, no display
   import matplotlib.pyplot as plt
-  import matplotlib.ticker
+  import matplotlib.ticker  # noqa: F401 (plt.matplotlib.ticker below)
+  return plt
 
+
+def _save(fig: Any, ax: Any, path: str, xlabel: str, ylabel: str, legend: bool) -> str:
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  if legend:
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  return path
+
+
+def plot(runs: list[dict[str, Any]], s: dict[str, Any], out: str) -> list[str]:
+  plt = _pyplot()
   written = []
   grouped = list(groups(runs, s["keys"]).items())
   curve_metrics = sorted({k for r in runs for row in r["rows"] for k in row
@@ -193,15 +205,9 @@ def plot(runs: list[dict[str, Any]], s: dict[str, Any], out: str) -> list[str]:
         steps = sorted(by_step)
         ax.plot(steps, [np.mean(by_step[t]) for t in steps],
                 label=_label(s["keys"], dict(zip(s["keys"], map(json.loads, values)))))
-    ax.set_xlabel("step")
-    ax.set_ylabel(metric)
-    if len(grouped) <= 12:
-      ax.legend(fontsize=7)
-    path = os.path.join(out, f"curves_{metric.replace('/', '_')}.png")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    written.append(_save(fig, ax, os.path.join(out, f"curves_{metric.replace('/', '_')}.png"),
+                         "step", metric, len(grouped) <= 12))
     plt.close(fig)
-    written.append(path)
   for key in s["keys"]:
     xs = [row["hyper"][key] for row in s["table"]]
     if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs):
@@ -220,25 +226,16 @@ def plot(runs: list[dict[str, Any]], s: dict[str, Any], out: str) -> list[str]:
                     marker="o", capsize=3, label=label)
       if min(xs) > 0 and max(xs) / min(xs) >= 10:
         ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-      ax.set_xlabel(key)
-      ax.set_ylabel(metric)
-      if 1 < len(series) <= 12:
-        ax.legend(fontsize=7)
-      path = os.path.join(out, f"{metric.replace('/', '_')}_vs_{key}.png")
-      fig.tight_layout()
-      fig.savefig(path, dpi=120)
+        ax.xaxis.set_minor_formatter(plt.matplotlib.ticker.NullFormatter())
+      written.append(_save(fig, ax, os.path.join(out, f"{metric.replace('/', '_')}_vs_{key}.png"),
+                           key, metric, 1 < len(series) <= 12))
       plt.close(fig)
-      written.append(path)
   return written
 
 
 def power_law(s: dict[str, Any], x_key: str, y_key: str, out: str) -> dict[str, float]:
   """Fits y = a * x^b by least squares in log-log space over the groups' means; plots it."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  import matplotlib.ticker
+  plt = _pyplot()
 
   pts = [(row[x_key][0], row[y_key][0]) for row in s["table"]
          if x_key in row and y_key in row and row["n"]]
@@ -255,23 +252,15 @@ def power_law(s: dict[str, Any], x_key: str, y_key: str, out: str) -> dict[str, 
   grid = np.geomspace(min(p[0] for p in pts), max(p[0] for p in pts), 50)
   ax.loglog(grid, fit["a"] * grid ** fit["b"], "-",
             label=f"{y_key} = {fit['a']:.3g} · N^{fit['b']:.3f} (R²={fit['r2']:.3f})")
-  ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-  ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.2g"))
-  ax.set_xlabel(x_key)
-  ax.set_ylabel(y_key)
-  ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(os.path.join(out, "power_law.png"), dpi=120)
+  ax.yaxis.set_major_formatter(plt.matplotlib.ticker.ScalarFormatter())
+  ax.yaxis.set_minor_formatter(plt.matplotlib.ticker.FormatStrFormatter("%.2g"))
+  _save(fig, ax, os.path.join(out, "power_law.png"), x_key, y_key, True)
   plt.close(fig)
   return fit
 
 
 def main(argv: list[str]) -> None:
-  class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-      raise ConfigError(message)
-
-  p = Parser(prog="python -m bigmodel_jax.report")
+  p = ArgumentParser(prog="python -m bigmodel_jax.report")
   p.add_argument("root")
   p.add_argument("--metrics", default="", help="comma-separated; default: every eval/ metric")
   p.add_argument("--out", default="", help="where the files go; default: ROOT")
@@ -303,9 +292,7 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-  from absl import flags
-  flags.FLAGS(sys.argv[:1])
-  run_command(sys.argv[:1], lambda: main(sys.argv[1:]))
+  run_script(main)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from bigmodel_jax.config import ConfigError
 from bigmodel_jax.models import layers

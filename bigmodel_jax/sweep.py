@@ -20,7 +20,6 @@ machine), tpu (the gcloud commands that run each point on every worker of a TPU 
 """
 
 import argparse
-import importlib.util
 import itertools
 import json
 import os
@@ -31,7 +30,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from bigmodel_jax.config import ConfigError, run_command
+from bigmodel_jax.config import ArgumentParser, ConfigError, load_config_module, run_script
 
 Point = dict[str, Any]
 
@@ -67,14 +66,7 @@ def cross(a: list[Point], b: list[Point]) -> list[Point]:
 
 def load_points(spec: str) -> list[Point]:
   path, _, arg = spec.partition(":")
-  if not os.path.isfile(path):
-    raise ConfigError(f"config file not found: {path}")
-  module_spec = importlib.util.spec_from_file_location("_bigmodel_sweep", path)
-  module = importlib.util.module_from_spec(module_spec)
-  try:
-    module_spec.loader.exec_module(module)
-  except Exception as e:  # noqa: BLE001
-    raise ConfigError(f"config file {path} does not import: {type(e).__name__}: {e}") from e
+  module = load_config_module(path)
   if not hasattr(module, "get_sweep"):
     raise ConfigError(f"config file {path} defines no get_sweep(arg)")
   try:
@@ -239,13 +231,8 @@ def tpu_commands(jobs: list[dict[str, Any]], args: argparse.Namespace) -> list[l
 # --- Command line ---------------------------------------------------------------------------------
 
 
-class _Parser(argparse.ArgumentParser):
-  def error(self, message: str) -> None:
-    raise ConfigError(message)
-
-
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-  p = _Parser(prog="python -m bigmodel_jax.sweep", description=__doc__.splitlines()[0])
+  p = ArgumentParser(prog="python -m bigmodel_jax.sweep", description=__doc__.splitlines()[0])
   p.add_argument("--config", required=True, help="path.py[:arg] whose get_sweep(arg) is run")
   p.add_argument("--root", required=True, help="directory of the sweep's workdirs")
   p.add_argument("--parallel", type=int, default=1, help="points at a time (slurm: array limit)")
@@ -319,16 +306,7 @@ def main(argv: list[str]) -> int:
 
 
 def run() -> None:
-  status = 0
-
-  def body() -> None:
-    nonlocal status
-    status = main(sys.argv[1:])
-
-  from absl import flags
-  flags.FLAGS(sys.argv[:1])  # run_command reads absl's verbosity flag
-  run_command(sys.argv[:1], body)
-  sys.exit(status)
+  run_script(main)
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), {"params": state.params, **state.model_state}),
       example)
   fresh: list[str] = []  # warm start: parameters that did not fit and start from scratch
-  if config.init_from and not _has_checkpoint(workdir):  # a workdir's own checkpoint wins
+  if config.init_from and not checkpoint.saved_steps(workdir):  # a workdir's own checkpoint wins
     params, fresh = checkpoint.load_params(config.init_from, state_lib.abstract(
         state_shardings.params, state.params), init_params=state.params)
     state = state.replace(params=params)  # the optimizer state starts fresh (zeros) either way
@@ -266,11 +266,6 @@ def _check_workdir(workdir: str, config: ml_collections.ConfigDict, allow_change
   if changed:
     raise ConfigError(f"workdir {workdir} holds a run with a different config ({', '.join(changed)}"
                       f"); use another workdir, or --allow_config_change to resume it anyway")
-
-
-def _has_checkpoint(workdir: str) -> bool:
-  path = checkpoint.directory(workdir)
-  return os.path.isdir(path) and any(n.isdigit() for n in os.listdir(path))
 
 
 def _write_json(path: str, obj: Any) -> None:

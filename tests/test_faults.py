@@ -77,7 +77,6 @@ def reference(tmp_path_factory):
 
 def test_ten_sigkills_some_during_checkpoint_writes_then_rerun_is_bit_identical(reference, tmp_path):
   workdir = str(tmp_path / "killed")
-  ckpt_dir = os.path.join(workdir, "checkpoints")
   rng = random.Random()
   kills = []  # (how, seconds after the trigger, whether a checkpoint write was cut short)
   while len(kills) < 10:

@@ -21,12 +21,11 @@ TINY = ["--config.total_steps=12", "--config.batch_size=64", "--config.log_every
 def _sweep_file(tmp_path, points: str) -> str:
   path = tmp_path / "sweep_config.py"
   path.write_text(f'''"""python -m bigmodel_jax.main --config={path} (a test sweep)"""
-import importlib.util
 from bigmodel_jax import sweep
-_spec = importlib.util.spec_from_file_location("_base", {os.path.join(REPO, "configs", "mnist1d.py")!r})
-_base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_base)
-get_config = _base.get_config
+from bigmodel_jax.config import load_config_file
+
+def get_config(arg="cnn"):
+  return load_config_file({os.path.join(REPO, "configs", "mnist1d.py")!r} + ":" + arg)
 
 def get_sweep(arg="cnn"):
   return {points}

@@ -193,13 +193,10 @@ def load(cfg: ml_collections.ConfigDict) -> Sources:
   _, num_outputs = _builder_and_outputs(cfg)
 
   def sources() -> tuple[Any, Any]:
-    with _preparation_lock(cfg):
-      return _open_splits()
-
-  def _open_splits() -> tuple[Any, Any]:
     try:
-      splits = (tfds.data_source(cfg.name, split=cfg.train_split, **kwargs),
-                tfds.data_source(cfg.name, split=cfg.eval_split, **kwargs))
+      with _preparation_lock(cfg):
+        splits = (tfds.data_source(cfg.name, split=cfg.train_split, **kwargs),
+                  tfds.data_source(cfg.name, split=cfg.eval_split, **kwargs))
       for split in splits:  # read a record of each: damaged files fail here, not mid-run
         split[len(split) - 1]
       return splits

@@ -13,16 +13,12 @@ The sweep runs every row with 3 seeds. Published test accuracies (paper, Table 1
 regression 32%, MLP 68%, CNN 94%, GRU 91%.
 """
 
-import importlib.util
 import os
 
 from bigmodel_jax import sweep
+from bigmodel_jax.config import load_config_file
 
-_spec = importlib.util.spec_from_file_location(
-    "_mnist1d_config", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                    "mnist1d.py"))
-_base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_base)
+BASE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "mnist1d.py")
 
 REFERENCE = {  # model overrides on configs/mnist1d.py's variants
     "logistic": ("mlp", dict(hidden=())),
@@ -38,10 +34,10 @@ def get_config(arg: str = "cnn"):
   if arg not in ROWS:
     raise ValueError(f"unknown variant '{arg}'; known: {', '.join(ROWS)}")
   if arg in OURS:
-    c = _base.get_config(arg)
+    c = load_config_file(f"{BASE}:{arg}")
   else:
     variant, model = REFERENCE[arg]
-    c = _base.get_config(variant)
+    c = load_config_file(f"{BASE}:{variant}")
     c.model.update(model)
     c.optimizer.name = "adam"
     c.optimizer.learning_rate = 1e-2

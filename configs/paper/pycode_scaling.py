@@ -11,16 +11,12 @@ recipe. With a fixed token budget this is the compute-limited regime on this CPU
 exponent describes these short runs, not converged models.
 """
 
-import importlib.util
 import os
 
 from bigmodel_jax import sweep
+from bigmodel_jax.config import load_config_file
 
-_spec = importlib.util.spec_from_file_location(
-    "_pycode_config", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                   "pycode.py"))
-_base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_base)
+BASE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pycode.py")
 
 SIZES = {  # width, depth, heads
     "d32": (32, 2, 2),
@@ -35,7 +31,7 @@ def get_config(arg: str = "d64"):
   if arg not in SIZES:
     raise ValueError(f"unknown variant '{arg}'; known: {', '.join(SIZES)}")
   dim, depth, heads = SIZES[arg]
-  c = _base.get_config("transformer")
+  c = load_config_file(f"{BASE}:transformer")
   c.model.update(dim=dim, depth=depth, num_heads=heads, mlp_dim=4 * dim)
   c.total_steps = 600
   c.eval_every = 600
