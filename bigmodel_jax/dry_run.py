@@ -18,7 +18,7 @@ import jax
 import ml_collections
 
 from bigmodel_jax import config as config_lib
-from bigmodel_jax import metrics, models, optim, sharding, train
+from bigmodel_jax import metrics, models, optim, sharding, steps
 from bigmodel_jax import state as state_lib
 from bigmodel_jax.config import ConfigError
 from bigmodel_jax.data import pipeline
@@ -47,8 +47,8 @@ def plan(config: ml_collections.ConfigDict, budget_gb: float | None = None) -> d
     batch["weights"] = jax.ShapeDtypeStruct(batch["label"].shape, "float32")
   batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct((config.batch_size, *x.shape[1:]), x.dtype,
                                                       sharding=mesh_plan.batch_sharding), batch)
-  step = train.jit_train_step(mesh_plan, jax.tree.map(lambda x: x.sharding, state),
-                              **train.step_options(config, model, tx, schedule))
+  step = steps.jit_train_step(mesh_plan, jax.tree.map(lambda x: x.sharding, state),
+                              **steps.step_options(config, model, tx, schedule))
   with mesh_plan.activation_context():
     compiled = step.lower(state, batch).compile()
   memory = compiled.memory_analysis()

@@ -1,13 +1,16 @@
 """Pure train and eval steps. Everything static (model, optimizer, schedule) is bound with
 functools.partial before jit; no config object reaches a traced function."""
 
+import functools
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 
+from bigmodel_jax import sharding
 from bigmodel_jax.state import TrainState
 
 # "inputs" B x ... (seq2seq: {"encoder", "decoder"}), "label" B (classes) or B x L (next tokens,
@@ -166,3 +169,20 @@ def eval_step(state: TrainState, batch: Batch, *, model: nn.Module,
     right_B = jnp.all((predicted == batch["label"]) | (weights == 0), axis=1)
     sums["exact_match"] = jnp.sum(right_B * mask_B)
   return {**sums, "count": jnp.sum(mask_B)}
+
+
+def step_options(config: ml_collections.ConfigDict, model: Any, tx: Any,
+                 schedule: Any) -> dict[str, Any]:
+  """The static arguments of train_step that a config decides."""
+  return dict(model=model, tx=tx, schedule=schedule, grad_accum_steps=config.grad_accum_steps,
+              compute_dtype=None if config.dtype == "float32" else jnp.dtype(config.dtype))
+
+
+def jit_train_step(plan: sharding.Plan, state_shardings: Any, **step_kwargs: Any) -> Any:
+  """train_step jitted over the plan's mesh, the state donated (updated in place)."""
+  micro_sharding = jax.sharding.NamedSharding(  # k x B/k x ...: B/k over the batch axes
+      plan.mesh, jax.sharding.PartitionSpec(None, plan.batch_axes))
+  return jax.jit(
+      functools.partial(train_step, micro_sharding=micro_sharding, **step_kwargs),
+      in_shardings=(state_shardings, plan.batch_sharding), out_shardings=(state_shardings, None),
+      donate_argnums=0)

@@ -66,13 +66,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   frozen = optim.frozen_paths(state.params, config.freeze)
 
   # --- Compiled steps: the state is donated, so the update happens in place. ---
-  step_kwargs = step_options(config, model, tx, schedule)
+  step_kwargs = steps.step_options(config, model, tx, schedule)
   compute_dtype = step_kwargs["compute_dtype"]
   if config.parallel.strategy == "pmap":
     strategy = pmap.Strategy(state_shardings, **step_kwargs)
   else:
     strategy = None
-    train_step = jit_train_step(plan, state_shardings, **step_kwargs)
+    train_step = steps.jit_train_step(plan, state_shardings, **step_kwargs)
   eval_step = jax.jit(functools.partial(steps.eval_step, model=model, compute_dtype=compute_dtype,
                                         exact_match=config.data.kind == "seq2seq"),
                       in_shardings=(state_shardings, batch_sharding))
@@ -226,23 +226,6 @@ def _train_row(fetched: list[dict[str, Any]], nan_policy: str) -> dict[str, floa
   if nan_policy == "skip":
     row["train/nonfinite_updates"] = int(fetched[-1]["nonfinite_updates"])
   return row
-
-
-def step_options(config: ml_collections.ConfigDict, model: Any, tx: Any,
-                 schedule: Any) -> dict[str, Any]:
-  """The static arguments of steps.train_step that a config decides."""
-  return dict(model=model, tx=tx, schedule=schedule, grad_accum_steps=config.grad_accum_steps,
-              compute_dtype=None if config.dtype == "float32" else jnp.dtype(config.dtype))
-
-
-def jit_train_step(plan: sharding.Plan, state_shardings: Any, **step_kwargs: Any) -> Any:
-  """steps.train_step jitted over the plan's mesh, the state donated (updated in place)."""
-  micro_sharding = jax.sharding.NamedSharding(  # k x B/k x ...: B/k over the batch axes
-      plan.mesh, jax.sharding.PartitionSpec(None, plan.batch_axes))
-  return jax.jit(
-      functools.partial(steps.train_step, micro_sharding=micro_sharding, **step_kwargs),
-      in_shardings=(state_shardings, plan.batch_sharding), out_shardings=(state_shardings, None),
-      donate_argnums=0)
 
 
 def _check_workdir(workdir: str, config: ml_collections.ConfigDict, allow_change: bool) -> None:

@@ -96,3 +96,17 @@ def test_tiny_language_models_train_on_pycode(tmp_path, model):
   assert losses[-1] < 0.8 * losses[0], losses  # from ~ln(256) = 5.5 nats
   np.testing.assert_allclose(results["eval/bits_per_byte"], results["eval/loss"] / np.log(2))
   assert results["eval/bits_per_byte"] < 6.5  # a uniform guess costs 8 bits
+
+
+def test_attention_auto_takes_cudnn_only_where_it_applies(monkeypatch):
+  from bigmodel_jax.models.transformer import attention_implementation
+  q = jnp.zeros((2, 16, 4, 64), jnp.bfloat16)
+  assert attention_implementation("auto", q, None) == "xla"  # this CPU
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert attention_implementation("auto", q, None) == "cudnn"
+  assert attention_implementation("auto", q.astype(jnp.float32), None) == "xla"
+  assert attention_implementation("auto", q, jnp.ones((2, 1, 16, 16), bool)) == "xla"
+  assert attention_implementation("auto", jnp.zeros((2, 16, 4, 256), jnp.bfloat16), None) == "xla"
+  assert attention_implementation("xla", q, None) == "xla"
+  with pytest.raises(ValueError, match="attention 'flash' unknown; known: auto, xla, cudnn"):
+    attention_implementation("flash", q, None)

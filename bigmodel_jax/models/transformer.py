@@ -39,11 +39,29 @@ def rotary(x_BxLxNxH: jax.Array, positions_BxL: jax.Array, base: float = 10000.0
   return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).astype(x_BxLxNxH.dtype)
 
 
+# config.model.attention: how jax.nn.dot_product_attention computes attention. "cudnn" is cuDNN's
+# fused flash attention (NVIDIA GPUs; bf16/fp16; head size a multiple of 8 up to 128; no explicit
+# mask); "auto" takes it wherever it applies and XLA's otherwise.
+ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn")
+
+
+def attention_implementation(name: str, q_BxLxNxH: jax.Array, mask: jax.Array | None) -> str:
+  if name not in ATTENTION_IMPLEMENTATIONS:
+    raise ValueError(f"attention '{name}' unknown; known: {', '.join(ATTENTION_IMPLEMENTATIONS)}")
+  if name != "auto":
+    return name
+  head = q_BxLxNxH.shape[-1]
+  fits = (jax.default_backend() == "gpu" and mask is None and head % 8 == 0 and head <= 128
+          and q_BxLxNxH.dtype in (jnp.bfloat16, jnp.float16))
+  return "cudnn" if fits else "xla"
+
+
 class Attention(nn.Module):
   num_heads: int
   head_dim: int
   use_rotary: bool = False
   dropout: float = 0.0
+  implementation: str = "auto"  # ATTENTION_IMPLEMENTATIONS
 
   @nn.compact
   def __call__(self, x_BxLxD: jax.Array, context_BxSxD: jax.Array | None = None, *,
@@ -61,7 +79,9 @@ class Attention(nn.Module):
     if decode:  # causal self-attention over a key/value cache of the positions seen so far
       k, v, mask_Bx1xLxS = self._cached(k, v, positions_BxL)
       is_causal = False
-    out_BxLxNxH = jax.nn.dot_product_attention(q, k, v, mask=mask_Bx1xLxS, is_causal=is_causal)
+    out_BxLxNxH = jax.nn.dot_product_attention(
+        q, k, v, mask=mask_Bx1xLxS, is_causal=is_causal,
+        implementation=attention_implementation(self.implementation, q, mask_Bx1xLxS))
     out = nn.DenseGeneral(x_BxLxD.shape[-1], axis=(-2, -1), name="out",
                           kernel_init=_partitioned(_INIT, ("heads", "kv", "embed")),
                           bias_init=_partitioned(_ZEROS, ("embed",)))(out_BxLxNxH)
@@ -96,6 +116,7 @@ class Block(nn.Module):
   is_causal: bool = False
   train: bool = False
   decode: bool = False
+  attention: str = "auto"  # ATTENTION_IMPLEMENTATIONS
 
   @nn.compact
   def __call__(self, x_BxLxD: jax.Array, mask_Bx1xLxL: jax.Array | None = None,
@@ -105,7 +126,7 @@ class Block(nn.Module):
     if d % self.num_heads:
       raise ValueError(f"transformer width {d} does not divide into {self.num_heads} heads")
     attention = lambda name, rope: Attention(self.num_heads, d // self.num_heads, rope,
-                                             self.dropout, name=name)
+                                             self.dropout, self.attention, name=name)
     x_BxLxD = constrain(x_BxLxD, ("batch", "length", "embed"))
     x = x_BxLxD + attention("attention", self.use_rotary)(
         layer_norm("ln_attention")(x_BxLxD), mask_Bx1xLxS=mask_Bx1xLxL, is_causal=self.is_causal,
@@ -170,6 +191,7 @@ class TransformerClassifier(nn.Module):
   pooling: str = "cls"  # cls token or mean over tokens
   remat: str = "none"  # none, full, dots (REMAT_POLICIES)
   scan_layers: bool = False
+  attention: str = "auto"  # auto (cuDNN flash attention on GPUs where it applies), xla, cudnn
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
@@ -192,7 +214,7 @@ class TransformerClassifier(nn.Module):
     x_BxLxD = nn.Dropout(self.dropout, deterministic=not train)(x_BxLxD + pos)
     x_BxLxD = blocks(x_BxLxD, depth=self.depth, remat=self.remat, scan=self.scan_layers,
                      name="block", num_heads=self.num_heads, mlp_dim=self.mlp_dim,
-                     dropout=self.dropout, train=train)
+                     dropout=self.dropout, train=train, attention=self.attention)
     x_BxLxD = layer_norm("ln_final")(x_BxLxD)
     pooled = x_BxLxD[:, 0] if self.pooling == "cls" else x_BxLxD.mean(axis=1)
     return dense(self.num_classes, ("embed", "classes"), name="head")(pooled)
@@ -217,6 +239,7 @@ class DecoderLM(nn.Module):
   tie_embeddings: bool = True
   remat: str = "none"  # none, full, dots (REMAT_POLICIES)
   scan_layers: bool = False
+  attention: str = "auto"  # auto (cuDNN flash attention on GPUs where it applies), xla, cudnn
 
   @nn.compact
   def __call__(self, tokens_BxL: jax.Array, *, train: bool = False, decode: bool = False,
@@ -240,7 +263,7 @@ class DecoderLM(nn.Module):
                      scan=self.scan_layers, name="block", num_heads=self.num_heads,
                      mlp_dim=self.mlp_dim, dropout=self.dropout,
                      use_rotary=self.positions == "rotary", is_causal=True, train=train,
-                     decode=decode)
+                     decode=decode, attention=self.attention)
     x_BxLxD = layer_norm("ln_final")(x_BxLxD)
     if self.tie_embeddings:
       return embed.attend(x_BxLxD)
@@ -262,6 +285,7 @@ class EncoderDecoder(nn.Module):
   dropout: float = 0.0
   remat: str = "none"  # none, full, dots (REMAT_POLICIES)
   scan_layers: bool = False
+  attention: str = "auto"  # auto (cuDNN flash attention on GPUs where it applies), xla, cudnn
 
   @nn.compact
   def __call__(self, inputs: dict[str, jax.Array], *, train: bool = False) -> jax.Array:
@@ -276,7 +300,8 @@ class EncoderDecoder(nn.Module):
     keys_Bx1x1xS = (src_BxS != 0)[:, None, None, :]
     x = drop(embed(src_BxS) + position("encoder_positions")[:src_BxS.shape[1]])
     common = dict(remat=self.remat, scan=self.scan_layers, num_heads=self.num_heads,
-                  mlp_dim=self.mlp_dim, dropout=self.dropout, train=train)
+                  mlp_dim=self.mlp_dim, dropout=self.dropout, train=train,
+                  attention=self.attention)
     x = blocks(x, keys_Bx1x1xS, depth=self.encoder_depth, name="encoder", **common)
     memory_BxSxD = layer_norm("encoder_ln")(x)
     y = drop(embed(tgt_BxT) + position("decoder_positions")[:tgt_BxT.shape[1]])

@@ -1,0 +1,123 @@
+"""The trainer's steps/s against a minimal hand-written loop, side by side in one process.
+
+  .venv/bin/python benchmarks/trainer_overhead.py [--configs=configs/mnist1d.py:cnn,...]
+      [--steps=2000] [--rounds=3]
+
+Both sides train the same model with the same optimizer, schedule, dtype and batch size. The
+minimal loop is what a researcher writes by hand: the batches already on the device (taken from
+the same training split once), one jitted, state-donating update per batch (loss, gradients,
+optax), nothing else. The trainer is `train.train_and_evaluate` as a user runs it: Grain input
+from TFDS, sharded batches, the NaN/Inf guard, metrics fetched every log_every steps, one
+evaluation and one checkpoint at the end. Its rate is counted from the step after the first
+(compilation excluded) to the end of the loop, the final evaluation and checkpoint included;
+the minimal loop's from its second step to its last. Rounds alternate trainer and minimal loop
+so that both see the same machine; the ratio is of the medians.
+"""
+
+import argparse
+import functools
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bigmodel_jax import config as config_lib  # noqa: E402
+from bigmodel_jax import models, optim, train  # noqa: E402
+from bigmodel_jax.data import pipeline  # noqa: E402
+
+DEFAULT_CONFIGS = "configs/mnist1d.py:cnn,configs/pycode.py:transformer"
+DEFAULT_STEPS = {"configs/mnist1d.py:cnn": 2000, "configs/pycode.py:transformer": 100}
+
+
+def trainer_rate(config, steps: int) -> float:
+  """Steps/s of the trainer loop over steps 2..N (its results.json steps_per_sec)."""
+  with tempfile.TemporaryDirectory() as workdir:
+    results = train.train_and_evaluate(config, workdir)
+  return results["steps_per_sec"]
+
+
+def minimal_rate(config, steps: int, data: list[dict[str, np.ndarray]], num_outputs: int) -> float:
+  """Steps/s of the hand-written loop over steps 2..N."""
+  model = models.build(config.model, num_outputs)
+  schedule = optim.make_schedule(config.schedule, config.optimizer.learning_rate, steps)
+  tx = optim.make_optimizer(config.optimizer, schedule)
+  batches = [jax.tree.map(jnp.asarray, b) for b in data]
+  variables = jax.jit(functools.partial(model.init, train=False))(
+      {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}, batches[0]["inputs"])
+  params = variables.pop("params")
+  model_state = dict(variables)
+  opt_state = tx.init(params)
+  dtype = None if config.dtype == "float32" else jnp.dtype(config.dtype)
+
+  @functools.partial(jax.jit, donate_argnums=(0, 1, 2))
+  def step(params, opt_state, model_state, batch, rng):
+    def loss_fn(p):
+      x = batch["inputs"]
+      if dtype is not None:
+        p = jax.tree.map(lambda a: a.astype(dtype), p)
+        x = x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
+      out = model.apply({"params": p, **model_state}, x, train=True, rngs={"dropout": rng},
+                        mutable=list(model_state))
+      logits, new_state = out if model_state else (out, model_state)
+      loss = optax.softmax_cross_entropy_with_integer_labels(
+          logits.astype(jnp.float32), batch["label"]).mean()
+      return loss, new_state
+
+    (loss, new_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, new_state, loss
+
+  rng = jax.random.PRNGKey(2)
+  params, opt_state, model_state, loss = step(params, opt_state, model_state, batches[0], rng)
+  loss.block_until_ready()
+  t = time.time()
+  for i in range(1, steps):
+    params, opt_state, model_state, loss = step(params, opt_state, model_state,
+                                                batches[i % len(batches)], rng)
+  loss.block_until_ready()
+  return (steps - 1) / (time.time() - t)
+
+
+def main() -> None:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--configs", default=DEFAULT_CONFIGS)
+  p.add_argument("--steps", type=int, default=0, help="0: per config (DEFAULT_STEPS)")
+  p.add_argument("--rounds", type=int, default=3)
+  args = p.parse_args()
+  rows = []
+  for name in args.configs.split(","):
+    config = config_lib.load_config_file(name)
+    steps = args.steps or DEFAULT_STEPS.get(name, 500)
+    config.total_steps, config.total_epochs = steps, None
+    config.log_every = min(config.log_every, steps)
+    config.eval_every = config.checkpoint_every = steps
+    sources = pipeline.load(config.data)
+    order = np.random.default_rng(0).permutation(len(sources.train))
+    n = min(64, len(order) // config.batch_size)
+    data = [sources.train.gather(order[i * config.batch_size:(i + 1) * config.batch_size])
+            for i in range(n)]
+    trainer, minimal = [], []
+    for r in range(args.rounds):
+      trainer.append(trainer_rate(config, steps))
+      minimal.append(minimal_rate(config, steps, data, sources.num_outputs))
+      print(f"{name} round {r}: trainer {trainer[-1]:.1f} steps/s, minimal loop "
+            f"{minimal[-1]:.1f} steps/s", flush=True)
+    t, m = statistics.median(trainer), statistics.median(minimal)
+    rows.append((name, steps, t, m, t / m))
+  print(f"\n{jax.device_count()} x {jax.devices()[0].device_kind}, {os.cpu_count()} cores; "
+        f"median of {args.rounds} alternating rounds")
+  print("| config | steps | trainer steps/s | minimal loop steps/s | ratio |")
+  print("| --- | --- | --- | --- | --- |")
+  for name, steps, t, m, ratio in rows:
+    print(f"| {name} | {steps} | {t:.1f} | {m:.1f} | {ratio:.3f} |")
+
+
+if __name__ == "__main__":
+  main()
