@@ -63,9 +63,12 @@ def minimal_rate(config, steps: int, data: list[dict[str, np.ndarray]], num_outp
       if dtype is not None:
         p = jax.tree.map(lambda a: a.astype(dtype), p)
         x = x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
-      out = model.apply({"params": p, **model_state}, x, train=True, rngs={"dropout": rng},
-                        mutable=list(model_state))
-      logits, new_state = out if model_state else (out, model_state)
+      variables, rngs = {"params": p, **model_state}, {"dropout": rng}
+      if model_state:
+        logits, new_state = model.apply(variables, x, train=True, rngs=rngs,
+                                        mutable=list(model_state))
+      else:
+        logits, new_state = model.apply(variables, x, train=True, rngs=rngs), model_state
       loss = optax.softmax_cross_entropy_with_integer_labels(
           logits.astype(jnp.float32), batch["label"]).mean()
       return loss, new_state

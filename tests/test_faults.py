@@ -162,7 +162,18 @@ def test_a_second_sigint_exits_at_once():
   assert "Second interrupt: exiting now" in proc.stderr and "not reached" not in proc.stdout
 
 
-def _corrupt_flip(step_dir):  # bytes changed in place: restores, but to the wrong values
+def _corrupt_values(step_dir):  # the state still restores, but to other values than were saved
+  path = os.path.join(step_dir, "state")
+  with ocp.StandardCheckpointer() as checkpointer:
+    leaves, treedef = jax.tree.flatten(checkpointer.restore(path))
+  biggest = max(range(len(leaves)), key=lambda i: np.size(leaves[i]))
+  leaves[biggest] = np.asarray(leaves[biggest]) + 1
+  shutil.rmtree(path)
+  with ocp.StandardCheckpointer() as checkpointer:
+    checkpointer.save(path, jax.tree.unflatten(treedef, leaves))
+
+
+def _corrupt_flip(step_dir):  # bytes changed in place (compressed data: usually unreadable)
   path = max(glob.glob(os.path.join(step_dir, "state", "ocdbt.process_0", "d", "*")),
              key=os.path.getsize)
   with open(path, "r+b") as f:
@@ -183,22 +194,25 @@ def _corrupt_missing(step_dir):  # the data iterator's state is gone
 def test_damaged_newest_checkpoints_are_moved_aside_and_the_run_resumes_from_a_good_one(
     tmp_path, capfd):
   def config():
-    return small_config("cnn", total_steps=60, batch_size=64, checkpoint_every=15,
-                        checkpoint_keep=4, log_every=15, eval_every=60)
+    return small_config("cnn", total_steps=60, batch_size=64, checkpoint_every=12,
+                        checkpoint_keep=5, log_every=12, eval_every=60)
   reference, damaged = str(tmp_path / "reference"), str(tmp_path / "damaged")
   expected = train.train_and_evaluate(config(), reference)
   shutil.copytree(reference, damaged)
-  for step, corrupt in ((60, _corrupt_flip), (45, _corrupt_truncate), (30, _corrupt_missing)):
+  damage = {60: (_corrupt_flip, ""), 48: (_corrupt_values, "do not match the digest"),
+            36: (_corrupt_truncate, ""), 24: (_corrupt_missing, "does not exist")}
+  for step, (corrupt, _) in damage.items():
     corrupt(os.path.join(damaged, "checkpoints", str(step)))
   capfd.readouterr()
   results = train.train_and_evaluate(config(), damaged)
-  err = capfd.readouterr().err
-  for step, why in ((60, "do not match the digest"), (45, ""), (30, "")):
-    assert f"warning: checkpoint step {step} in " in err and why in err, err
+  err = capfd.readouterr().err.splitlines()
+  for step, (_, why) in damage.items():
+    line = next((e for e in err if f"warning: checkpoint step {step} in " in e), "")
+    assert why in line and "is damaged" in line, err
     assert os.path.isdir(os.path.join(damaged, "corrupt_checkpoints", str(step)))
-  assert results["start_step"] == 15
+  assert results["start_step"] == 12
   assert results["params_sha256"] == expected["params_sha256"]
-  assert sorted(os.listdir(os.path.join(damaged, "checkpoints")), key=int) == ["15", "30", "45", "60"]
+  assert sorted(os.listdir(os.path.join(damaged, "checkpoints")), key=int) == ["12", "24", "36", "48", "60"]
 
   # A checkpoint that does not fit the model is not damage: an error, and nothing is moved.
   changed = config()

@@ -1,6 +1,7 @@
 """Input pipeline: TFDS data sources read with Grain.
 
-A split becomes an *examples* object: `len()` and `gather(indices, rngs) -> batch of arrays`:
+A split becomes an *examples* object: `len()`, `gather(indices, rngs) -> batch of arrays` and
+`random` (whether training batches need per-example RNGs); a mixture of tasks adds `sampler`:
   Records       TFDS records, preprocessed one by one (any size of data set; images.py)
   InMemory      the same, decoded once into memory (data.cache, for small data sets)
   TokenWindows  a text split's bytes concatenated and cut into fixed windows (data.kind="lm")
@@ -10,10 +11,11 @@ Classification batches are {"inputs": float32, "label": int32}; language-model b
 {"inputs": {"encoder": B x S, "decoder": B x T}, "label": B x T, "weights": B x T} (bytes, with
 PAD 0, BOS 1, EOS 2; the decoder reads BOS + answer, the label is answer + EOS).
 
-Training: Grain shuffles, repeats and batches example indices (a new permutation each epoch from
-the seed; every process walks the same global order and gathers only its rows of each global
-batch); the iterator is checkpointable. Evaluation: one ordered pass over this process's share,
-padded, with a mask.
+Training: a Grain dataset of batch numbers, each mapped to a global batch of example indices at
+once (a new permutation each epoch from the seed; every process walks the same global order and
+gathers only its rows of each global batch); the iterator is checkpointable. Evaluation: one
+ordered pass over this process's share, padded, with a mask. Several data sets trained together
+(config.tasks): data/tasks.py.
 """
 
 import contextlib
@@ -23,6 +25,7 @@ import hashlib
 import math
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -51,6 +54,7 @@ class Records:
   def __init__(self, source: Any, cfg: ml_collections.ConfigDict):
     self.source, self.input_key, self.label_key = source, cfg.input_key, cfg.label_key
     self.preprocess = images.Preprocess(cfg)
+    self.random = bool(cfg.augment)  # training batches need per-example RNGs
 
   def __len__(self) -> int:
     return len(self.source)
@@ -77,6 +81,7 @@ class InMemory:
 
   def __init__(self, examples: Any):
     self.examples = examples
+    self.random = getattr(examples, "random", False)
     if isinstance(examples, Records):
       if examples.preprocess.random_per_example:
         raise ConfigError("data.cache cannot keep randomly cropped examples "
@@ -245,18 +250,52 @@ def _examples(source: Any, cfg: ml_collections.ConfigDict) -> Any:
   return InMemory(examples) if cfg.cache else examples
 
 
-class Gather(grain.transforms.Map):
-  """A global batch of (example index, stream position) -> this process's rows of the batch.
+class GlobalBatch(grain.transforms.Map):
+  """Batch number b -> (example indices, stream positions) of global batch b: positions
+  [b * B, (b + 1) * B) of an endless stream that visits the split in a new random order each
+  epoch (a permutation seeded by (seed, epoch), or (seed, epoch, stream) for stream > 0: one of
+  several independent orders, as a mixture of tasks needs). Vectorized: one Grain element per batch."""
 
-  Each example's augmentation RNG is seeded from (seed, position), so a resumed iterator, or
-  the same run on another number of processes or devices, repeats it exactly."""
+  def __init__(self, num_examples: int, global_batch: int, seed: int, stream: int = 0):
+    self.n, self.batch = num_examples, global_batch
+    self.key = (seed,) if stream == 0 else (seed, stream)
+    self._orders: dict[int, np.ndarray] = {}  # the permutations of the last epochs used
+    self._lock = threading.Lock()  # Grain maps on several threads
+
+  def _order(self, epoch: int) -> np.ndarray:
+    with self._lock:
+      if epoch not in self._orders:
+        if len(self._orders) >= 3:
+          del self._orders[min(self._orders)]
+        rng = np.random.default_rng((self.key[0], epoch, *self.key[1:]))
+        self._orders[epoch] = rng.permutation(self.n)
+      return self._orders[epoch]
+
+  def map(self, b: int) -> tuple[np.ndarray, np.ndarray]:
+    positions = int(b) * self.batch + np.arange(self.batch, dtype=np.int64)
+    epochs, within = np.divmod(positions, self.n)
+    indices = np.empty_like(positions)
+    for epoch in np.unique(epochs):  # a batch spans at most two epochs
+      rows = epochs == epoch
+      indices[rows] = self._order(int(epoch))[within[rows]]
+    return indices, positions
+
+
+class Gather(grain.transforms.Map):
+  """A global batch of (example indices, stream positions) -> this process's rows of the batch.
+
+  When the examples are augmented at random, each one's RNG is seeded from (seed, position), so a
+  resumed iterator, or the same run on another number of processes or devices, repeats it
+  exactly."""
 
   def __init__(self, examples: Any, seed: int, rows: slice):
     self.examples, self.seed, self.rows = examples, seed, rows
 
   def map(self, element: tuple[np.ndarray, np.ndarray]) -> Batch:
     indices, positions = (np.asarray(a)[self.rows] for a in element)
-    rngs = [np.random.default_rng((self.seed, int(p))) for p in positions]
+    rngs = None
+    if getattr(self.examples, "random", False):
+      rngs = [np.random.default_rng((self.seed, int(p))) for p in positions]
     return self.examples.gather(indices, rngs)
 
 
@@ -273,10 +312,10 @@ def train_iterator(examples: Any, global_batch: int, seed: int) -> grain.Dataset
   if len(examples) < global_batch:
     raise ConfigError(f"batch_size={global_batch} is larger than the training split "
                       f"({len(examples)} examples)")
-  dataset = (grain.MapDataset.range(len(examples))
-             .seed(seed).shuffle().repeat(None)  # per-epoch reshuffle: the epoch seeds it
-             .map_with_index(lambda position, example: (example, position))
-             .batch(global_batch, drop_remainder=True)
+  sampler = getattr(examples, "sampler", None)  # a mixture of tasks draws its own batches
+  batches = sampler(global_batch, seed) if sampler else GlobalBatch(len(examples), global_batch, seed)
+  dataset = (grain.MapDataset.range(2**62)  # batch numbers: endless
+             .map(batches)
              .map(Gather(examples, seed, slice(index * local_batch, (index + 1) * local_batch))))
   return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)))
 
