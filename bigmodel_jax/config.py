@@ -78,6 +78,12 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.augment = ""  # training only: flip, crop_flip (pad 4 + crop; CIFAR), inception_crop
   c.data.cache = False  # decode the training split into memory once (small data sets)
 
+  # Multi-task (data/tasks.py, models/multitask.py): name -> {"weight": w, data overrides...};
+  # empty = config.data is the one task. The model becomes the shared trunk with
+  # task_features outputs, followed by a head per task.
+  c.tasks = ml_collections.ConfigDict()
+  c.task_features = 256
+
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "adam"  # sgd, momentum, nesterov, adam, adamw, lamb
   c.optimizer.learning_rate = 1e-3  # peak value; the schedule shapes it
@@ -136,7 +142,7 @@ def check_values(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"nan_policy must be stop or skip, got '{config.nan_policy}'")
   if not config.model.name:
     raise ConfigError("model.name is empty: set it in the config file or with --config.model.name")
-  if not config.data.name:
+  if not config.data.name and not config.tasks:
     raise ConfigError("data.name is empty: set it in the config file or with --config.data.name")
 
 

@@ -21,7 +21,7 @@ from bigmodel_jax import config as config_lib
 from bigmodel_jax import metrics, models, optim, sharding, steps
 from bigmodel_jax import state as state_lib
 from bigmodel_jax.config import ConfigError
-from bigmodel_jax.data import pipeline
+from bigmodel_jax.data import tasks
 
 GIB = 1024 ** 3
 
@@ -32,8 +32,8 @@ def plan(config: ml_collections.ConfigDict, budget_gb: float | None = None) -> d
   mesh_plan.check_batch_size("batch_size", config.batch_size)
   if config.parallel.strategy != "jit":
     raise ConfigError("--dry_run plans the jit strategy (parallel.strategy=jit)")
-  example, num_outputs = pipeline.input_spec(config.data)
-  model = models.build(config.model, num_outputs)
+  example, num_outputs = tasks.input_spec(config)
+  model = models.build_for(config, num_outputs)
   # The schedule's length does not change memory; it only has to be valid.
   steps_for_schedule = max(config.total_steps, config.schedule.warmup_steps + 1)
   schedule = optim.make_schedule(config.schedule, config.optimizer.learning_rate,

@@ -36,16 +36,16 @@ def params_per_module(params: Any) -> dict[str, int]:
 
 def summarize(config) -> dict[str, Any]:
   from bigmodel_jax import models
-  from bigmodel_jax.data import pipeline
+  from bigmodel_jax.data import tasks
 
-  sources = pipeline.load(config.data)
+  sources = tasks.load(config)
   example = jax.tree.map(jnp.asarray, sources.train.gather(np.zeros(1, np.int64))["inputs"])
-  model = models.build(config.model, sources.num_outputs)
+  model = models.build_for(config, sources.num_outputs)
   with models.init_errors_as_config_errors(config.model.name, example):
     variables = jax.eval_shape(lambda: nn.unbox(model.init(
         {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}, example, train=False)))
   modules = params_per_module(variables["params"])
-  return {"model": config.model.name, "data": config.data.name,
+  return {"model": config.model.name, "data": "+".join(sorted(config.tasks)) or config.data.name,
           "input_shape": jax.tree.map(lambda x: list(x.shape[1:]), example),
           "input_dtype": jax.tree.map(lambda x: str(x.dtype), example),
           "num_outputs": sources.num_outputs, "num_params": sum(modules.values()),

@@ -21,7 +21,7 @@ from bigmodel_jax import checkpoint, faults, metrics, models, optim, pmap, shard
 from bigmodel_jax import config as config_lib
 from bigmodel_jax import state as state_lib
 from bigmodel_jax.config import ConfigError
-from bigmodel_jax.data import pipeline
+from bigmodel_jax.data import pipeline, tasks
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -40,14 +40,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                       f" must be a whole micro-batch dividing over {plan.data_parallel_size} devices")
   batch_sharding = plan.batch_sharding
 
-  # --- Input: TFDS sources, a checkpointable Grain iterator over this process's shard. ---
-  sources = pipeline.load(config.data)
+  # --- Input: TFDS sources (one data set, or a mixture of tasks), a checkpointable Grain
+  # iterator over this process's shard. ---
+  sources = tasks.load(config)
   total_steps = config_lib.total_steps(config, len(sources.train))
   train_iter = pipeline.train_iterator(sources.train, config.batch_size, config.seed)
   example = jax.tree.map(jnp.asarray, sources.train.gather(np.zeros(1, np.int64))["inputs"])
 
   # --- Model and optimizer. ---
-  model = models.build(config.model, sources.num_outputs)
+  model = models.build_for(config, sources.num_outputs)
   schedule = optim.make_schedule(config.schedule, config.optimizer.learning_rate, total_steps)
   tx = optim.freeze(optim.make_optimizer(config.optimizer, schedule), config.freeze)
 
@@ -89,9 +90,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   def canonical(state):  # the mesh-sharded state, as checkpoints and evaluation see it
     return state if strategy is None else strategy.to_global(state)
 
-  def evaluate(state: state_lib.TrainState) -> dict[str, float]:
+  def evaluate_split(state: state_lib.TrainState, examples: Any) -> dict[str, float]:
     sums = None
-    for batch in pipeline.eval_batches(sources.eval, config.eval_batch_size):
+    for batch in pipeline.eval_batches(examples, config.eval_batch_size):
       with plan.activation_context():
         out = eval_step(canonical(state), global_batch(batch))
       sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
@@ -102,12 +103,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       out["eval/bits_per_byte"] = out["eval/loss"] / math.log(2)
     return out
 
+  def evaluate(state: state_lib.TrainState) -> dict[str, float]:
+    if not config.tasks:
+      return evaluate_split(state, sources.eval)
+    # eval/{task}/{metric} per task, and eval/{metric} the mean over tasks
+    per_task = {name: evaluate_split(state, ex) for name, ex in sources.eval.items()}
+    shared = set.intersection(*(set(m) for m in per_task.values()))
+    out = {k: float(np.mean([m[k] for m in per_task.values()])) for k in sorted(shared)}
+    out.update({f"eval/{name}/{k[len('eval/'):]}": v for name, m in per_task.items()
+                for k, v in m.items()})
+    return out
+
   # --- Workdir: every check passed; from here on files are written. ---
   _write_json(os.path.join(workdir, "config.json"), config_lib.to_dict(config))
   writer = metrics.MetricWriter(workdir)
   ckpt = checkpoint.Checkpointer(workdir, config.checkpoint_keep)
-  metrics.console(f"Model {config.model.name}: {n_params:,} parameters; data {config.data.name}: "
-                  f"{len(sources.train):,} train / {len(sources.eval):,} eval examples; "
+  data_name = " + ".join(f"{n} ({cfg.name})" for n, (_, cfg) in tasks.task_configs(config).items()
+                        ) if config.tasks else config.data.name
+  metrics.console(f"Model {config.model.name}: {n_params:,} parameters; data {data_name}: "
+                  f"{len(sources.train):,} train / {_count(sources.eval):,} eval examples; "
                   f"{total_steps:,} steps; {config.sharding} over mesh {dict(plan.mesh.shape)} "
                   f"on {jax.device_count()} devices")
 
@@ -215,6 +229,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   ckpt.close()
   metrics.console(f"Done: {json.dumps({k: v for k, v in results.items() if k != 'params_sha256'})}")
   return results
+
+
+def _count(examples: Any) -> int:
+  return sum(map(len, examples.values())) if isinstance(examples, dict) else len(examples)
 
 
 def _train_row(fetched: list[dict[str, Any]], nan_policy: str) -> dict[str, float]:

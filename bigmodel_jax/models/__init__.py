@@ -2,7 +2,8 @@
 
 The module is built with its output size from the data set (`num_classes` for classifiers,
 `vocab_size` for language models) plus every other key of config.model.
-Each model's __call__ takes (inputs, *, train: bool) and returns logits.
+Each model's __call__ takes (inputs, *, train: bool) and returns logits. With config.tasks,
+`build_for` wraps the configured model as the shared trunk of a MultiTask (multitask.py).
 """
 
 import contextlib
@@ -19,6 +20,7 @@ from bigmodel_jax.models.cnn import CNN
 from bigmodel_jax.models.densenet import DenseNet
 from bigmodel_jax.models.mlp import MLP
 from bigmodel_jax.models.mobilenet import MobileNet
+from bigmodel_jax.models.multitask import MultiTask
 from bigmodel_jax.models.recurrent import RNNLM, RNNClassifier, RNNSeq2Seq
 from bigmodel_jax.models.resnet import ResNet
 from bigmodel_jax.models.transformer import DecoderLM, EncoderDecoder, TransformerClassifier
@@ -54,6 +56,20 @@ def build(model_config: ml_collections.ConfigDict, num_outputs: int) -> nn.Modul
     raise ConfigError(f"model '{name}' has no option {', '.join(unknown)}; options: "
                       f"{', '.join(sorted(fields - {output}))}")
   return cls(**{output: num_outputs}, **options)
+
+
+def build_for(config: ml_collections.ConfigDict, num_outputs: int | tuple[int, ...]) -> nn.Module:
+  """The experiment's model: config.model alone, or with config.tasks (num_outputs then one
+  class count per task, in sorted task order) the trunk of a MultiTask with a head per task."""
+  if not config.tasks:
+    return build(config.model, num_outputs)
+  if "num_classes" not in {f.name for f in dataclasses.fields(MODELS.get(config.model.name, MLP))}:
+    raise ConfigError(f"multi-task training needs a classifier trunk, not model "
+                      f"'{config.model.name}'")
+  if config.task_features <= 0:
+    raise ConfigError(f"task_features must be positive, got {config.task_features}")
+  return MultiTask(trunk=build(config.model, config.task_features), tasks=tuple(sorted(config.tasks)),
+                   num_classes=tuple(num_outputs))
 
 
 @contextlib.contextmanager
