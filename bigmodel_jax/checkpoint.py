@@ -10,6 +10,7 @@ stay as they were.
 """
 
 import glob
+import json
 import os
 import shutil
 import sys
@@ -40,6 +41,17 @@ def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
+class _Position:
+  """A Grain iterator's state taken earlier; Grain's checkpoint handler writes get_state()'s
+  bytes as the iterator's JSON, so it restores into the iterator like a live one."""
+
+  def __init__(self, state: dict[str, Any]):
+    self.state = state
+
+  def get_state(self) -> bytes:
+    return json.dumps(self.state, indent=4).encode()
+
+
 class Checkpointer:
   """Saves asynchronously (`save` returns while the files are written) and checks each save
   before starting the next one and in `wait`."""
@@ -51,12 +63,16 @@ class Checkpointer:
         max_to_keep=keep, create=True, cleanup_tmp_directories=True))
     self._writing: int | None = None  # the step whose save may still be in flight
 
-  def save(self, step: int, state: Any, data_iter: Any) -> None:
+  def save(self, step: int, state: Any, data_position: Any) -> None:
+    """data_position: the data iterator, or its get_state() taken after the step's batch (the
+    trainer reads a batch ahead); saved in the same form either way."""
     self.wait()
     digest = state_lib.state_digest(state)
+    if isinstance(data_position, dict):
+      data_position = _Position(data_position)
     try:
       self.mngr.save(step, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iter),
+          state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_position),
           digest=ocp.args.JsonSave({"leaves": digest})), force=True)
     except Exception as e:  # noqa: BLE001 (a synchronous part of the write failed)
       self._failed(step, e)

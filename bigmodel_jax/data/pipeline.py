@@ -1,7 +1,8 @@
 """Input pipeline: TFDS data sources read with Grain.
 
 A split becomes an *examples* object: `len()`, `gather(indices, rngs) -> batch of arrays` and
-`random` (whether training batches need per-example RNGs); a mixture of tasks adds `sampler`:
+`random` (whether training batches need per-example RNGs), optionally `in_memory` (gathering
+is a cheap array index: no reader threads) and, for a mixture of tasks, `sampler`:
   Records       TFDS records, preprocessed one by one (any size of data set; images.py)
   InMemory      the same, decoded once into memory (data.cache, for small data sets)
   TokenWindows  a text split's bytes concatenated and cut into fixed windows (data.kind="lm")
@@ -79,6 +80,8 @@ class InMemory:
   """Examples decoded once into arrays; gathering is one fancy-indexing per key (then Records'
   augmentation and normalization, which stay per batch)."""
 
+  in_memory = True  # gathering is cheap: no reader threads needed
+
   def __init__(self, examples: Any):
     self.examples = examples
     self.random = getattr(examples, "random", False)
@@ -101,6 +104,8 @@ class InMemory:
 class TokenWindows:
   """A text split as bytes, concatenated in record order and cut into windows of seq_len + 1:
   window i covers bytes [i * seq_len, (i + 1) * seq_len + 1)."""
+
+  in_memory = True
 
   def __init__(self, source: Any, key: str, seq_len: int):
     self.tokens = np.frombuffer(b"".join(bytes(source[i][key]) for i in range(len(source))), np.uint8)
@@ -274,8 +279,10 @@ class GlobalBatch(grain.transforms.Map):
   def map(self, b: int) -> tuple[np.ndarray, np.ndarray]:
     positions = int(b) * self.batch + np.arange(self.batch, dtype=np.int64)
     epochs, within = np.divmod(positions, self.n)
+    if epochs[0] == epochs[-1]:  # the usual case: the batch lies within one epoch
+      return self._order(int(epochs[0]))[within], positions
     indices = np.empty_like(positions)
-    for epoch in np.unique(epochs):  # a batch spans at most two epochs
+    for epoch in np.unique(epochs):
       rows = epochs == epoch
       indices[rows] = self._order(int(epoch))[within[rows]]
     return indices, positions
@@ -317,7 +324,11 @@ def train_iterator(examples: Any, global_batch: int, seed: int) -> grain.Dataset
   dataset = (grain.MapDataset.range(2**62)  # batch numbers: endless
              .map(batches)
              .map(Gather(examples, seed, slice(index * local_batch, (index + 1) * local_batch))))
-  return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)))
+  # Reader threads pay off when gathering decodes records; for arrays in memory, handing batches
+  # between threads costs more than making them (and takes CPU from the step).
+  threads = 0 if getattr(examples, "in_memory", False) else 2
+  return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=threads,
+                                                        prefetch_buffer_size=2 * threads)))
 
 
 def eval_batches(examples: Any, global_batch: int) -> Iterator[Batch]:

@@ -74,6 +74,7 @@ class TaskExamples:
   def __init__(self, examples: Any, task_id: int):
     self.examples, self.task_id = examples, task_id
     self.random = getattr(examples, "random", False)
+    self.in_memory = getattr(examples, "in_memory", False)
 
   def __len__(self) -> int:
     return len(self.examples)
@@ -92,6 +93,7 @@ class Mixture:
     self.tasks, self.weights, self.names = tasks, weights, names
     self.offsets = np.cumsum([0] + [len(t) for t in tasks])
     self.random = any(t.random for t in tasks)
+    self.in_memory = all(t.in_memory for t in tasks)
 
   def __len__(self) -> int:
     return int(self.offsets[-1])

@@ -1,0 +1,100 @@
+"""Input pipeline against the train step, per offline data set, side by side in one process.
+
+  .venv/bin/python benchmarks/input_pipeline.py [--configs=configs/mnist1d.py:cnn,...]
+      [--seconds=3] [--rounds=3]
+
+For each config (its data set, model and batch size), three rates in examples/s, each over about
+--seconds of wall time, alternating within a round:
+  pipeline   the training iterator alone (Grain: sampling, gathering, preprocessing) plus the
+             batch's placement on the devices, as the trainer does it;
+  step       the jitted train step alone, on batches already on the devices (what it consumes);
+  together   the step fed by the pipeline, as in the trainer's loop.
+"waiting" is the share of the fed loop's time that the step alone would not need:
+1 - together / step. Targets (issue 7): pipeline >= 10x the step, waiting < 2%.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bigmodel_jax import config as config_lib  # noqa: E402
+from bigmodel_jax import models, optim, sharding, steps  # noqa: E402
+from bigmodel_jax import state as state_lib  # noqa: E402
+from bigmodel_jax.data import pipeline, tasks  # noqa: E402
+
+DEFAULT_CONFIGS = ("configs/mnist1d.py:cnn,configs/digits.py:cnn,configs/pycode.py:transformer,"
+                   "configs/seq2seq.py:transformer")
+
+
+def timed(fn, seconds: float) -> float:
+  """Calls per second of fn over about `seconds` (at least 3 calls), after one warm-up call."""
+  jax.block_until_ready(fn())
+  calls, t0 = 0, time.perf_counter()
+  while calls < 3 or time.perf_counter() - t0 < seconds:
+    out = fn()
+    calls += 1
+  jax.block_until_ready(out)
+  return calls / (time.perf_counter() - t0)
+
+
+def measure(name: str, seconds: float, rounds: int) -> dict:
+  config = config_lib.load_config_file(name)
+  sources = tasks.load(config)
+  plan = sharding.Plan(config.sharding, config.sharding_rules, config.mesh.to_dict())
+  batch_size = config.batch_size
+  place = lambda b: jax.device_put(b, plan.batch_sharding)  # noqa: E731 (the trainer's, 1 process)
+  iterator = pipeline.train_iterator(sources.train, batch_size, config.seed)
+  example = jax.tree.map(jnp.asarray, sources.train.gather(np.zeros(1, np.int64))["inputs"])
+  model = models.build_for(config, sources.num_outputs)
+  schedule = optim.make_schedule(config.schedule, config.optimizer.learning_rate, 10**6)
+  tx = optim.make_optimizer(config.optimizer, schedule)
+  state, shardings = state_lib.create(model, tx, example, config.seed, plan)
+  step = steps.jit_train_step(plan, shardings, **steps.step_options(config, model, tx, schedule))
+  on_device = [place(next(iterator)) for _ in range(8)]
+  box = {"state": state, "i": 0}
+
+  def train_on(batch):
+    with plan.activation_context():
+      box["state"], metrics = step(box["state"], batch)
+    return metrics
+
+  def device_batch():
+    box["i"] += 1
+    return on_device[box["i"] % len(on_device)]
+
+  rates = {"pipeline": [], "step": [], "together": []}
+  for _ in range(rounds):
+    rates["pipeline"].append(timed(lambda: place(next(iterator)), seconds) * batch_size)
+    rates["step"].append(timed(lambda: train_on(device_batch()), seconds) * batch_size)
+    rates["together"].append(timed(lambda: train_on(place(next(iterator))), seconds) * batch_size)
+  return {"config": name, "data": config.data.name, "batch": batch_size,
+          **{k: statistics.median(v) for k, v in rates.items()},
+          "waiting": statistics.median(1 - t / s for t, s in zip(rates["together"], rates["step"]))}
+
+
+def main() -> None:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--configs", default=DEFAULT_CONFIGS)
+  p.add_argument("--seconds", type=float, default=3.0)
+  p.add_argument("--rounds", type=int, default=3)
+  args = p.parse_args()
+  rows = [measure(name, args.seconds, args.rounds) for name in args.configs.split(",")]
+  print(f"\n{jax.device_count()} x {jax.devices()[0].device_kind}, {os.cpu_count()} cores; "
+        f"median of {args.rounds} rounds of ~{args.seconds:g} s per rate")
+  print("| config | data | batch | pipeline examples/s | step examples/s | pipeline / step | "
+        "fed step examples/s | waiting |")
+  print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+  for r in rows:
+    print(f"| {r['config']} | {r['data']} | {r['batch']} | {r['pipeline']:,.0f} | {r['step']:,.0f} | "
+          f"{r['pipeline'] / r['step']:.1f}x | {r['together']:,.0f} | {100 * r['waiting']:.1f}% |")
+
+
+if __name__ == "__main__":
+  main()
