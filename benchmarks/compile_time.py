@@ -33,7 +33,7 @@ from bigmodel_jax.data import tasks
 c = config_lib.load_config_file({name!r})
 c.total_steps, c.total_epochs, c.log_every = 2, None, 1
 c.eval_every = c.checkpoint_every = 1000
-c.schedule.warmup_steps = 0
+c.schedule.warmup_steps = min(c.schedule.warmup_steps, 1)
 with tempfile.TemporaryDirectory() as w:
   r = train.train_and_evaluate(c, w) if {run!r} else {{}}
 # XLA's part: lower + compile the same step again in this process (caches bypassed by a new jit)

@@ -5,8 +5,9 @@
 
 For each config (its data set, model and batch size), three rates in examples/s, each over about
 --seconds of wall time, alternating within a round:
-  pipeline   the training iterator alone (Grain: sampling, gathering, preprocessing) plus the
-             batch's placement on the devices, as the trainer does it;
+  pipeline   the training iterator alone (Grain: sampling, gathering, preprocessing) plus
+             sharding.global_batch, as the trainer does it (on one process the numpy batch
+             itself: the step's call copies it to the devices);
   step       the jitted train step alone, on batches already on the devices (what it consumes);
   together   the step fed by the pipeline, as in the trainer's loop.
 "waiting" is the share of the fed loop's time that the step alone would not need:
@@ -49,7 +50,7 @@ def measure(name: str, seconds: float, rounds: int) -> dict:
   sources = tasks.load(config)
   plan = sharding.Plan(config.sharding, config.sharding_rules, config.mesh.to_dict())
   batch_size = config.batch_size
-  place = lambda b: jax.device_put(b, plan.batch_sharding)  # noqa: E731 (the trainer's, 1 process)
+  place = lambda b: sharding.global_batch(b, plan.batch_sharding)  # noqa: E731 (the trainer's)
   iterator = pipeline.train_iterator(sources.train, batch_size, config.seed)
   example = jax.tree.map(jnp.asarray, sources.train.gather(np.zeros(1, np.int64))["inputs"])
   model = models.build_for(config, sources.num_outputs)
@@ -57,7 +58,7 @@ def measure(name: str, seconds: float, rounds: int) -> dict:
   tx = optim.make_optimizer(config.optimizer, schedule)
   state, shardings = state_lib.create(model, tx, example, config.seed, plan)
   step = steps.jit_train_step(plan, shardings, **steps.step_options(config, model, tx, schedule))
-  on_device = [place(next(iterator)) for _ in range(8)]
+  on_device = [jax.device_put(next(iterator), plan.batch_sharding) for _ in range(8)]
   box = {"state": state, "i": 0}
 
   def train_on(batch):

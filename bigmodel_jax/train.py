@@ -78,14 +78,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                                         exact_match=config.data.kind == "seq2seq"),
                       in_shardings=(state_shardings, batch_sharding))
 
-  def global_batch(local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
-    if jax.process_count() == 1:  # the same placement, in one call (half the host time)
-      return jax.device_put(local, batch_sharding)
-    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(batch_sharding, x), local)
-
   def next_batch() -> Any:  # this process's next batch (jit: already placed on the mesh)
     local = next(train_iter)
-    return local if strategy is not None else global_batch(local)
+    return local if strategy is not None else sharding.global_batch(local, batch_sharding)
 
   def run_step(state, batch):
     if strategy is not None:
@@ -100,7 +95,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     sums = None
     for batch in pipeline.eval_batches(examples, config.eval_batch_size):
       with plan.activation_context():
-        out = eval_step(canonical(state), global_batch(batch))
+        out = eval_step(canonical(state), sharding.global_batch(batch, batch_sharding))
       sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
     sums = jax.device_get(sums)
     count = max(float(sums.pop("count")), 1.0)
