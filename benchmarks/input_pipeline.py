@@ -10,11 +10,15 @@ For each config (its data set, model and batch size), three rates in examples/s,
              itself: the step's call copies it to the devices);
   step       the jitted train step alone, on batches already on the devices (what it consumes);
   together   the step fed by the pipeline, as in the trainer's loop.
+  on device  where the split can live on the devices (data.on_device: in memory, no random
+             augmentation), the step that samples its own batch there (no host work).
 "waiting" is the share of the fed loop's time that the step alone would not need:
-1 - together / step. Targets (issue 7): pipeline >= 10x the step, waiting < 2%.
+1 - together / step (and 1 - on device / step). Targets (issue 7): pipeline >= 10x the step,
+waiting < 2%.
 """
 
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -28,7 +32,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bigmodel_jax import config as config_lib  # noqa: E402
 from bigmodel_jax import models, optim, sharding, steps  # noqa: E402
 from bigmodel_jax import state as state_lib  # noqa: E402
-from bigmodel_jax.data import pipeline, tasks  # noqa: E402
+from bigmodel_jax.config import ConfigError  # noqa: E402
+from bigmodel_jax.data import on_device, pipeline, tasks  # noqa: E402
 
 DEFAULT_CONFIGS = ("configs/mnist1d.py:cnn,configs/digits.py:cnn,configs/pycode.py:transformer,"
                    "configs/seq2seq.py:transformer")
@@ -58,8 +63,20 @@ def measure(name: str, seconds: float, rounds: int) -> dict:
   tx = optim.make_optimizer(config.optimizer, schedule)
   state, shardings = state_lib.create(model, tx, example, config.seed, plan)
   step = steps.jit_train_step(plan, shardings, **steps.step_options(config, model, tx, schedule))
-  on_device = [jax.device_put(next(iterator), plan.batch_sharding) for _ in range(8)]
+  on_device_batches = [jax.device_put(next(iterator), plan.batch_sharding) for _ in range(8)]
   box = {"state": state, "i": 0}
+  try:
+    device_data = on_device.DeviceData(sources.train, batch_size, config.seed, plan.mesh)
+    sampled = steps.jit_train_step(
+        plan, shardings, sample=functools.partial(on_device.sample, global_batch=batch_size),
+        **steps.step_options(config, model, tx, schedule))
+  except ConfigError:
+    device_data = None
+
+  def train_sampled():
+    with plan.activation_context():
+      box["state"], metrics = sampled(box["state"], device_data.inputs(box["i"]))
+    return metrics
 
   def train_on(batch):
     with plan.activation_context():
@@ -68,16 +85,20 @@ def measure(name: str, seconds: float, rounds: int) -> dict:
 
   def device_batch():
     box["i"] += 1
-    return on_device[box["i"] % len(on_device)]
+    return on_device_batches[box["i"] % len(on_device_batches)]
 
-  rates = {"pipeline": [], "step": [], "together": []}
+  rates = {"pipeline": [], "step": [], "together": [], "on_device": []}
   for _ in range(rounds):
     rates["pipeline"].append(timed(lambda: place(next(iterator)), seconds) * batch_size)
     rates["step"].append(timed(lambda: train_on(device_batch()), seconds) * batch_size)
     rates["together"].append(timed(lambda: train_on(place(next(iterator))), seconds) * batch_size)
+    if device_data is not None:
+      rates["on_device"].append(timed(train_sampled, seconds) * batch_size)
+  wait = lambda fed: statistics.median(1 - f / s for f, s in zip(fed, rates["step"]))  # noqa: E731
   return {"config": name, "data": config.data.name, "batch": batch_size,
-          **{k: statistics.median(v) for k, v in rates.items()},
-          "waiting": statistics.median(1 - t / s for t, s in zip(rates["together"], rates["step"]))}
+          **{k: statistics.median(v) if v else None for k, v in rates.items()},
+          "waiting": wait(rates["together"]),
+          "waiting_on_device": wait(rates["on_device"]) if rates["on_device"] else None}
 
 
 def main() -> None:
@@ -90,11 +111,14 @@ def main() -> None:
   print(f"\n{jax.device_count()} x {jax.devices()[0].device_kind}, {os.cpu_count()} cores; "
         f"median of {args.rounds} rounds of ~{args.seconds:g} s per rate")
   print("| config | data | batch | pipeline examples/s | step examples/s | pipeline / step | "
-        "fed step examples/s | waiting |")
-  print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        "fed step examples/s | waiting | on-device step examples/s | waiting, on device |")
+  print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
   for r in rows:
+    dev = (f"{r['on_device']:,.0f} | {100 * r['waiting_on_device']:.1f}%"
+           if r["on_device"] else "- | -")
     print(f"| {r['config']} | {r['data']} | {r['batch']} | {r['pipeline']:,.0f} | {r['step']:,.0f} | "
-          f"{r['pipeline'] / r['step']:.1f}x | {r['together']:,.0f} | {100 * r['waiting']:.1f}% |")
+          f"{r['pipeline'] / r['step']:.1f}x | {r['together']:,.0f} | {100 * r['waiting']:.1f}% | "
+          f"{dev} |")
 
 
 if __name__ == "__main__":

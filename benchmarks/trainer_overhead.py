@@ -101,6 +101,7 @@ def main() -> None:
   p.add_argument("--configs", default=DEFAULT_CONFIGS)
   p.add_argument("--steps", type=int, default=0, help="0: per config (DEFAULT_STEPS)")
   p.add_argument("--rounds", type=int, default=3)
+  p.add_argument("--on_device", default="", help="true/false: override data.on_device")
   args = p.parse_args()
   rows = []
   for name in args.configs.split(","):
@@ -110,6 +111,8 @@ def main() -> None:
     config.log_every = min(config.log_every, steps)
     config.eval_every = config.checkpoint_every = steps
     config.schedule.warmup_steps = min(config.schedule.warmup_steps, steps // 10)
+    if args.on_device:
+      config.data.on_device = args.on_device.lower() == "true"
     sources = pipeline.load(config.data)
     order = np.random.default_rng(0).permutation(len(sources.train))
     n = min(64, len(order) // config.batch_size)

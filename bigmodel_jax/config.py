@@ -77,6 +77,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.eval_crop = 0.875  # image_size: eval resizes the shorter side to image_size / eval_crop
   c.data.augment = ""  # training only: flip, crop_flip (pad 4 + crop; CIFAR), inception_crop
   c.data.cache = False  # decode the training split into memory once (small data sets)
+  c.data.on_device = False  # keep that split on the devices; each step samples its batch there
+  # (data/on_device.py: same order, no host work per step; needs cache and no random augment)
 
   # Multi-task (data/tasks.py, models/multitask.py): name -> {"weight": w, data overrides...};
   # empty = config.data is the one task. The model becomes the shared trunk with

@@ -178,11 +178,23 @@ def step_options(config: ml_collections.ConfigDict, model: Any, tx: Any,
               compute_dtype=None if config.dtype == "float32" else jnp.dtype(config.dtype))
 
 
-def jit_train_step(plan: sharding.Plan, state_shardings: Any, **step_kwargs: Any) -> Any:
-  """train_step jitted over the plan's mesh, the state donated (updated in place)."""
+def jit_train_step(plan: sharding.Plan, state_shardings: Any, sample: Any = None,
+                   **step_kwargs: Any) -> Any:
+  """train_step jitted over the plan's mesh, the state donated (updated in place).
+
+  sample (data.on_device): (state.step, data on the devices) -> the global batch; the jitted
+  step then takes (state, data) and draws its batch itself."""
   micro_sharding = jax.sharding.NamedSharding(  # k x B/k x ...: B/k over the batch axes
       plan.mesh, jax.sharding.PartitionSpec(None, plan.batch_axes))
-  return jax.jit(
-      functools.partial(train_step, micro_sharding=micro_sharding, **step_kwargs),
-      in_shardings=(state_shardings, plan.batch_sharding), out_shardings=(state_shardings, None),
-      donate_argnums=0)
+  step = functools.partial(train_step, micro_sharding=micro_sharding, **step_kwargs)
+  if sample is None:
+    return jax.jit(step, in_shardings=(state_shardings, plan.batch_sharding),
+                   out_shardings=(state_shardings, None), donate_argnums=0)
+
+  def sampled_step(state: TrainState, data: Any) -> tuple[TrainState, dict[str, jax.Array]]:
+    batch = jax.lax.with_sharding_constraint(sample(state.step, data), plan.batch_sharding)
+    return step(state, batch)
+
+  replicated = jax.sharding.NamedSharding(plan.mesh, jax.sharding.PartitionSpec())
+  return jax.jit(sampled_step, in_shardings=(state_shardings, replicated),
+                 out_shardings=(state_shardings, None), donate_argnums=0)

@@ -21,7 +21,7 @@ from bigmodel_jax import checkpoint, faults, metrics, models, optim, pmap, shard
 from bigmodel_jax import config as config_lib
 from bigmodel_jax import state as state_lib
 from bigmodel_jax.config import ConfigError
-from bigmodel_jax.data import pipeline, tasks
+from bigmodel_jax.data import on_device, pipeline, tasks
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -46,6 +46,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   total_steps = config_lib.total_steps(config, len(sources.train))
   train_iter = pipeline.train_iterator(sources.train, config.batch_size, config.seed)
   example = jax.tree.map(jnp.asarray, sources.train.gather(np.zeros(1, np.int64))["inputs"])
+  device_data = None  # data.on_device: the split on the devices, each step samples its batch
+  if config.data.on_device:
+    if config.parallel.strategy == "pmap":
+      raise ConfigError("data.on_device needs parallel.strategy=jit")
+    device_data = on_device.DeviceData(sources.train, config.batch_size, config.seed, plan.mesh)
 
   # --- Model and optimizer. ---
   model = models.build_for(config, sources.num_outputs)
@@ -73,13 +78,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     strategy = pmap.Strategy(state_shardings, **step_kwargs)
   else:
     strategy = None
-    train_step = steps.jit_train_step(plan, state_shardings, **step_kwargs)
+    sample = (functools.partial(on_device.sample, global_batch=config.batch_size)
+              if device_data is not None else None)
+    train_step = steps.jit_train_step(plan, state_shardings, sample=sample, **step_kwargs)
   eval_step = jax.jit(functools.partial(steps.eval_step, model=model, compute_dtype=compute_dtype,
                                         exact_match=config.data.kind == "seq2seq"),
                       in_shardings=(state_shardings, batch_sharding))
 
-  def next_batch() -> Any:  # this process's next batch (jit: already placed on the mesh)
-    local = next(train_iter)
+  def next_batch(done: int) -> Any:  # what the step after `done` updates takes
+    if device_data is not None:
+      return device_data.inputs(done)
+    local = next(train_iter)  # this process's rows
     return local if strategy is not None else sharding.global_batch(local, batch_sharding)
 
   def run_step(state, batch):
@@ -169,16 +178,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                              "--config.nan_policy=skip to skip such updates and count them")
 
   with faults.StopSignals(multi_process=jax.process_count() > 1) as signals:
-    batch = next_batch() if start_step < total_steps else None
+    batch = next_batch(start_step) if start_step < total_steps else None
     for step in range(start_step + 1, total_steps + 1):  # `step` = updates done after this one
       last = step == total_steps
       stop = signals.requested(step)
       saves = step % config.checkpoint_every == 0 or last or stop
-      position = train_iter.get_state() if saves else None  # after this step's batch
+      position = None  # the data position after this step's batch
+      if saves:
+        position = device_data.position(step) if device_data else train_iter.get_state()
       try:
         state, step_metrics = run_step(state, batch)
         if not (last or stop):
-          batch = next_batch()
+          batch = next_batch(step)
       except jax.errors.JaxRuntimeError as e:
         if jax.process_count() == 1:
           raise

@@ -56,6 +56,15 @@ def test_two_processes_train_checkpoint_resume_and_match_one_process(tmp_path):
   np.testing.assert_allclose(train_losses(two), train_losses(one), rtol=RTOL)
 
 
+def test_two_processes_sampling_on_device_match_one_process_reading_on_the_host(tmp_path):
+  one = tmp_path / "one"
+  proc = run_main(*ARGS, "--config.total_steps=6", f"--workdir={one}", env=_devices(8))
+  assert proc.returncode == 0, proc.stderr
+  two = tmp_path / "two"
+  _two_processes(two, 6, "--config.data.on_device=true")
+  np.testing.assert_allclose(train_losses(two), train_losses(one), rtol=RTOL)
+
+
 def test_a_checkpoint_from_eight_devices_resumes_on_four_and_on_one(tmp_path):
   reference = tmp_path / "reference"
   assert run_main(*ARGS, "--config.total_steps=10", f"--workdir={reference}",

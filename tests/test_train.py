@@ -186,3 +186,29 @@ def test_fine_tuning_on_another_data_set_replaces_the_head_and_freezes_on_reques
       ConfigError, match="freeze='nothing_like_this' matches no parameter"):
     train.train_and_evaluate(config("mnist", freeze="nothing_like_this"), str(tmp_path / "x"))
   assert not (tmp_path / "x").exists()
+
+
+def test_on_device_data_trains_bit_for_bit_like_the_host_pipeline_and_resumes(tmp_path):
+  # 70 steps of 64 cross the first epoch boundary (4,000 examples); a checkpoint every 35.
+  def config(on_device, steps=70):
+    return _quick(total_steps=steps, log_every=10, eval_every=70, checkpoint_every=35,
+                  **{"data.on_device": on_device})
+  host = train.train_and_evaluate(config(False), str(tmp_path / "host"))
+  device = train.train_and_evaluate(config(True), str(tmp_path / "device"))
+  assert device["params_sha256"] == host["params_sha256"]
+  assert _rows(str(tmp_path / "device"))[0]["train/loss"] == _rows(str(tmp_path / "host"))[0]["train/loss"]
+  # Resumed from step 35 of an on_device run with on_device off: the saved data position is the
+  # host iterator's, so the run ends where the uninterrupted one did.
+  train.train_and_evaluate(config(True, steps=35), str(tmp_path / "mixed"))
+  resumed = train.train_and_evaluate(config(False), str(tmp_path / "mixed"), allow_config_change=True)
+  assert resumed["start_step"] == 35 and resumed["params_sha256"] == host["params_sha256"]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"data.cache": False}, "data.on_device needs one training split held in memory"),
+    ({"parallel.strategy": "pmap"}, "data.on_device needs parallel.strategy=jit"),
+])
+def test_on_device_data_refuses_what_it_cannot_hold(tmp_path, overrides, message):
+  with pytest.raises(ConfigError, match=message):
+    train.train_and_evaluate(_quick(**{"data.on_device": True, **overrides}), str(tmp_path / "w"))
+  assert not (tmp_path / "w").exists()
