@@ -12,9 +12,13 @@ For each config (its data set, model and batch size), three rates in examples/s,
   together   the step fed by the pipeline, as in the trainer's loop.
   on device  where the split can live on the devices (data.on_device: in memory, no random
              augmentation), the step that samples its own batch there (no host work).
+  K per call the trainer with steps_per_call=K (--steps_per_call): K batches read, stacked and
+             fed per call, and (where it applies) K updates per call sampling on the device;
+             only for steps under 10 ms (over 100 calls/s), where per-call costs matter.
 "waiting" is the share of the fed loop's time that the step alone would not need:
-1 - together / step (and 1 - on device / step). Targets (issue 7): pipeline >= 10x the step,
-waiting < 2%.
+1 - together / step (and 1 - on device / step, 1 - K per call / step; negative where the fed
+loop outruns one step per call on batches already in place). Targets (issue 7): pipeline >= 10x
+the step, waiting < 2%.
 """
 
 import argparse
@@ -50,7 +54,7 @@ def timed(fn, seconds: float) -> float:
   return calls / (time.perf_counter() - t0)
 
 
-def measure(name: str, seconds: float, rounds: int) -> dict:
+def measure(name: str, seconds: float, rounds: int, k: int) -> dict:
   config = config_lib.load_config_file(name)
   sources = tasks.load(config)
   plan = sharding.Plan(config.sharding, config.sharding_rules, config.mesh.to_dict())
@@ -65,17 +69,32 @@ def measure(name: str, seconds: float, rounds: int) -> dict:
   step = steps.jit_train_step(plan, shardings, **steps.step_options(config, model, tx, schedule))
   on_device_batches = [jax.device_put(next(iterator), plan.batch_sharding) for _ in range(8)]
   box = {"state": state, "i": 0}
+  options = steps.step_options(config, model, tx, schedule)
+  several = steps.jit_train_step(plan, shardings, steps_per_call=k, **options)
+  stacked = jax.sharding.NamedSharding(plan.mesh, jax.sharding.PartitionSpec(None, plan.batch_axes))
   try:
-    device_data = on_device.DeviceData(sources.train, batch_size, config.seed, plan.mesh)
-    sampled = steps.jit_train_step(
-        plan, shardings, sample=functools.partial(on_device.sample, global_batch=batch_size),
-        **steps.step_options(config, model, tx, schedule))
+    device_data = on_device.DeviceData(sources.train, batch_size, config.seed, plan.mesh, k)
+    sample = functools.partial(on_device.sample, global_batch=batch_size)
+    sampled = steps.jit_train_step(plan, shardings, sample=sample, **options)
+    sampled_k = steps.jit_train_step(plan, shardings, sample=sample, steps_per_call=k, **options)
   except ConfigError:
     device_data = None
 
   def train_sampled():
     with plan.activation_context():
       box["state"], metrics = sampled(box["state"], device_data.inputs(box["i"]))
+    return metrics
+
+  def train_sampled_k():
+    with plan.activation_context():
+      box["state"], metrics = sampled_k(box["state"], device_data.inputs(box["i"]))
+    box["i"] += k
+    return metrics
+
+  def train_k():
+    batches = jax.tree.map(lambda *b: np.stack(b), *(next(iterator) for _ in range(k)))
+    with plan.activation_context():
+      box["state"], metrics = several(box["state"], sharding.global_batch(batches, stacked))
     return metrics
 
   def train_on(batch):
@@ -87,18 +106,27 @@ def measure(name: str, seconds: float, rounds: int) -> dict:
     box["i"] += 1
     return on_device_batches[box["i"] % len(on_device_batches)]
 
-  rates = {"pipeline": [], "step": [], "together": [], "on_device": []}
+  rates = {"pipeline": [], "step": [], "together": [], "on_device": [], "k": [], "on_device_k": []}
+  # K per call only where a step is short enough for per-call costs to matter (under 10 ms):
+  # compiling K unrolled steps of the larger models takes minutes
+  per_call = timed(lambda: train_on(device_batch()), 1.0) > 100
   for _ in range(rounds):
     rates["pipeline"].append(timed(lambda: place(next(iterator)), seconds) * batch_size)
     rates["step"].append(timed(lambda: train_on(device_batch()), seconds) * batch_size)
     rates["together"].append(timed(lambda: train_on(place(next(iterator))), seconds) * batch_size)
+    if per_call:
+      rates["k"].append(timed(train_k, seconds) * batch_size * k)
     if device_data is not None:
       rates["on_device"].append(timed(train_sampled, seconds) * batch_size)
+      if per_call:
+        rates["on_device_k"].append(timed(train_sampled_k, seconds) * batch_size * k)
   wait = lambda fed: statistics.median(1 - f / s for f, s in zip(fed, rates["step"]))  # noqa: E731
   return {"config": name, "data": config.data.name, "batch": batch_size,
           **{k: statistics.median(v) if v else None for k, v in rates.items()},
           "waiting": wait(rates["together"]),
-          "waiting_on_device": wait(rates["on_device"]) if rates["on_device"] else None}
+          "waiting_on_device": wait(rates["on_device"]) if rates["on_device"] else None,
+          "waiting_k": wait(rates["k"]) if rates["k"] else None,
+          "waiting_on_device_k": wait(rates["on_device_k"]) if rates["on_device_k"] else None}
 
 
 def main() -> None:
@@ -106,19 +134,22 @@ def main() -> None:
   p.add_argument("--configs", default=DEFAULT_CONFIGS)
   p.add_argument("--seconds", type=float, default=3.0)
   p.add_argument("--rounds", type=int, default=3)
+  p.add_argument("--steps_per_call", type=int, default=10, help="K of the K-per-call columns")
   args = p.parse_args()
-  rows = [measure(name, args.seconds, args.rounds) for name in args.configs.split(",")]
+  k = args.steps_per_call
+  rows = [measure(name, args.seconds, args.rounds, k) for name in args.configs.split(",")]
   print(f"\n{jax.device_count()} x {jax.devices()[0].device_kind}, {os.cpu_count()} cores; "
         f"median of {args.rounds} rounds of ~{args.seconds:g} s per rate")
   print("| config | data | batch | pipeline examples/s | step examples/s | pipeline / step | "
-        "fed step examples/s | waiting | on-device step examples/s | waiting, on device |")
-  print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        "fed step examples/s | waiting | on-device step examples/s | waiting, on device | "
+        f"fed, {k} per call | waiting | on device, {k} per call | waiting |")
+  print("|" + " --- |" * 14)
+  pair = lambda rate, w: f"{rate:,.0f} | {100 * w:.1f}%" if rate else "- | -"  # noqa: E731
   for r in rows:
-    dev = (f"{r['on_device']:,.0f} | {100 * r['waiting_on_device']:.1f}%"
-           if r["on_device"] else "- | -")
     print(f"| {r['config']} | {r['data']} | {r['batch']} | {r['pipeline']:,.0f} | {r['step']:,.0f} | "
-          f"{r['pipeline'] / r['step']:.1f}x | {r['together']:,.0f} | {100 * r['waiting']:.1f}% | "
-          f"{dev} |")
+          f"{r['pipeline'] / r['step']:.1f}x | {pair(r['together'], r['waiting'])} | "
+          f"{pair(r['on_device'], r['waiting_on_device'])} | {pair(r['k'], r['waiting_k'])} | "
+          f"{pair(r['on_device_k'], r['waiting_on_device_k'])} |")
 
 
 if __name__ == "__main__":

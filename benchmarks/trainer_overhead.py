@@ -102,6 +102,7 @@ def main() -> None:
   p.add_argument("--steps", type=int, default=0, help="0: per config (DEFAULT_STEPS)")
   p.add_argument("--rounds", type=int, default=3)
   p.add_argument("--on_device", default="", help="true/false: override data.on_device")
+  p.add_argument("--steps_per_call", type=int, default=0, help="> 0: override steps_per_call")
   args = p.parse_args()
   rows = []
   for name in args.configs.split(","):
@@ -113,6 +114,8 @@ def main() -> None:
     config.schedule.warmup_steps = min(config.schedule.warmup_steps, steps // 10)
     if args.on_device:
       config.data.on_device = args.on_device.lower() == "true"
+    if args.steps_per_call:
+      config.steps_per_call = args.steps_per_call
     sources = pipeline.load(config.data)
     order = np.random.default_rng(0).permutation(len(sources.train))
     n = min(64, len(order) // config.batch_size)

@@ -22,7 +22,7 @@ from bigmodel_jax import faults
 # run goes and how often it reports, not what one step computes.
 RESUME_SAFE_KEYS = (
     "total_steps", "total_epochs", "log_every", "eval_every", "checkpoint_every", "checkpoint_keep",
-    "nan_policy",
+    "nan_policy", "steps_per_call",
 )
 
 
@@ -56,6 +56,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.parallel = ml_collections.ConfigDict()
   c.parallel.strategy = "jit"  # jit (over the mesh) or pmap (classic replicated data parallelism)
   c.grad_accum_steps = 1  # micro-batches per update (the batch is split; same update)
+  c.steps_per_call = 1  # updates per jitted call (same updates; amortizes the per-call cost of
+  # sub-millisecond steps); divides log_every, eval_every and checkpoint_every
   c.dtype = "float32"  # computation dtype (bfloat16: mixed precision; parameters stay float32)
 
   c.model = ml_collections.ConfigDict({"name": ""})  # other keys go to the model's constructor
@@ -133,6 +135,16 @@ def check_values(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"{key} must be positive, got {config[key]}")
   if config.grad_accum_steps <= 0:
     raise ConfigError(f"grad_accum_steps must be positive, got {config.grad_accum_steps}")
+  if config.steps_per_call <= 0:
+    raise ConfigError(f"steps_per_call must be positive, got {config.steps_per_call}")
+  if config.steps_per_call > 1:
+    if config.parallel.strategy != "jit":
+      raise ConfigError("steps_per_call > 1 needs parallel.strategy=jit")
+    uneven = [f"{k}={config[k]}" for k in ("log_every", "eval_every", "checkpoint_every")
+              if config[k] % config.steps_per_call]
+    if uneven:
+      raise ConfigError(f"steps_per_call={config.steps_per_call} must divide "
+                        f"{', '.join(uneven)}: logs, evaluations and checkpoints happen between calls")
   if config.dtype not in ("float32", "bfloat16", "float16"):
     raise ConfigError(f"dtype must be float32, bfloat16 or float16, got '{config.dtype}'")
   if config.parallel.strategy not in ("jit", "pmap"):

@@ -102,8 +102,10 @@ def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   # A non-finite loss or gradient leaves parameters, optimizer and model state as they were; the
   # trainer stops on it (nan_policy=stop) or counts it (skip). The step (data position) moves on.
-  finite = jnp.isfinite(loss) & jnp.all(jnp.array(
-      [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+  # One reduction for both: a NaN/Inf anywhere in the gradients makes their norm NaN/Inf (as
+  # does a norm beyond float32's range, ~1.8e19, which no usable update has).
+  grad_norm = optax.tree.norm(grads)
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
   new_state = state.replace(
       step=state.step + 1,
@@ -114,7 +116,7 @@ def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
       "loss": loss,
       **{k: psum(v) / total_weight for k, v in sums.items()},
       "learning_rate": jnp.asarray(schedule(state.step), jnp.float32),
-      "grad_norm": optax.tree.norm(grads),
+      "grad_norm": grad_norm,
       "finite": finite,
       "nonfinite_updates": new_state.nonfinite_updates,
   }
@@ -124,9 +126,9 @@ def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
 def _hits(logits: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
   """0/1 per label: "accuracy", and "top5_accuracy" when there are more than 5 classes."""
   hits = {"accuracy": (jnp.argmax(logits, -1) == labels).astype(jnp.float32)}
-  if logits.shape[-1] > 5:
-    _, top5 = jax.lax.top_k(logits, 5)
-    hits["top5_accuracy"] = jnp.any(top5 == labels[..., None], axis=-1).astype(jnp.float32)
+  if logits.shape[-1] > 5:  # the label's logit is among the 5 largest (no top_k: a sort on CPU)
+    label_logit = jnp.take_along_axis(logits, labels[..., None], -1)
+    hits["top5_accuracy"] = (jnp.sum(logits > label_logit, -1) < 5).astype(jnp.float32)
   return hits
 
 
@@ -179,22 +181,44 @@ def step_options(config: ml_collections.ConfigDict, model: Any, tx: Any,
 
 
 def jit_train_step(plan: sharding.Plan, state_shardings: Any, sample: Any = None,
+                   steps_per_call: int = 1, unroll: bool | None = None,
                    **step_kwargs: Any) -> Any:
   """train_step jitted over the plan's mesh, the state donated (updated in place).
 
   sample (data.on_device): (state.step, data on the devices) -> the global batch; the jitted
-  step then takes (state, data) and draws its batch itself."""
+  step then takes (state, data) and draws its batch itself.
+
+  steps_per_call K > 1: one call makes K updates, one after the other (the same updates as K
+  calls), and returns every metric stacked (K,). Without sample it takes the K batches stacked
+  (K x B x ...); with sample, the same data as one step (each update draws its own batch). On
+  CPU the K steps are unrolled: XLA:CPU runs a step inside a while loop ~4x slower than the
+  same step at top level (benchmarks/RESULTS.md); elsewhere they are a lax.scan loop (unroll:
+  True or False overrides the choice).
+  """
   micro_sharding = jax.sharding.NamedSharding(  # k x B/k x ...: B/k over the batch axes
       plan.mesh, jax.sharding.PartitionSpec(None, plan.batch_axes))
   step = functools.partial(train_step, micro_sharding=micro_sharding, **step_kwargs)
   if sample is None:
-    return jax.jit(step, in_shardings=(state_shardings, plan.batch_sharding),
+    one, data_sharding = step, plan.batch_sharding
+  else:
+    def one(state: TrainState, data: Any) -> tuple[TrainState, dict[str, jax.Array]]:
+      batch = jax.lax.with_sharding_constraint(sample(state.step, data), plan.batch_sharding)
+      return step(state, batch)
+    data_sharding = jax.sharding.NamedSharding(plan.mesh, jax.sharding.PartitionSpec())
+  if steps_per_call == 1:
+    return jax.jit(one, in_shardings=(state_shardings, data_sharding),
                    out_shardings=(state_shardings, None), donate_argnums=0)
 
-  def sampled_step(state: TrainState, data: Any) -> tuple[TrainState, dict[str, jax.Array]]:
-    batch = jax.lax.with_sharding_constraint(sample(state.step, data), plan.batch_sharding)
-    return step(state, batch)
+  if unroll is None:
+    unroll = plan.mesh.devices.flat[0].platform == "cpu"
+  unroll_by = steps_per_call if unroll else 1
 
-  replicated = jax.sharding.NamedSharding(plan.mesh, jax.sharding.PartitionSpec())
-  return jax.jit(sampled_step, in_shardings=(state_shardings, replicated),
+  def several(state: TrainState, data: Any) -> tuple[TrainState, dict[str, jax.Array]]:
+    if sample is None:  # data: K stacked batches, one per update
+      return jax.lax.scan(one, state, data, unroll=unroll_by)
+    return jax.lax.scan(lambda s, _: one(s, data), state, length=steps_per_call, unroll=unroll_by)
+
+  if sample is None:  # K x B x ...: the batch axis over the mesh's batch axes, as one batch's
+    data_sharding = micro_sharding
+  return jax.jit(several, in_shardings=(state_shardings, data_sharding),
                  out_shardings=(state_shardings, None), donate_argnums=0)

@@ -56,13 +56,19 @@ def test_two_processes_train_checkpoint_resume_and_match_one_process(tmp_path):
   np.testing.assert_allclose(train_losses(two), train_losses(one), rtol=RTOL)
 
 
-def test_two_processes_sampling_on_device_match_one_process_reading_on_the_host(tmp_path):
+def test_two_processes_sampling_on_device_or_taking_two_steps_per_call_match_one_process(tmp_path):
+  # One process reading on the host, one step per call; two processes sampling on the device;
+  # two processes host-fed with 2 steps per call (each stacks its rows of 2 batches, 2 x 32 x ...,
+  # into one global array).
+  every2 = ["--config.log_every=2", "--config.checkpoint_every=4", "--config.total_steps=6"]
   one = tmp_path / "one"
-  proc = run_main(*ARGS, "--config.total_steps=6", f"--workdir={one}", env=_devices(8))
+  proc = run_main(*ARGS, *every2, f"--workdir={one}", env=_devices(8))
   assert proc.returncode == 0, proc.stderr
-  two = tmp_path / "two"
-  _two_processes(two, 6, "--config.data.on_device=true")
-  np.testing.assert_allclose(train_losses(two), train_losses(one), rtol=RTOL)
+  assert len(train_losses(one)) == 3
+  for name, extra in [("on_device", "--config.data.on_device=true"),
+                      ("two_per_call", "--config.steps_per_call=2")]:
+    _two_processes(tmp_path / name, 6, *every2, extra)
+    np.testing.assert_allclose(train_losses(tmp_path / name), train_losses(one), rtol=RTOL)
 
 
 def test_a_checkpoint_from_eight_devices_resumes_on_four_and_on_one(tmp_path):

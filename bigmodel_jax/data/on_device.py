@@ -23,9 +23,10 @@ def _replicated(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
 
 
 class DeviceData:
-  """The split's arrays and the two epoch orders a step may need, replicated on the mesh."""
+  """The split's arrays and the epoch orders a call may need, replicated on the mesh."""
 
-  def __init__(self, examples: Any, global_batch: int, seed: int, mesh: jax.sharding.Mesh):
+  def __init__(self, examples: Any, global_batch: int, seed: int, mesh: jax.sharding.Mesh,
+               steps_per_call: int = 1):
     if not getattr(examples, "in_memory", False) or getattr(examples, "random", False) or (
         getattr(examples, "sampler", None) is not None):
       raise ConfigError("data.on_device needs one training split held in memory (data.cache, or "
@@ -35,15 +36,24 @@ class DeviceData:
     self.arrays = jax.tree.map(lambda x: _replicated(np.asarray(x), self.sharding),
                                examples.gather(np.arange(self.n)))
     self._orders = pipeline.GlobalBatch(self.n, global_batch, seed)
-    self._epoch, self._order_arrays = None, None
+    # a call's steps_per_call batches start in one epoch and reach into at most this many more
+    self._epochs = (steps_per_call * global_batch - 1) // self.n + 2
+    self._epoch, self._inputs = None, None
 
-  def inputs(self, done: int) -> tuple[Any, jax.Array]:
-    """What the step after `done` updates takes: (arrays, orders of its first epoch and the next)."""
+  def inputs(self, done: int) -> tuple[Any, jax.Array, jax.Array]:
+    """What the call after `done` updates takes: the arrays, the orders of the epoch e that batch
+    `done` starts in and of the next ones, and (b0, c): b0 the batch epoch e begins in, c =
+    b0 * B - e * n (-B < c <= 0), so that batch s takes positions (s - b0) * B + c + [0, B)
+    counted from the start of epoch e. Changes once per epoch."""
     epoch = done * self.batch // self.n
-    if epoch != self._epoch:  # once per epoch
-      orders = np.stack([self._orders._order(epoch), self._orders._order(epoch + 1)])
-      self._order_arrays, self._epoch = _replicated(orders.astype(np.int32), self.sharding), epoch
-    return self.arrays, self._order_arrays
+    if epoch != self._epoch:
+      orders = np.stack([self._orders._order(epoch + e) for e in range(self._epochs)])
+      b0 = epoch * self.n // self.batch
+      start = np.array([b0, b0 * self.batch - epoch * self.n], np.int32)
+      self._inputs = (self.arrays, _replicated(orders.astype(np.int32), self.sharding),
+                      _replicated(start, self.sharding))
+      self._epoch = epoch
+    return self._inputs
 
   @staticmethod
   def position(done: int) -> dict[str, int]:
@@ -52,12 +62,12 @@ class DeviceData:
     return {"next_index": done}
 
 
-def sample(step: jax.Array, data: tuple[Any, jax.Array], global_batch: int) -> Any:
-  """Inside the jitted step: global batch number `step` from the arrays (GlobalBatch's rows)."""
-  arrays, orders_2xN = data
-  n = orders_2xN.shape[1]
-  positions = step * global_batch + jnp.arange(global_batch)
-  within = positions % n
-  first = positions // n == (step * global_batch) // n
-  indices = jnp.where(first, orders_2xN[0][within], orders_2xN[1][within])
+def sample(step: jax.Array, data: tuple[Any, jax.Array, jax.Array], global_batch: int) -> Any:
+  """Inside the jitted step: global batch number `step` from the arrays (GlobalBatch's rows).
+  Positions are counted from the start of the inputs' first epoch, so they stay small (int32)
+  in long runs."""
+  arrays, orders_ExN, start = data
+  n = orders_ExN.shape[1]
+  offset = (step - start[0]) * global_batch + start[1] + jnp.arange(global_batch)
+  indices = orders_ExN[offset // n, offset % n]
   return jax.tree.map(lambda a: a[indices], arrays)
