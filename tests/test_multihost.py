@@ -132,4 +132,8 @@ def test_a_dead_process_ends_the_other_in_bounded_time(tmp_path):
   waited = time.time() - t0
   err = (tmp_path / "err0").read_text()
   assert procs[0].returncode != 0 and waited < 60, (waited, err[-2000:])
-  assert "another process is probably gone" in err or "another task died" in err, err[-2000:]
+  # JAX reports the lost peer (our PeerLost, or its coordination service), or, seen once under
+  # a loaded full-suite run, gloo aborts the survivor from its own thread first (an uncaught
+  # gloo::EnforceNotMet): bounded either way, but only the first two name the cause.
+  assert ("another process is probably gone" in err or "another task died" in err
+          or "gloo::EnforceNotMet" in err), err[-2000:]
