@@ -5,8 +5,8 @@ a process killed mid-write leaves nothing that restore would take. Every checkpo
 checksum of the state (state.state_digest) that restore recomputes: a checkpoint damaged later
 (truncated, missing or altered files) fails to restore or fails the check, is moved to
 WORKDIR/corrupt_checkpoints/ with a warning naming it, and the run resumes from the next older
-good one. A save that fails (disk full) stops the run with faults.DiskError; older checkpoints
-stay as they were.
+good one. A save that fails stops the run with faults.DiskError (a full disk, exit 4) or
+faults.FileError (any other reason, named; exit 6); older checkpoints stay as they were.
 """
 
 import glob
@@ -79,7 +79,7 @@ class Checkpointer:
     self._writing = step
 
   def wait(self) -> None:
-    """Blocks until the last save is on disk; DiskError (or the original error) if it is not."""
+    """Blocks until the last save is on disk; DiskError or FileError if it is not."""
     step, self._writing = self._writing, None
     if step is None:
       return
@@ -96,11 +96,11 @@ class Checkpointer:
       for tmp in glob.glob(os.path.join(self.dir, f"{step}.orbax-checkpoint-tmp*")):
         shutil.rmtree(tmp, ignore_errors=True)
     older = [s for s in self.mngr.all_steps() if s < step]
-    kept = f"the checkpoints of steps {', '.join(map(str, older))} are intact" if older else (
-        "no older checkpoint exists")
-    raise faults.DiskError(f"could not write the checkpoint of step {step} to {self.dir}: "
-                           f"{faults.os_error_text(e)}; {kept}; free some space and rerun the "
-                           "same command to resume") from e
+    kept = (f"the checkpoint of step {older[0]} is intact" if len(older) == 1 else
+            f"the checkpoints of steps {', '.join(map(str, older))} are intact" if older else
+            "no older checkpoint exists")
+    raise faults.write_error(f"could not write the checkpoint of step {step} to {self.dir}", e,
+                             f"; {kept}") from e
 
   def restore_latest(self, abstract_state: Any, data_iter: Any) -> tuple[Any, int] | None:
     """(state, step) from the newest good checkpoint, the iterator set to its saved position;
@@ -116,7 +116,7 @@ class Checkpointer:
         if state_lib.state_digest(restored["state"]) != restored["digest"]["leaves"]:
           raise ValueError("its contents do not match the digest saved with it")
       except Exception as e:  # noqa: BLE001 (any failure: try the next older one)
-        failed.append((step, (str(e).strip().splitlines() or [type(e).__name__])[0][:200]))
+        failed.append((step, faults.first_line(e)[:200]))
         continue
       for bad, why in failed:
         self._move_aside(bad, why, step)

@@ -119,24 +119,92 @@ def from_variant(variants: dict[str, dict[str, Any]], arg: str) -> ml_collection
 def total_steps(config: ml_collections.ConfigDict, num_train_examples: int) -> int:
   """total_epochs (when set) converted to steps, else total_steps."""
   if config.total_epochs is not None:
-    if config.total_epochs <= 0:
-      raise ConfigError(f"total_epochs must be positive, got {config.total_epochs}")
+    if not (_is_finite(config.total_epochs) and config.total_epochs > 0):
+      raise ConfigError(f"total_epochs must be a finite number > 0, got {config.total_epochs}")
     return math.ceil(config.total_epochs * num_train_examples / config.batch_size)
   if config.total_steps <= 0:
     raise ConfigError(f"total_steps must be positive, got {config.total_steps}")
   return config.total_steps
 
 
+def _is_int(v: Any) -> bool:
+  return isinstance(v, int) and not isinstance(v, bool)
+
+
+FLOAT32_MAX = 3.4028234663852886e38  # steps compute in float32: a larger value is infinite there
+
+
+def _is_finite(v: Any) -> bool:
+  return (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+          and abs(v) <= FLOAT32_MAX)
+
+
+def _numbers(v: Any, ok: Callable[[Any], bool]) -> bool:
+  return isinstance(v, (tuple, list)) and all(_is_finite(x) and ok(x) for x in v)
+
+
+# Every numeric key of default_config(): what its value must be. NaN and infinities (in float32,
+# what the steps compute in) are never accepted: a NaN learning rate would only show up steps
+# later as a non-finite loss.
+_POSITIVE_INT = (lambda v: _is_int(v) and v > 0, "a positive integer")
+_RATE = (lambda v: _is_finite(v) and 0 <= v < 1, "a number in [0, 1)")
+_NON_NEGATIVE = (lambda v: _is_finite(v) and v >= 0, "a finite number >= 0")
+NUMERIC_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "seed": (lambda v: _is_int(v) and 0 <= v < 2**63, "an integer in [0, 2**63)"),
+    "batch_size": _POSITIVE_INT,
+    "eval_batch_size": _POSITIVE_INT,
+    "total_epochs": (lambda v: v is None or _is_finite(v) and v > 0, "a finite number > 0"),
+    "log_every": _POSITIVE_INT,
+    "eval_every": _POSITIVE_INT,
+    "checkpoint_every": _POSITIVE_INT,
+    "checkpoint_keep": _POSITIVE_INT,
+    "grad_accum_steps": _POSITIVE_INT,
+    "steps_per_call": _POSITIVE_INT,
+    "task_features": _POSITIVE_INT,
+    "optimizer.learning_rate": _NON_NEGATIVE,
+    "optimizer.momentum": _RATE,
+    "optimizer.b1": _RATE,
+    "optimizer.b2": _RATE,
+    "optimizer.eps": _NON_NEGATIVE,
+    "optimizer.weight_decay": _NON_NEGATIVE,
+    "optimizer.grad_clip_norm": _NON_NEGATIVE,
+    "schedule.warmup_steps": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "schedule.end_factor": _NON_NEGATIVE,
+    "schedule.boundaries": (lambda v: _numbers(v, lambda x: 0 < x < 1) and list(v) == sorted(set(v)),
+                            "increasing fractions in (0, 1), e.g. (0.5, 0.75)"),
+    "schedule.decay_factor": (lambda v: _is_finite(v) and v > 0, "a finite number > 0"),
+    "data.seq_len": _POSITIVE_INT,
+    "data.target_len": _POSITIVE_INT,
+    "data.scale": (lambda v: _is_finite(v) and v != 0, "a finite non-zero number"),
+    "data.mean": (lambda v: _numbers(v, lambda x: True), "a tuple of finite numbers, one per "
+                  "channel (or one for all), e.g. (0.485, 0.456, 0.406)"),
+    "data.std": (lambda v: _numbers(v, lambda x: x > 0), "a tuple of finite numbers > 0, one per "
+                 "channel (or one for all), e.g. (0.229, 0.224, 0.225)"),
+    "data.image_size": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0: images as stored)"),
+    "data.eval_crop": (lambda v: _is_finite(v) and 0 < v <= 1, "a number in (0, 1]"),
+}
+# Keys whose value is one of a few names (the others are checked where they are used: models,
+# optimizers, schedules, sharding presets, data sets).
+CHOICES = {
+    "dtype": ("float32", "bfloat16", "float16"),
+    "parallel.strategy": ("jit", "pmap"),
+    "nan_policy": ("stop", "skip"),
+    "data.kind": ("classification", "lm", "seq2seq"),
+}
+
+
 def check_values(config: ml_collections.ConfigDict) -> None:
-  """Checks that need no data, model or devices."""
-  for key in ("batch_size", "eval_batch_size", "log_every", "eval_every", "checkpoint_every",
-              "checkpoint_keep"):
-    if config[key] <= 0:
-      raise ConfigError(f"{key} must be positive, got {config[key]}")
-  if config.grad_accum_steps <= 0:
-    raise ConfigError(f"grad_accum_steps must be positive, got {config.grad_accum_steps}")
-  if config.steps_per_call <= 0:
-    raise ConfigError(f"steps_per_call must be positive, got {config.steps_per_call}")
+  """Checks that need no data, model or devices: every numeric key's range, the named choices,
+  and how keys go together. Cheap: main.py runs them before JAX is imported."""
+  flat = flatten(config.to_dict())
+  for key, (ok, what) in NUMERIC_RULES.items():
+    if key in flat and not ok(flat[key]):
+      raise ConfigError(f"{key} must be {what}, got {flat[key]!r}")
+  if config.total_epochs is None and not (_is_int(config.total_steps) and config.total_steps > 0):
+    raise ConfigError(f"total_steps must be positive, got {config.total_steps}")
+  for key, names in CHOICES.items():
+    if flat[key] not in names:
+      raise ConfigError(f"{key} must be {', '.join(names[:-1])} or {names[-1]}, got '{flat[key]}'")
   if config.steps_per_call > 1:
     if config.parallel.strategy != "jit":
       raise ConfigError("steps_per_call > 1 needs parallel.strategy=jit")
@@ -145,15 +213,9 @@ def check_values(config: ml_collections.ConfigDict) -> None:
     if uneven:
       raise ConfigError(f"steps_per_call={config.steps_per_call} must divide "
                         f"{', '.join(uneven)}: logs, evaluations and checkpoints happen between calls")
-  if config.dtype not in ("float32", "bfloat16", "float16"):
-    raise ConfigError(f"dtype must be float32, bfloat16 or float16, got '{config.dtype}'")
-  if config.parallel.strategy not in ("jit", "pmap"):
-    raise ConfigError(f"parallel.strategy must be jit or pmap, got '{config.parallel.strategy}'")
   if config.parallel.strategy == "pmap" and config.sharding != "dp":
     raise ConfigError(f"parallel.strategy=pmap replicates parameters: it needs sharding=dp, "
                       f"not '{config.sharding}'")
-  if config.nan_policy not in ("stop", "skip"):
-    raise ConfigError(f"nan_policy must be stop or skip, got '{config.nan_policy}'")
   if not config.model.name:
     raise ConfigError("model.name is empty: set it in the config file or with --config.model.name")
   if not config.data.name and not config.tasks:
@@ -290,9 +352,9 @@ def run_script(main: Callable[[list[str]], int | None]) -> None:
 def run_command(argv: list[str], body: Callable[[], None]) -> None:
   """The contract of every command (main, summary, sample): Orbax's and TFDS's INFO logs off
   unless --verbosity is given, no stray arguments, and a ConfigError printed as one line with
-  exit status 2; a run that stops for a fault (faults.RunStopped, a full disk) prints one line
-  and exits with its own status (--traceback, where a command defines it, shows the traceback
-  instead)."""
+  exit status 2; a run that stops for a fault (faults.RunStopped, a file that cannot be written)
+  prints one line and exits with its own status (--traceback, where a command defines it, shows
+  the traceback instead)."""
   from absl import flags, logging
 
   f = flags.FLAGS
@@ -303,13 +365,12 @@ def run_command(argv: list[str], body: Callable[[], None]) -> None:
       raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
     body()
   except (ConfigError, faults.RunStopped, OSError) as e:
-    if isinstance(e, OSError) and not faults.is_disk_error(e):
-      raise
+    if isinstance(e, OSError) and e.filename is None and not faults.is_disk_error(e):
+      raise  # not about a file (a connection, say): the traceback says more
     if "traceback" in f and f.traceback:
       raise
-    if isinstance(e, OSError):
-      e = faults.DiskError(f"{e.filename or 'a file'}: {faults.os_error_text(e)}; free some "
-                           "space and rerun the same command to resume")
+    if isinstance(e, OSError):  # a file the run writes (or reads) is refused by the system
+      e = faults.write_error(os.fsdecode(e.filename or "a file"), e)
     print(f"{'preempted' if isinstance(e, faults.Preempted) else 'error'}: {e}", file=sys.stderr,
           flush=True)
     sys.exit(getattr(e, "exit_code", 2))

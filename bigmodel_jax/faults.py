@@ -6,6 +6,9 @@
   3    non-finite loss or gradients with nan_policy=stop; the last good checkpoint is kept
   4    the disk is full (or a file-size quota hit) while writing; older checkpoints are intact
   5    lost contact with another process of a multi-process run
+  6    a file could not be written for another reason (permission, a read-only file system, a
+       path that is not a directory, ...): the message names the file and the reason; older
+       checkpoints are intact
   75   preempted (SIGTERM, or one SIGINT): a checkpoint was saved; rerun the same command
   130  a second SIGINT: stopped at once, nothing saved after the last checkpoint
 
@@ -49,6 +52,19 @@ class PeerLost(RunStopped):
   exit_code = 5
 
 
+class FileError(RunStopped):
+  exit_code = 6
+
+
+def write_error(what: str, e: BaseException, advice: str = "") -> RunStopped:
+  """The one-line error for a failed write: DiskError (exit 4) for a full disk or a file-size
+  quota, FileError (exit 6) naming the OS's reason for anything else."""
+  if is_disk_error(e):
+    return DiskError(f"{what}: {os_error_text(e)}{advice}; free some space and rerun the same "
+                     "command to resume")
+  return FileError(f"{what}: {os_error_text(e)}{advice}")
+
+
 def _errno(e: BaseException) -> int | None:
   """An OSError's errno, or the one a TensorStore message names (os_error_code='28')."""
   code = getattr(e, "errno", None)
@@ -58,12 +74,17 @@ def _errno(e: BaseException) -> int | None:
   return code
 
 
+def first_line(e: BaseException) -> str:
+  """An exception's message for a one-line error: its first line, at most 300 characters."""
+  return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+
+
 def os_error_text(e: BaseException) -> str:
   """'No space left on device (errno 28)'; else the first line of the message."""
   code = _errno(e)
   if code is not None:
     return f"{os.strerror(code)} (errno {code})"
-  return (str(e).splitlines() or [type(e).__name__])[0][:300]
+  return first_line(e)
 
 
 def is_disk_error(e: BaseException) -> bool:

@@ -93,7 +93,8 @@ def init_distributed() -> None:
 
 def main(argv: list[str]) -> None:
   def body() -> None:
-    from bigmodel_jax import train  # after flag parsing: bad flags fail fast, before jax loads
+    config_lib.check_values(_CONFIG.value)  # bad values fail fast, before JAX loads
+    from bigmodel_jax import train
 
     if _DRY_RUN.value:
       _dry_run()

@@ -29,8 +29,6 @@ def make_schedule(cfg: ml_collections.ConfigDict, peak: float, total_steps: int)
   elif cfg.name in ("cosine", "warmup_cosine"):
     main = optax.cosine_decay_schedule(peak, steps, alpha=cfg.end_factor)
   elif cfg.name == "step":
-    if any(not 0 < b < 1 for b in cfg.boundaries):
-      raise ConfigError(f"schedule.boundaries must be fractions in (0, 1), got {cfg.boundaries}")
     main = optax.piecewise_constant_schedule(
         peak, {int(b * total_steps) - warmup: cfg.decay_factor for b in cfg.boundaries})
   elif cfg.name == "rsqrt":
@@ -67,8 +65,6 @@ def make_optimizer(cfg: ml_collections.ConfigDict, schedule: optax.Schedule
     raise ConfigError(f"unknown optimizer '{cfg.name}'; known: sgd, momentum, nesterov, adam, "
                       "adamw, lamb")
   parts = []
-  if cfg.grad_clip_norm < 0:
-    raise ConfigError(f"optimizer.grad_clip_norm must be >= 0, got {cfg.grad_clip_norm}")
   if cfg.grad_clip_norm > 0:
     parts.append(optax.clip_by_global_norm(cfg.grad_clip_norm))
   if wd and cfg.name in ("sgd", "momentum", "nesterov", "adam"):

@@ -100,11 +100,16 @@ def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
     grads, loss = psum(grads), psum(loss)
     model_state = jax.lax.pmean(model_state, axis_name)  # identical already when BN syncs
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  # A non-finite loss or gradient leaves parameters, optimizer and model state as they were; the
-  # trainer stops on it (nan_policy=stop) or counts it (skip). The step (data position) moves on.
-  # One reduction for both: a NaN/Inf anywhere in the gradients makes their norm NaN/Inf (as
-  # does a norm beyond float32's range, ~1.8e19, which no usable update has).
-  grad_norm = optax.tree.norm(grads)
+  # A non-finite loss, gradient or update leaves parameters, optimizer and model state as they
+  # were; the trainer stops on it (nan_policy=stop) or counts it (skip). The step (data position)
+  # moves on. The update is checked too: finite gradients can still make a NaN or infinite update
+  # (an infinite learning rate, Adam without epsilon dividing 0 by 0). One reduction per leaf
+  # for both: 0 * u is 0 where the update is finite and NaN where it is not, so the sum is the
+  # gradient's squared norm, or NaN. A NaN/Inf anywhere makes it NaN/Inf (as does a norm beyond
+  # float32's range, ~1.8e19, which no usable gradient has). A separate norm of the updates
+  # measured twice as costly on the MNIST-1D CNN's 1 ms step (benchmarks/RESULTS.md).
+  squares = jax.tree.map(lambda g, u: jnp.sum(jnp.square(g) + 0 * u), grads, updates)
+  grad_norm = jnp.sqrt(sum(jax.tree.leaves(squares)))
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
   new_state = state.replace(
@@ -124,12 +129,15 @@ def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
 
 
 def _hits(logits: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
-  """0/1 per label: "accuracy", and "top5_accuracy" when there are more than 5 classes."""
-  hits = {"accuracy": (jnp.argmax(logits, -1) == labels).astype(jnp.float32)}
+  """0/1 per label: "accuracy", and "top5_accuracy" when there are more than 5 classes. A label
+  whose logits are not all finite is never a hit (no logit is greater than a NaN: the label
+  would otherwise count as in the top 5)."""
+  finite = jnp.all(jnp.isfinite(logits), -1)
+  hits = {"accuracy": (jnp.argmax(logits, -1) == labels) & finite}
   if logits.shape[-1] > 5:  # the label's logit is among the 5 largest (no top_k: a sort on CPU)
     label_logit = jnp.take_along_axis(logits, labels[..., None], -1)
-    hits["top5_accuracy"] = (jnp.sum(logits > label_logit, -1) < 5).astype(jnp.float32)
-  return hits
+    hits["top5_accuracy"] = (jnp.sum(logits > label_logit, -1) < 5) & finite
+  return {k: v.astype(jnp.float32) for k, v in hits.items()}
 
 
 def _per_example(x: jax.Array, weights: jax.Array | None = None) -> jax.Array:

@@ -3,8 +3,9 @@
   python -m bigmodel_jax.summary --config=configs/NAME.py[:ARG] [--json] [--config.KEY=VALUE ...]
 
 FLOPs are XLA's cost analysis of one example's forward pass (a training step costs about three
-times that). The data set is opened (and prepared on first use) for the input shape and the
-number of outputs.
+times that). The input shape and the number of outputs come from the data set's TFDS metadata
+and the config (data/tasks.py:input_spec, as for --dry_run): nothing is downloaded, prepared or
+read, so a model can be sized before its data set is on the machine.
 """
 
 import json
@@ -12,13 +13,10 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
-import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
 from bigmodel_jax import config as config_lib
-
 
 
 def flops_per_example(model: nn.Module, variables: Any, example_1: jax.Array) -> float | None:
@@ -38,19 +36,19 @@ def summarize(config) -> dict[str, Any]:
   from bigmodel_jax import models
   from bigmodel_jax.data import tasks
 
-  sources = tasks.load(config)
-  example = jax.tree.map(jnp.asarray, sources.train.gather(np.zeros(1, np.int64))["inputs"])
-  model = models.build_for(config, sources.num_outputs)
+  example, num_outputs = tasks.input_spec(config)
+  model = models.build_for(config, num_outputs)
   with models.init_errors_as_config_errors(config.model.name, example):
-    variables = jax.eval_shape(lambda: nn.unbox(model.init(
-        {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}, example, train=False)))
+    variables = jax.eval_shape(lambda x: nn.unbox(model.init(
+        {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}, x, train=False)),
+        example)
+    flops = flops_per_example(model, variables, example)
   modules = params_per_module(variables["params"])
   return {"model": config.model.name, "data": "+".join(sorted(config.tasks)) or config.data.name,
           "input_shape": jax.tree.map(lambda x: list(x.shape[1:]), example),
           "input_dtype": jax.tree.map(lambda x: str(x.dtype), example),
-          "num_outputs": sources.num_outputs, "num_params": sum(modules.values()),
-          "params_per_module": modules,
-          "flops_per_example": flops_per_example(model, variables, example)}
+          "num_outputs": num_outputs, "num_params": sum(modules.values()),
+          "params_per_module": modules, "flops_per_example": flops}
 
 
 def main(argv: list[str]) -> None:

@@ -63,10 +63,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   # --- Sharded state: parameters and optimizer state created in place on the mesh. ---
   with models.init_errors_as_config_errors(config.model.name, example):
     state, state_shardings = state_lib.create(model, tx, example, config.seed, plan)
+    flops = summary.flops_per_example(model, jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), {"params": state.params,
+                                                           **state.model_state}), example)
   n_params = state_lib.num_params(state.params)
-  flops = summary.flops_per_example(model, jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), {"params": state.params, **state.model_state}),
-      example)
   fresh: list[str] = []  # warm start: parameters that did not fit and start from scratch
   if config.init_from and not checkpoint.saved_steps(workdir):  # a workdir's own checkpoint wins
     params, fresh = checkpoint.load_params(config.init_from, state_lib.abstract(
@@ -141,6 +141,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     return out
 
   # --- Workdir: every check passed; from here on files are written. ---
+  _make_workdir(workdir)
   _write_json(os.path.join(workdir, "config.json"), config_lib.to_dict(config))
   writer = metrics.MetricWriter(workdir)
   ckpt = checkpoint.Checkpointer(workdir, config.checkpoint_keep)
@@ -180,19 +181,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   first_steps = timed = 0  # updates in the first call; updates since t_interval
   eval_metrics: dict[str, float] = {}
 
+  def last_good() -> str:
+    ckpt.wait()
+    last = ckpt.latest_step()
+    return (f"the last good checkpoint is step {last} in {ckpt.dir}" if last is not None
+            else "no checkpoint was written")
+
   def stop_if_nonfinite() -> None:
     if not unchecked:
       return
     numbers, fetched = unchecked.fetch()
     bad = next((s for s, ok in zip(numbers, fetched["finite"]) if not ok), None)
     if bad is not None and config.nan_policy == "stop":
-      ckpt.wait()
-      last = ckpt.latest_step()
-      kept = f"the last good checkpoint is step {last} in {ckpt.dir}" if last is not None else (
-          "no checkpoint was written")
-      raise faults.NonFinite(f"non-finite loss or gradients at step {bad}; stopped before "
-                             f"applying it; {kept}; lower the learning rate, or set "
+      raise faults.NonFinite(f"non-finite loss, gradients or update at step {bad}; stopped "
+                             f"before applying it; {last_good()}; lower the learning rate, or set "
                              "--config.nan_policy=skip to skip such updates and count them")
+
+  def stop_if_eval_nonfinite(step: int, evaluated: dict[str, float]) -> None:
+    # With any nan_policy: finite updates can still grow parameters whose outputs overflow; the
+    # run is then broken, and must not end as a success (nor save this step's checkpoint).
+    bad = [k for k, v in evaluated.items() if not math.isfinite(v)]
+    if bad:
+      raise faults.NonFinite(f"evaluation at step {step} is not finite ({', '.join(bad)}): the "
+                             f"model's outputs overflow; {last_good()}; lower the learning rate")
 
   with faults.StopSignals(multi_process=jax.process_count() > 1) as signals:
     done = start_step
@@ -234,12 +245,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
           row["train/steps_per_sec"] = timed / (now - t_interval)
         t_interval, timed = now, 0
       t_pause = time.time()  # evaluation and checkpointing do not count in train/steps_per_sec
-      if step % config.eval_every == 0 or last:
+      evaluates = step % config.eval_every == 0 or last
+      if evaluates:
         eval_metrics = evaluate(state)
         row.update(eval_metrics)
       if row:
         writer.write(step, row)
         progress.log(step, row)
+      if evaluates:
+        stop_if_eval_nonfinite(step, eval_metrics)
       if saves:
         stop_if_nonfinite()
         ckpt.save(step, canonical(state), position)
@@ -259,6 +273,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   state = canonical(state)
   if not eval_metrics:  # resumed a finished run: evaluate the final state again
     eval_metrics = evaluate(state)
+    stop_if_eval_nonfinite(total_steps, eval_metrics)
   trained = total_steps - start_step
   results = {
       "step": total_steps,
@@ -344,6 +359,11 @@ def _train_row(fetched: dict[str, np.ndarray], nan_policy: str) -> dict[str, flo
 
 def _check_workdir(workdir: str, config: ml_collections.ConfigDict, allow_change: bool) -> None:
   """Read-only checks: the workdir is usable and, if it holds a run, this config matches it."""
+  try:
+    os.path.abspath(workdir).encode("utf-8")
+  except UnicodeEncodeError as e:  # bytes that are not UTF-8 (Python keeps them as surrogates)
+    raise ConfigError(f"workdir {os.path.abspath(workdir)!a} is not valid UTF-8 (checkpoints "
+                      "need UTF-8 paths); use another name") from e
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise ConfigError(f"workdir {workdir} exists and is not a directory")
   existing = workdir
@@ -363,6 +383,23 @@ def _check_workdir(workdir: str, config: ml_collections.ConfigDict, allow_change
   if changed:
     raise ConfigError(f"workdir {workdir} holds a run with a different config ({', '.join(changed)}"
                       f"); use another workdir, or --allow_config_change to resume it anyway")
+
+
+def _make_workdir(workdir: str) -> None:
+  """The run's first write. A workdir that cannot be created is bad input (exit 2); missing
+  parent directories are created and named on the console."""
+  absolute = os.path.abspath(workdir)
+  missing = []  # the parent directories that do not exist yet, outermost first
+  parent = os.path.dirname(absolute)
+  while not os.path.exists(parent):
+    missing.insert(0, parent)
+    parent = os.path.dirname(parent)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise ConfigError(f"workdir {workdir} cannot be created: {faults.os_error_text(e)}") from e
+  if missing:
+    metrics.console(f"Created the workdir's missing parent directories: {', '.join(missing)}")
 
 
 def _write_json(path: str, obj: Any) -> None:

@@ -3,6 +3,7 @@ preemption by SIGTERM and SIGINT, damaged checkpoints, non-finite losses, a full
 determinism. Every interrupted run, rerun with the same command, ends bit-identical to a run
 that was never interrupted."""
 
+import errno
 import glob
 import hashlib
 import json
@@ -16,6 +17,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -77,9 +79,11 @@ def reference(tmp_path_factory):
 
 def test_ten_sigkills_some_during_checkpoint_writes_then_rerun_is_bit_identical(reference, tmp_path):
   workdir = str(tmp_path / "killed")
-  rng = random.Random()
+  # Seeded: the delays repeat from run to run. When a kill lands still depends on the machine's
+  # timing, so the loop goes on (up to 20 kills) until at least 2 of them cut a write short.
+  rng = random.Random(20261130)
   kills = []  # (how, seconds after the trigger, whether a checkpoint write was cut short)
-  while len(kills) < 10:
+  while len(kills) < 10 or sum(k[2] for k in kills) < 2 and len(kills) < 20:
     done = _steps_on_disk(workdir)
     newest = max(done, default=0)
     proc = _start(workdir, stdout=subprocess.DEVNULL)  # progress lines could fill a pipe
@@ -226,32 +230,51 @@ def test_damaged_newest_checkpoints_are_moved_aside_and_the_run_resumes_from_a_g
 
 NAN_ARGS = ["--config=configs/mnist1d.py:cnn", "--config.total_steps=40", "--config.batch_size=64",
             "--config.log_every=10", "--config.checkpoint_every=10", "--config.schedule.name=step",
-            "--config.schedule.boundaries=(0.5,)", "--config.schedule.decay_factor=1e30"]
+            "--config.schedule.boundaries=(0.5,)", "--config.schedule.decay_factor=1e15"]
 
 
 def test_nonfinite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
-  # The learning rate jumps by 1e30 after step 20: step 21 blows the parameters up, step 22's
-  # loss is not finite.
+  # The learning rate jumps by 1e15 after step 20: step 21's update is finite (the parameters
+  # grow to ~1e13), step 22's loss is not (the logits overflow).
   proc = run_main(*NAN_ARGS, f"--workdir={tmp_path}")
   assert proc.returncode == 3, proc.stderr
   assert proc.stderr.strip().splitlines()[-1] == (
-      "error: non-finite loss or gradients at step 22; stopped before applying it; the last good "
-      f"checkpoint is step 20 in {tmp_path}/checkpoints; lower the learning rate, or set "
-      "--config.nan_policy=skip to skip such updates and count them")
+      "error: non-finite loss, gradients or update at step 22; stopped before applying it; the "
+      f"last good checkpoint is step 20 in {tmp_path}/checkpoints; lower the learning rate, or "
+      "set --config.nan_policy=skip to skip such updates and count them")
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["10", "20"]
   assert not (tmp_path / "results.json").exists()
 
 
-def test_nan_policy_skip_leaves_the_state_and_counts(tmp_path):
+def test_a_nan_update_from_finite_gradients_is_not_applied(tmp_path):
+  # Adam without epsilon divides 0 by 0 where a gradient is exactly 0 (the digits' border pixels
+  # are 0 in every image, so their first-layer weights get none): the loss and the gradients of
+  # step 1 are finite, its update is not. It stops at step 1, nothing applied.
+  c = small_config("mlp", "digits", total_epochs=None, total_steps=20, log_every=10,
+                   checkpoint_every=10, eval_every=20,
+                   **{"optimizer.eps": 0.0, "schedule.warmup_steps": 5})
+  with pytest.raises(faults.NonFinite, match="^non-finite loss, gradients or update at step 1; "
+                     "stopped before applying it; no checkpoint was written"):
+    train.train_and_evaluate(c, str(tmp_path))
+
+
+def test_nan_policy_skip_counts_but_a_non_finite_evaluation_is_not_a_success(tmp_path):
   c = small_config("cnn", total_steps=40, batch_size=64, log_every=10, checkpoint_every=10,
                    nan_policy="skip")
-  c.schedule.name, c.schedule.boundaries, c.schedule.decay_factor = "step", (0.5,), 1e30
-  results = train.train_and_evaluate(c, str(tmp_path))
-  assert results["nonfinite_updates"] == 19  # steps 22..40; step 21's update was finite
+  c.schedule.name, c.schedule.boundaries, c.schedule.decay_factor = "step", (0.5,), 1e15
+  # Step 21's update is finite but makes parameters of ~1e13: their logits overflow. The
+  # updates after it are skipped and counted; the evaluation at the end is not finite, and the
+  # run ends with that error, not with results.
+  with pytest.raises(faults.NonFinite, match=r"evaluation at step 40 is not finite \(eval/loss\)"
+                     r": the model's outputs overflow; the last good checkpoint is step 30"):
+    train.train_and_evaluate(c, str(tmp_path))
   with open(tmp_path / "metrics.jsonl") as f:
     rows = [json.loads(line) for line in f]
-  assert [r["train/nonfinite_updates"] for r in rows] == [0, 0, 9, 19]
-  state = ocp.StandardCheckpointer().restore(str(tmp_path / "checkpoints" / "40" / "state"))
+  assert [r["train/nonfinite_updates"] for r in rows] == [0, 0, 9, 19]  # steps 22..40 skipped
+  assert rows[-1]["eval/loss"] is None and rows[-1]["eval/top5_accuracy"] == 0.0  # NaN: no hits
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["10", "20", "30"]
+  assert not (tmp_path / "results.json").exists()
+  state = ocp.StandardCheckpointer().restore(str(tmp_path / "checkpoints" / "30" / "state"))
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(state["params"]))
 
 
@@ -293,3 +316,48 @@ def test_same_config_and_seed_give_bit_identical_results(tmp_path):
   with open(tmp_path / "0" / "metrics.jsonl") as a, open(tmp_path / "1" / "metrics.jsonl") as b:
     strip = lambda line: {k: v for k, v in json.loads(line).items() if "per_sec" not in k}  # noqa: E731
     assert [strip(x) for x in a] == [strip(y) for y in b]
+
+
+def test_non_finite_logits_are_never_hits():
+  # No logit is greater than a NaN: counted naively, a NaN row puts every label in the top 5.
+  from bigmodel_jax import steps
+  logits = jnp.stack([jnp.full(10, jnp.nan), jnp.arange(10.0), jnp.arange(10.0).at[0].set(jnp.inf)])
+  hits = steps._hits(logits, jnp.array([3, 9, 9]))
+  assert hits["accuracy"].tolist() == [0.0, 1.0, 0.0]
+  assert hits["top5_accuracy"].tolist() == [0.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize("error, status, text", [
+    (OSError(errno.ENOSPC, "No space left on device"), 4, "No space left on device (errno 28)"),
+    (PermissionError(errno.EACCES, "Permission denied"), 6, "Permission denied (errno 13)"),
+    (RuntimeError("Unable to cast Python instance of type <class 'str'>"), 6,
+     "Unable to cast Python instance"),
+])
+def test_a_failed_save_says_what_failed_and_only_a_full_disk_is_called_one(tmp_path, monkeypatch,
+                                                                          error, status, text):
+  from bigmodel_jax import checkpoint
+  ckpt = checkpoint.Checkpointer(str(tmp_path), keep=3)
+  state = {"w": jnp.ones(4)}
+  ckpt.save(1, state, {"position": 1})
+  ckpt.wait()
+
+  def failing_save(*args, **kwargs):  # what Orbax raises when the system refuses the write
+    raise error
+  monkeypatch.setattr(ckpt.mngr, "save", failing_save)
+  with pytest.raises(faults.RunStopped) as raised:
+    ckpt.save(2, state, {"position": 2})
+  message = str(raised.value)
+  assert raised.value.exit_code == status
+  assert message.startswith(f"could not write the checkpoint of step 2 to {tmp_path}/checkpoints: "
+                            f"{text}") and "the checkpoint of step 1 is intact" in message
+  assert ("free some space" in message) == (status == 4)
+
+
+def test_a_file_the_run_cannot_write_is_named_with_exit_6(tmp_path):
+  # Not a full disk: the one line names the file and the system's reason, no traceback.
+  (tmp_path / "metrics.jsonl").mkdir()
+  proc = run_main(*ARGS, "--config.total_steps=20", f"--workdir={tmp_path}")
+  assert proc.returncode == 6, proc.stderr[-2000:]
+  assert proc.stderr.strip().splitlines()[-1] == (
+      f"error: {tmp_path}/metrics.jsonl: Is a directory (errno 21)")
+  assert "Traceback" not in proc.stderr

@@ -69,7 +69,6 @@ def test_flip_mirrors_the_width_axis():
 @pytest.mark.parametrize("kw, message", [
     (dict(augment="mixup"), "unknown data.augment 'mixup'"),
     (dict(augment="inception_crop"), "needs data.image_size > 0"),
-    (dict(eval_crop=1.5, image_size=8), "data.eval_crop must be in (0, 1]"),
 ])
 def test_bad_image_settings_are_config_errors(kw, message):
   with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):

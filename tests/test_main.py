@@ -54,10 +54,10 @@ BAD_INPUT = [
     ([CONFIG, W, "--config.optimizer.wd=0.1"], "nearest: optimizer.weight_decay", None),
     ([CONFIG, W, "--config.batch_size=abc"], "--config.batch_size=abc: invalid literal for int()", None),
     # config values
-    ([CONFIG, W, "--config.batch_size=0"], "batch_size must be positive, got 0", None),
+    ([CONFIG, W, "--config.batch_size=0"], "batch_size must be a positive integer, got 0", None),
     ([CONFIG, W, "--config.batch_size=64", "--config.total_steps=0"],
      "total_steps must be positive, got 0", None),
-    ([CONFIG, W, "--config.checkpoint_keep=0"], "checkpoint_keep must be positive", None),
+    ([CONFIG, W, "--config.checkpoint_keep=0"], "checkpoint_keep must be a positive integer", None),
     ([CONFIG, W, "--config.dtype=float8"], "dtype must be float32, bfloat16 or float16", None),
     ([CONFIG, W, "--config.nan_policy=ignore"], "nan_policy must be stop or skip, got 'ignore'", None),
     ([CONFIG, W, "--config.parallel.strategy=horovod"], "parallel.strategy must be jit or pmap", None),
@@ -108,6 +108,65 @@ BAD_INPUT = [
      lambda tmp: (tmp / "w").mkdir() or (tmp / "w" / "config.json").write_text("{")),
     ([CONFIG, W, "--config.batch_size=64", "--config.init_from={setup}"],
      "init_from: no checkpoints in", lambda tmp: str(tmp / "nothing_here")),
+    ([CONFIG, "--workdir={tmp}/bad_name_\udcff"], "is not valid UTF-8", None),
+    ([CONFIG, "--workdir=/proc/no_such_dir/run", "--config.batch_size=64"], "workdir /proc/no_such_dir/run cannot be created: "
+     "No such file or directory (errno 2)", None),
+    # every numeric key: negative, zero, NaN, infinite or beyond float32, where it cannot be
+    ([CONFIG, W, "--config.seed=-1"], "seed must be an integer in [0, 2**63), got -1", None),
+    ([CONFIG, W, f"--config.seed={2**64}"], "seed must be an integer in [0, 2**63)", None),
+    ([CONFIG, W, "--config.optimizer.learning_rate=nan"],
+     "optimizer.learning_rate must be a finite number >= 0, got nan", None),
+    ([CONFIG, W, "--config.optimizer.learning_rate=-1.0"],
+     "optimizer.learning_rate must be a finite number >= 0, got -1.0", None),
+    ([CONFIG, W, "--config.optimizer.learning_rate=1e39"], "optimizer.learning_rate must be a finite",
+     None),
+    ([CONFIG, W, "--config.total_epochs=inf"], "total_epochs must be a finite number > 0, got inf",
+     None),
+    ([CONFIG, W, "--config.optimizer.momentum=-0.5"], "optimizer.momentum must be a number in [0, 1)",
+     None),
+    ([CONFIG, W, "--config.optimizer.b2=1.5"], "optimizer.b2 must be a number in [0, 1), got 1.5",
+     None),
+    ([CONFIG, W, "--config.optimizer.eps=-1.0"], "optimizer.eps must be a finite number >= 0", None),
+    ([CONFIG, W, "--config.optimizer.weight_decay=nan"], "optimizer.weight_decay must be a finite",
+     None),
+    ([CONFIG, W, "--config.optimizer.grad_clip_norm=inf"], "optimizer.grad_clip_norm must be a finite",
+     None),
+    ([CONFIG, W, "--config.schedule.end_factor=-1.0"], "schedule.end_factor must be a finite number",
+     None),
+    ([CONFIG, W, "--config.schedule.boundaries=(0.75, 0.5)"],
+     "schedule.boundaries must be increasing fractions in (0, 1)", None),
+    ([CONFIG, W, "--config.schedule.decay_factor=0.0"], "schedule.decay_factor must be a finite "
+     "number > 0, got 0.0", None),
+    ([CONFIG, W, "--config.data.scale=0.0"], "data.scale must be a finite non-zero number", None),
+    ([CONFIG, W, "--config.data.mean=(nan,)"], "data.mean must be a tuple of finite numbers", None),
+    ([CONFIG, W, "--config.data.std=(0.0,)"], "data.std must be a tuple of finite numbers > 0", None),
+    ([CONFIG, W, "--config.data.image_size=-1"], "data.image_size must be an integer >= 0", None),
+    ([CONFIG, W, "--config.data.eval_crop=1.5"], "data.eval_crop must be a number in (0, 1], got 1.5",
+     None),
+    ([CONFIG, W, "--config.data.seq_len=0"], "data.seq_len must be a positive integer, got 0", None),
+    ([CONFIG, W, "--config.task_features=0"], "task_features must be a positive integer, got 0", None),
+    ([CONFIG, W, "--config.batch_size=64", "--config.model.strides=0"], "model.strides must be a positive integer, got 0", None),
+    ([CONFIG, W, "--config.batch_size=64", "--config.model.channels=(0, 25, 25)"], "model.channels must be a positive integer",
+     None),
+    (["--config=configs/mnist1d.py:transformer", W, "--config.batch_size=64",
+      "--config.model.dropout=1.5"], "model.dropout must be in [0, 1), got 1.5", None),
+    ([CONFIG, W, "--config.batch_size=64", "--config.model.padding=weird"],
+     "model 'cnn' cannot be built for inputs of shape (40,)", None),
+    ([CONFIG, W, "--config.batch_size=64", "--config.data.mean=(0.5, 0.5)"],
+     "data.mean has 2 values; inputs of data set 'mnist1d' have 40 channels", None),
+    # string keys: unknown values, unicode
+    ([CONFIG, W, "--config.data.kind=ünï"], "data.kind must be classification, lm or seq2seq, got 'ünï'",
+     None),
+    ([CONFIG, W, "--config.batch_size=64", "--config.data.kind=lm"],
+     "data.kind=lm reads text, but feature 'x' of data set 'mnist1d' is Tensor", None),
+    ([CONFIG, W, "--config.batch_size=64", "--config.data.name=ünï"],
+     "data set 'ünï' cannot be opened", None),
+    ([CONFIG, W, "--config.batch_size=64", "--config.data.name=mnist1d:9.9.9"],
+     "data set 'mnist1d:9.9.9' cannot be opened", None),
+    ([CONFIG, W, "--config.batch_size=64", "--config.optimizer.name=ädam"],
+     "unknown optimizer 'ädam'", None),
+    ([CONFIG, W, "--config.batch_size=64", "--config.sharding=ünï"], "unknown sharding preset 'ünï'",
+     None),
 ]
 
 
@@ -130,7 +189,7 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(tmp_path, args, expect
 
 
 def test_the_bad_input_table_is_large():
-  assert len(BAD_INPUT) >= 25
+  assert len(BAD_INPUT) >= 70
 
 
 def test_traceback_on_request(tmp_path):
@@ -189,3 +248,15 @@ def test_summary_command(tmp_path):
   bad = subprocess.run([sys.executable, "-m", "bigmodel_jax.summary", CONFIG, "--config.model.name=x"],
                        cwd=REPO, capture_output=True, text=True, timeout=300)
   assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: unknown model 'x'")
+  # Sizing a model before its data set is here: shapes and classes from TFDS's metadata, nothing
+  # downloaded or prepared (ImageNet needs a manual download).
+  empty = tmp_path / "no_data_sets"
+  proc = subprocess.run([sys.executable, "-m", "bigmodel_jax.summary",
+                         "--config=configs/imagenet2012.py:resnet18", "--json"], cwd=REPO,
+                        capture_output=True, text=True, timeout=300,
+                        env={**os.environ, "TFDS_DATA_DIR": str(empty)})
+  assert proc.returncode == 0, proc.stderr
+  summary = json.loads(proc.stdout)
+  assert summary["num_params"] == 11_689_512  # torchvision's resnet18
+  assert summary["input_shape"] == [224, 224, 3] and summary["num_outputs"] == 1000
+  assert not empty.exists()

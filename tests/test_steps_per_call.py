@@ -62,7 +62,7 @@ def test_a_nonfinite_step_inside_a_call_is_named(tmp_path):
   c = _config(steps=40, steps_per_call=4, log_every=4, checkpoint_every=4,
               **{"schedule.name": "step"})
   c.schedule.boundaries, c.schedule.decay_factor = (0.5,), 1e30
-  with pytest.raises(Exception, match="non-finite loss or gradients at step 22;.*last good "
+  with pytest.raises(Exception, match="non-finite loss, gradients or update at step 22;.*last good "
                      "checkpoint is step 20"):
     train.train_and_evaluate(c, str(tmp_path))
 
@@ -70,7 +70,7 @@ def test_a_nonfinite_step_inside_a_call_is_named(tmp_path):
 @pytest.mark.parametrize("overrides, message", [
     ({"steps_per_call": 3}, "steps_per_call=3 must divide log_every=8, eval_every=16, "
                             "checkpoint_every=16: logs, evaluations and checkpoints happen between calls"),
-    ({"steps_per_call": 0}, "steps_per_call must be positive, got 0"),
+    ({"steps_per_call": 0}, "steps_per_call must be a positive integer, got 0"),
     ({"steps_per_call": 5, "parallel.strategy": "pmap"}, "steps_per_call > 1 needs parallel.strategy=jit"),
 ])
 def test_cadences_k_does_not_divide_are_refused(tmp_path, overrides, message):

@@ -77,8 +77,6 @@ class Preprocess:
                         f"{', '.join(a or repr(a) for a in AUGMENTS)}")
     if cfg.augment == "inception_crop" and cfg.image_size <= 0:
       raise ConfigError("data.augment=inception_crop needs data.image_size > 0")
-    if not 0 < cfg.eval_crop <= 1:
-      raise ConfigError(f"data.eval_crop must be in (0, 1], got {cfg.eval_crop}")
     self.size, self.augment, self.eval_crop, self.scale = (
         cfg.image_size, cfg.augment, cfg.eval_crop, cfg.scale)
     self.mean = np.asarray(cfg.mean, np.float32) if len(cfg.mean) else None

@@ -36,6 +36,7 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
+from bigmodel_jax import faults
 from bigmodel_jax.config import ConfigError
 from bigmodel_jax.data import addition, digits, mnist1d, pycode  # noqa: F401  (registers the offline builders)
 from bigmodel_jax.data import images
@@ -163,6 +164,9 @@ def _builder_and_outputs(cfg: ml_collections.ConfigDict) -> tuple[Any, int]:
     builder = tfds.builder(cfg.name, data_dir=cfg.data_dir or None)
   except tfds.core.registered.DatasetNotFoundError as e:
     raise ConfigError(f"unknown data set '{cfg.name}': {str(e).splitlines()[0]}") from e
+  except Exception as e:  # noqa: BLE001 (a malformed name, an unknown version or builder config)
+    raise ConfigError(f"data set '{cfg.name}' cannot be opened: {type(e).__name__}: "
+                      f"{faults.first_line(e)}") from e
   features = builder.info.features
   keys = (cfg.input_key,) if cfg.kind == "lm" else (cfg.input_key, cfg.label_key)
   for key in keys:
@@ -170,11 +174,20 @@ def _builder_and_outputs(cfg: ml_collections.ConfigDict) -> tuple[Any, int]:
       raise ConfigError(f"data set '{cfg.name}' has no feature '{key}'; features: "
                         f"{', '.join(features)} (set data.input_key / data.label_key)")
   if cfg.kind in ("lm", "seq2seq"):
+    for key in keys:
+      if not isinstance(features[key], tfds.features.Text):
+        raise ConfigError(f"data.kind={cfg.kind} reads text, but feature '{key}' of data set "
+                          f"'{cfg.name}' is {type(features[key]).__name__}")
     return builder, 256  # bytes
   if cfg.kind == "classification":
     num_outputs = getattr(features[cfg.label_key], "num_classes", None)
     if not num_outputs:
       raise ConfigError(f"data set '{cfg.name}': feature '{cfg.label_key}' is not a class label")
+    channels = (getattr(features[cfg.input_key], "shape", None) or (None,))[-1]
+    for key in ("mean", "std"):
+      if channels is not None and len(cfg[key]) not in (0, 1, channels):
+        raise ConfigError(f"data.{key} has {len(cfg[key])} values; inputs of data set "
+                          f"'{cfg.name}' have {channels} channels (give one value or {channels})")
     return builder, num_outputs
   raise ConfigError(f"unknown data.kind '{cfg.kind}'; known: classification, lm, seq2seq")
 
@@ -212,7 +225,7 @@ def load(cfg: ml_collections.ConfigDict) -> Sources:
       return splits
     except Exception as e:  # missing or damaged files, no download possible, unknown split, ...
       raise ConfigError(f"data set '{cfg.name}' could not be loaded: "
-                        f"{type(e).__name__}: {str(e).strip().splitlines()[0]}") from e
+                        f"{type(e).__name__}: {faults.first_line(e)}") from e
 
   if jax.process_count() == 1:
     train, eval_ = sources()

@@ -8,6 +8,7 @@ Each model's __call__ takes (inputs, *, train: bool) and returns logits. With co
 
 import contextlib
 import dataclasses
+import math
 
 from typing import Any
 
@@ -15,6 +16,7 @@ import flax.linen as nn
 import jax
 import ml_collections
 
+from bigmodel_jax import faults
 from bigmodel_jax.config import ConfigError
 from bigmodel_jax.models.cnn import CNN
 from bigmodel_jax.models.densenet import DenseNet
@@ -55,7 +57,26 @@ def build(model_config: ml_collections.ConfigDict, num_outputs: int) -> nn.Modul
   if unknown:
     raise ConfigError(f"model '{name}' has no option {', '.join(unknown)}; options: "
                       f"{', '.join(sorted(fields - {output}))}")
+  for key, value in options.items():
+    _check_option(f"model.{key}", value)
   return cls(**{output: num_outputs}, **options)
+
+
+def _check_option(key: str, value: Any) -> None:
+  """Numbers in a model's options: sizes and counts are positive integers (a depth may be 0),
+  rates finite, dropout in [0, 1). The model's own checks (and init) catch the rest."""
+  if isinstance(value, (tuple, list)):
+    for v in value:
+      _check_option(key, v)
+    return
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    return
+  if isinstance(value, float) and not math.isfinite(value):
+    raise ConfigError(f"{key} must be a finite number, got {value}")
+  if key.endswith("dropout") and not 0 <= value < 1:
+    raise ConfigError(f"{key} must be in [0, 1), got {value}")
+  if isinstance(value, int) and value < (0 if key.endswith("depth") else 1):
+    raise ConfigError(f"{key} must be a positive integer, got {value}")
 
 
 def build_for(config: ml_collections.ConfigDict, num_outputs: int | tuple[int, ...]) -> nn.Module:
@@ -77,7 +98,10 @@ def init_errors_as_config_errors(name: str, example: Any):
   """A model whose options do not fit the data fails at init: report it as a ConfigError."""
   try:
     yield
-  except (ValueError, TypeError) as e:
+  except ConfigError:
+    raise
+  except Exception as e:  # noqa: BLE001 (options that do not fit fail in jax, flax or the model)
     shapes = jax.tree.map(lambda x: tuple(x.shape[1:]), example)
+    kind = "" if isinstance(e, (ValueError, TypeError)) else f"{type(e).__name__}: "
     raise ConfigError(f"model '{name}' cannot be built for inputs of shape {shapes}: "
-                      f"{str(e).splitlines()[0]}") from e
+                      f"{kind}{faults.first_line(e)}") from e

@@ -1,0 +1,47 @@
+"""config.check_values: every numeric key has a range, checked before anything runs."""
+
+import math
+
+import pytest
+
+from bigmodel_jax import config as config_lib
+from bigmodel_jax.config import ConfigError
+
+# Numeric keys checked elsewhere: total_steps with total_epochs (check_values), mesh sizes by
+# sharding.mesh_shape (they need the device count).
+CHECKED_ELSEWHERE = {"total_steps", "mesh.data", "mesh.fsdp", "mesh.tensor"}
+
+
+def _config():
+  c = config_lib.default_config()
+  c.model.name, c.data.name = "mlp", "mnist1d"
+  return c
+
+
+def _numeric_keys() -> dict[str, object]:
+  flat = config_lib.flatten(config_lib.default_config().to_dict())
+  numeric = (int, float, tuple, list)
+  return {k: v for k, v in flat.items()
+          if (isinstance(v, numeric) and not isinstance(v, bool)) or k == "total_epochs"}
+
+
+def test_every_numeric_key_has_a_rule():
+  assert set(_numeric_keys()) - CHECKED_ELSEWHERE == set(config_lib.NUMERIC_RULES)
+  config_lib.check_values(_config())  # the defaults pass
+
+
+@pytest.mark.parametrize("key", sorted(config_lib.NUMERIC_RULES))
+def test_no_numeric_key_takes_nan_infinity_or_a_negative_size(key):
+  default = _numeric_keys()[key]
+  if isinstance(default, tuple):
+    bad = [(math.nan,), (math.inf,)]
+  elif isinstance(default, int):
+    bad = [-1, 2**63] if key == "seed" else [-1]
+  else:
+    bad = [math.nan, math.inf, -math.inf, 1e39]  # 1e39: infinite in float32
+  for value in bad:
+    c = _config()
+    node, _, leaf = key.rpartition(".")
+    (c[node] if node else c)[leaf] = value
+    with pytest.raises(ConfigError, match=f"^{key} must be "):
+      config_lib.check_values(c)
