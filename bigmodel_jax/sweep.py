@@ -187,7 +187,7 @@ class PointJob:
 def submitit_executor(root: str, cluster: str, args: argparse.Namespace) -> Any:
   import submitit
   executor = submitit.AutoExecutor(folder=os.path.join(root, "submitit", "%j"), cluster=cluster)
-  params: dict[str, Any] = dict(timeout_min=args.slurm_time_min,
+  params: dict[str, Any] = dict(name="bigmodel_sweep", timeout_min=args.slurm_time_min,
                                 slurm_array_parallelism=args.parallel)
   if cluster == "slurm":
     params.update(nodes=args.slurm_nodes, tasks_per_node=args.slurm_gpus_per_node,
@@ -212,13 +212,20 @@ def slurm_script(root: str, n: int, args: argparse.Namespace) -> str:
       signal_delay_s=120, map_count=n, array_parallelism=args.parallel)
 
 
+def remote_path(path: str) -> str:
+  """A path for a remote shell, quoted, except that a leading ~ stays for that shell to expand
+  (to the remote user's home, not ours)."""
+  if path == "~" or path.startswith("~/"):
+    return "~" + (f"/{shlex.quote(path[2:])}" if path[2:] else "/" if path != "~" else "")
+  return shlex.quote(path)
+
+
 def tpu_commands(jobs: list[dict[str, Any]], args: argparse.Namespace) -> list[list[str]]:
   """One gcloud command per point: the point's command on every worker (jax.distributed from
   the TPU environment), run from --tpu_repo on the VM."""
   out = []
   for job in jobs:
-    remote = " ".join(shlex.quote(a) for a in
-                      ["cd", args.tpu_repo]) + " && " + " ".join(
+    remote = f"cd {remote_path(args.tpu_repo)} && " + " ".join(
         shlex.quote(a) for a in [".venv/bin/python", *job["command"][1:], "--distributed"])
     cmd = ["gcloud", "compute", "tpus", "tpu-vm", "ssh", args.tpu_name, f"--zone={args.tpu_zone}",
            "--worker=all", f"--command={remote}"]

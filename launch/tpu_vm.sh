@@ -15,7 +15,14 @@ if [ $# -lt 4 ]; then
 fi
 tpu=$1 zone=$2 config=$3 workdir=$4
 shift 4
-repo=${REPO:-~/bigmodel_jax}
+default_repo='~/bigmodel_jax'
+repo=${REPO:-$default_repo}
+# A leading ~ is left for the worker's shell to expand: the home there, not on this machine.
+case $repo in
+  "~") remote_repo="~" ;;
+  "~/"*) remote_repo="~/$(printf '%q' "${repo:2}")" ;;
+  *) remote_repo=$(printf '%q' "$repo") ;;
+esac
 args=$(printf ' %q' --config="$config" --workdir="$workdir" --distributed "$@")
 exec gcloud compute tpus tpu-vm ssh "$tpu" --zone="$zone" --worker=all \
-  --command="cd $repo && .venv/bin/python -m bigmodel_jax.main$args"
+  --command="cd $remote_repo && .venv/bin/python -m bigmodel_jax.main$args"

@@ -50,3 +50,41 @@ def train_losses(workdir) -> list[float]:
   import json
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     return [row["train/loss"] for row in map(json.loads, f) if "train/loss" in row]
+
+
+@pytest.fixture
+def fake_cluster(tmp_path):
+  """gcloud, sbatch, srun, scontrol and scancel stand-ins first on PATH (tests/fakes/); returns
+  the environment for the launcher and the folder where they record their calls and jobs."""
+  sys.path.insert(0, os.path.join(REPO, "tests", "fakes"))
+  try:
+    import fake_cluster
+  finally:
+    sys.path.pop(0)
+  state = tmp_path / "cluster"
+  fake_cluster.install(str(tmp_path / "bin"))
+  home = tmp_path / "tpu_home"  # the TPU workers' home: the checkout is ~/bigmodel_jax there
+  home.mkdir()
+  (home / "bigmodel_jax").symlink_to(REPO)
+  env = {**os.environ, "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}",
+         "FAKE_CLUSTER_DIR": str(state), "FAKE_TPU_HOME": str(home), "FAKE_SLURM_QUEUE_S": "0.2"}
+  return env, state
+
+
+def cluster_calls(state) -> list[dict]:
+  """The fake cluster commands called so far, in order."""
+  import json
+  path = state / "calls.jsonl"
+  return [json.loads(line) for line in open(path)] if path.exists() else []
+
+
+def wait_for_job(state, job: str, timeout: float = 240) -> dict:
+  """The fake SLURM job's record once it has ended: {"statuses": [...]}."""
+  import json
+  import time
+  path = state / "jobs" / f"{job}.done"
+  end = time.time() + timeout
+  while not path.exists():
+    assert time.time() < end, f"fake job {job} did not end in {timeout} s"
+    time.sleep(0.2)
+  return json.loads(path.read_text())
