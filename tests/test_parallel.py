@@ -4,12 +4,14 @@ splits the state; gradient accumulation, mixed precision, remat and scanned laye
 import functools
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from bigmodel_jax import models, optim, sharding, steps, train
 from bigmodel_jax import state as state_lib
+from bigmodel_jax.models.transformer import REMAT_POLICIES
 from conftest import small_config, train_losses
 
 # float32, 4 steps of AdamW: the strategies differ only in the order of float reductions. Adam
@@ -31,12 +33,19 @@ def _lm(steps=4, **overrides):
   return c
 
 
-def test_every_strategy_gives_the_same_losses(tmp_path):
+@pytest.fixture(scope="module")
+def dp_run(tmp_path_factory):
+  """The reference: _lm() with the default dp preset, float32. (results, train losses)"""
+  workdir = tmp_path_factory.mktemp("dp")
+  return train.train_and_evaluate(_lm(), str(workdir)), train_losses(workdir)
+
+
+def test_every_strategy_gives_the_same_losses(tmp_path, dp_run):
   runs = {
-      "dp": {}, "fsdp": {"sharding": "fsdp"}, "tp": {"sharding": "tp"},
+      "fsdp": {"sharding": "fsdp"}, "tp": {"sharding": "tp"},
       "fsdp_tp": {"sharding": "fsdp_tp"}, "pmap": {"parallel.strategy": "pmap"},
   }
-  losses = {}
+  losses = {"dp": dp_run[1]}
   for name, overrides in runs.items():
     results = train.train_and_evaluate(_lm(**overrides), str(tmp_path / name))
     losses[name] = train_losses(tmp_path / name)
@@ -109,7 +118,7 @@ def test_gradient_accumulation_equals_the_large_batch(tmp_path):
   assert abs(four["eval/loss"] - one["eval/loss"]) < 1e-4
 
 
-def test_bfloat16_computes_in_bfloat16_and_keeps_float32_state(tmp_path):
+def test_bfloat16_computes_in_bfloat16_and_keeps_float32_state(tmp_path, dp_run):
   _, state, model, tx = _state("dp")
   tokens = jax.random.randint(jax.random.PRNGKey(0), (8, 32), 0, 256)
   batch = {"inputs": tokens, "label": jnp.roll(tokens, -1, axis=1)}
@@ -123,9 +132,8 @@ def test_bfloat16_computes_in_bfloat16_and_keeps_float32_state(tmp_path):
       np.dtype("float32"), np.dtype("int32")}
   assert m16["loss"].dtype == np.float32
   assert m16["loss"] != m32["loss"] and abs(m16["loss"] - m32["loss"]) / m32["loss"] < 2e-2
-  f32 = train.train_and_evaluate(_lm(steps=2), str(tmp_path / "f32"))
-  bf16 = train.train_and_evaluate(_lm(steps=2, dtype="bfloat16"), str(tmp_path / "bf16"))
-  assert abs(bf16["eval/loss"] - f32["eval/loss"]) < 0.05
+  bf16 = train.train_and_evaluate(_lm(dtype="bfloat16"), str(tmp_path / "bf16"))
+  assert abs(bf16["eval/loss"] - dp_run[0]["eval/loss"]) < 0.05  # the same run in float32
 
 
 def _loss_and_grads(model_config, params=None):
@@ -143,11 +151,32 @@ def _loss_and_grads(model_config, params=None):
   return params, jax.jit(jax.value_and_grad(loss))(params)
 
 
+def _rematerialized(model_config, params) -> list:
+  """The policy of every rematerialized region in the gradient's program (None: no remat)."""
+  model = models.build(model_config, 256)
+  tokens = jnp.zeros((4, 32), jnp.int32)
+  grad = jax.grad(lambda p: jnp.sum(model.apply({"params": p}, tokens)))
+  found = []
+
+  def walk(jaxpr):
+    for eqn in jaxpr.eqns:
+      if "policy" in eqn.params and "prevent_cse" in eqn.params:
+        found.append(eqn.params["policy"])
+      for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+        walk(sub)
+  walk(jax.make_jaxpr(grad)(params).jaxpr)
+  return found
+
+
 @pytest.mark.parametrize("policy", ["full", "dots"])
 def test_remat_gives_the_same_loss_and_gradients(policy):
   cfg = _lm().model
   params, (loss, grads) = _loss_and_grads(cfg)
+  assert _rematerialized(cfg, params) == []
   cfg.remat = policy
+  # Each block is a rematerialized region with the policy's rule of what to keep.
+  regions = _rematerialized(cfg, params)
+  assert regions == [REMAT_POLICIES[policy]] * cfg.depth, regions
   _, (loss_r, grads_r) = _loss_and_grads(cfg, params)
   assert float(loss_r) == pytest.approx(float(loss), rel=1e-6)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), grads, grads_r)

@@ -9,6 +9,7 @@ from conftest import small_config, train_losses
 
 from bigmodel_jax import train
 from bigmodel_jax.models import RNNClassifier
+from bigmodel_jax.models.recurrent import RecurrentLayers, _cell
 
 
 def _count(model, shape):
@@ -43,6 +44,21 @@ def test_directions_read_the_sequence_the_right_way():
   # A change at step 0 reaches every output (forward) and the backward final state.
   assert not np.allclose(forward_only.apply(v, x), forward_only.apply(v, changed_first))
   assert not np.allclose(both.apply(vb, x), both.apply(vb, changed_first))
+
+
+def test_the_backward_direction_reads_the_sequence_reversed():
+  """Its states are those of a forward cell (same parameters) over the reversed sequence, kept
+  in the input's order; its summary is its state after reading step 0, the last it reads."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 6, 3))
+  layers = RecurrentLayers("gru", 8, bidirectional=True)
+  v = nn.unbox(layers.init(jax.random.PRNGKey(1), x, train=False))
+  states, summary = layers.apply(v, x, train=False)
+  cell = {"params": {"cell": v["params"]["backward0"]}}
+  reversed_states = nn.RNN(_cell("gru", 8, "cell")).apply(cell, x[:, ::-1])
+  np.testing.assert_allclose(states[..., 8:], reversed_states[:, ::-1], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(summary[:, 8:], reversed_states[:, -1], rtol=1e-5, atol=1e-6)
+  forward = nn.RNN(_cell("gru", 8, "cell")).apply({"params": {"cell": v["params"]["forward0"]}}, x)
+  np.testing.assert_allclose(summary[:, :8], forward[:, -1], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("model", [
