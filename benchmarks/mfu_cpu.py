@@ -84,8 +84,8 @@ def main() -> None:
     print(f"{size}: {n:,} params, {sec:.3f} s/step, MFU {100 * r['mfu']:.1f}%", flush=True)
   print(f"\n{jax.devices()[0].device_kind}, {os.cpu_count()} cores, jax {jax.__version__}; "
         f"peak {peak:.1f} GFLOP/s (float32 {n_best}^3); batch {args.batch} x {args.seq} tokens")
-  print("| width x blocks | parameters | s/step | tokens/s | model GFLOP/s | XLA GFLOP/s | MFU | "
-        "compile s |")
+  print("| width x blocks | parameters | s/step | tokens/s | model GFLOP/s | XLA GFLOP/s | "
+        "MFU (of the measured matmul peak) | compile s |")
   print("| --- | --- | --- | --- | --- | --- | --- | --- |")
   for r in rows:
     print(f"| {r['size']} | {r['params']:,} | {r['step_s']:.3f} | {r['tokens_per_s']:,.0f} | "

@@ -9,10 +9,14 @@ variant in turn, and each variant's rate in a cycle is divided by the minimal st
 cycle (seconds apart, so both see the same machine); the table gives the median of those ratios
 over --cycles cycles. A second copy of the minimal step shows the method's own spread.
   minimal      one jitted, donated update per call (loss, gradients, optax), batches on device
+  minimal K    the same minimal update, K of them per call (unrolled, as the trainer does on a
+               CPU), K batches on device: the fair baseline for the trainer at K, since making
+               fewer calls is a trick any loop can use
   host K       steps.jit_train_step with K updates per call, fed from Grain on the host as the
                trainer does (K batches read and stacked per call)
   device K     the same with data.on_device (each update samples its batch on the device)
   loop K       device K with the K updates in a rolled lax.scan loop instead of unrolled
+The last column divides each trainer variant by the minimal loop at the same K (same cycle).
 """
 
 import argparse
@@ -60,12 +64,11 @@ def main() -> None:
   warm = pipeline.train_iterator(sources.train, batch_size, config.seed)
   device_batches = [jax.device_put(next(warm), plan.batch_sharding) for _ in range(32)]
 
-  def minimal():
+  def minimal(k=1):
     state, _ = state_lib.create(model, tx, example, config.seed, plan)
     box = {"params": state.params, "opt": state.opt_state, "model": state.model_state}
 
-    @functools.partial(jax.jit, donate_argnums=(0, 1, 2))
-    def update(params, opt_state, model_state, batch):
+    def one(params, opt_state, model_state, batch):
       def loss_fn(p):
         variables = {"params": p, **model_state}
         if model_state:
@@ -79,11 +82,24 @@ def main() -> None:
       updates, opt_state = tx.update(grads, opt_state, params)
       return optax.apply_updates(params, updates), opt_state, new, loss
 
+    @functools.partial(jax.jit, donate_argnums=(0, 1, 2))
+    def update(params, opt_state, model_state, batches):  # K stacked batches, K updates
+      if k == 1:
+        return one(params, opt_state, model_state, batches)
+      for j in range(k):  # unrolled, like steps.jit_train_step on a CPU
+        params, opt_state, model_state, loss = one(params, opt_state, model_state,
+                                                   jax.tree.map(lambda x: x[j], batches))  # noqa: B023
+      return params, opt_state, model_state, loss
+
+    feed = device_batches if k == 1 else [
+        jax.device_put(jax.tree.map(lambda *b: np.stack(b), *(next(warm) for _ in range(k))),
+                       stacked) for _ in range(max(32 // k, 2))]
+
     def run(i):
       box["params"], box["opt"], box["model"], loss = update(
-          box["params"], box["opt"], box["model"], device_batches[i % len(device_batches)])
+          box["params"], box["opt"], box["model"], feed[i % len(feed)])
       return loss
-    return run, 1
+    return run, k
 
   def trainer(k, on_dev, unroll=None):
     state, shardings = state_lib.create(model, tx, example, config.seed, plan)
@@ -111,6 +127,8 @@ def main() -> None:
 
   variants = {"minimal": minimal()}
   for k in ks:
+    if k > 1:
+      variants[f"minimal {k}"] = minimal(k)
     variants[f"host {k}"] = trainer(k, False)
     variants[f"device {k}"] = trainer(k, True)
   for k in loop_ks:
@@ -135,11 +153,16 @@ def main() -> None:
   base = rates["minimal"]
   print(f"\n{args.config}, batch {batch_size}; {jax.device_count()} x {jax.devices()[0].device_kind}, "
         f"{os.cpu_count()} cores; {args.cycles} cycles of {args.block} steps per variant")
-  print("| variant | steps/s (median) | ratio to minimal (median per cycle) |")
-  print("| --- | --- | --- |")
+  print("| variant | steps/s (median) | ratio to minimal (median per cycle) | ratio to minimal at "
+        "the same K |")
+  print("| --- | --- | --- | --- |")
   for name, r in rates.items():
     ratio = statistics.median(a / b for a, b in zip(r, base))
-    print(f"| {name} | {statistics.median(r):,.0f} | {ratio:.3f} |")
+    k = name.split()[-1]
+    same_k = rates.get("minimal" if k == "1" else f"minimal {k}")
+    fair = (f"{statistics.median(a / b for a, b in zip(r, same_k)):.3f}"
+            if same_k is not None and not name.startswith("minimal") and k.isdigit() else "")
+    print(f"| {name} | {statistics.median(r):,.0f} | {ratio:.3f} | {fair} |")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import tensorflow_datasets as tfds
 
-from bigmodel_jax.data.offline import OfflineBuilder
+from bigmodel_jax.data.offline import OfflineBuilder, generated_with
 
 SPLITS = (("train", 20_000), ("validation", 1_000), ("test", 2_000))
 
@@ -33,12 +33,14 @@ class Addition(OfflineBuilder):
     return self.dataset_info_from_configs(
         features=tfds.features.FeaturesDict({"question": tfds.features.Text(),
                                              "answer": tfds.features.Text()}),
-        supervised_keys=("question", "answer"), disable_shuffling=True)
+        supervised_keys=("question", "answer"), disable_shuffling=True,
+        metadata=tfds.core.MetadataDict())
 
   def _split_generators(self, dl_manager):
     del dl_manager  # generated
     print(f"Preparing data set addition (first use) in {self.data_dir} ...", file=sys.stderr,
           flush=True)
+    self.info.metadata["generated_with"] = generated_with("numpy")
     return {name: self._generate_examples(pairs) for name, pairs in generate().items()}
 
   def _generate_examples(self, pairs: list[tuple[int, int]]):

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import tensorflow_datasets as tfds
 
-from bigmodel_jax.data.offline import OfflineBuilder
+from bigmodel_jax.data.offline import OfflineBuilder, generated_with
 
 NUM_TRAIN = 1437
 
@@ -40,6 +40,7 @@ class Digits(OfflineBuilder):
         }),
         supervised_keys=("image", "label"),
         disable_shuffling=True,
+        metadata=tfds.core.MetadataDict(),
         homepage="https://archive.ics.uci.edu/dataset/80",
     )
 
@@ -47,6 +48,7 @@ class Digits(OfflineBuilder):
     del dl_manager  # the data ships with scikit-learn
     print(f"Preparing data set digits (first use) in {self.data_dir} ...", file=sys.stderr, flush=True)
     d = generate()
+    self.info.metadata["generated_with"] = generated_with("scikit-learn", "numpy")
     return {"train": self._generate_examples(d["x"], d["y"]),
             "test": self._generate_examples(d["x_test"], d["y_test"])}
 

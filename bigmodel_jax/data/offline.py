@@ -1,5 +1,8 @@
 """The base of this package's TFDS builders: data made on this machine, no download."""
 
+import importlib.metadata
+import platform
+
 import tensorflow_datasets as tfds
 
 
@@ -9,3 +12,12 @@ class OfflineBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def __init__(self, *, file_format=None, **kwargs):
     super().__init__(file_format=file_format or "array_record", **kwargs)
+
+
+def generated_with(*packages: str) -> dict[str, str]:
+  """What made a data set here, for its metadata ("generated_with"): the versions of the packages
+  that computed it, Python's, and the machine. Data computed in floating point is bit-identical
+  only for the same versions on the same kind of CPU (numpy picks SIMD kernels per CPU)."""
+  out = {name: importlib.metadata.version(name) for name in packages}
+  return {**out, "python": platform.python_version(), "machine": platform.machine(),
+          "processor": platform.processor() or "unknown"}

@@ -16,7 +16,7 @@ import sysconfig
 import numpy as np
 import tensorflow_datasets as tfds
 
-from bigmodel_jax.data.offline import OfflineBuilder
+from bigmodel_jax.data.offline import OfflineBuilder, generated_with
 
 _SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "__pycache__"}
 SPLITS = (("train", 90), ("validation", 95), ("test", 100))  # cumulative percent
@@ -68,6 +68,7 @@ class Pycode(OfflineBuilder):
     files = {name: [] for name, _ in SPLITS}
     for path in source_files(root):
       files[split_of(path)].append(path)
+    self.info.metadata["generated_with"] = generated_with()
     for name, paths in files.items():
       data = b"".join(_read(root, p) for p in paths)
       self.info.metadata[name] = {
