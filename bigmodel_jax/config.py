@@ -371,6 +371,7 @@ def run_command(argv: list[str], body: Callable[[], None]) -> None:
       raise
     if isinstance(e, OSError):  # a file the run writes (or reads) is refused by the system
       e = faults.write_error(os.fsdecode(e.filename or "a file"), e)
+    faults.silence_background_errors()  # Orbax's or Grain's threads, cut short by the exit
     print(f"{'preempted' if isinstance(e, faults.Preempted) else 'error'}: {e}", file=sys.stderr,
           flush=True)
     sys.exit(getattr(e, "exit_code", 2))
