@@ -20,6 +20,7 @@ import numpy as np
 from bigmodel_jax import checkpoint, faults, metrics, models, optim, pmap, sharding, steps, summary
 from bigmodel_jax import config as config_lib
 from bigmodel_jax import state as state_lib
+from bigmodel_jax import workdir as workdir_lib
 from bigmodel_jax.config import ConfigError
 from bigmodel_jax.data import on_device, pipeline, tasks
 
@@ -28,7 +29,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        allow_config_change: bool = False) -> dict[str, Any]:
   t_start = time.time()
   config_lib.check_values(config)
-  _check_workdir(workdir, config, allow_config_change)
+  workdir_lib.check(workdir, config, allow_config_change)
 
   # --- Mesh: the preset's sizes unless config.mesh sets them; the batch over data (and fsdp). ---
   plan = sharding.Plan(config.sharding, config.sharding_rules, config.mesh.to_dict())
@@ -141,8 +142,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     return out
 
   # --- Workdir: every check passed; from here on files are written. ---
-  _make_workdir(workdir)
-  _write_json(os.path.join(workdir, "config.json"), config_lib.to_dict(config))
+  workdir_lib.create(workdir)
+  workdir_lib.write_json(os.path.join(workdir, "config.json"), config_lib.to_dict(config))
   writer = metrics.MetricWriter(workdir)
   ckpt = checkpoint.Checkpointer(workdir, config.checkpoint_keep)
   data_name = " + ".join(f"{n} ({cfg.name})" for n, (_, cfg) in tasks.task_configs(config).items()
@@ -290,7 +291,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       "params_sha256": state_lib.params_digest(state.params),
   }
   results = {k: metrics.json_value(v) for k, v in results.items()}
-  _write_json(os.path.join(workdir, "results.json"), results)
+  workdir_lib.write_json(os.path.join(workdir, "results.json"), results)
   writer.close()
   ckpt.close()
   metrics.console(f"Done: {json.dumps({k: v for k, v in results.items() if k != 'params_sha256'})}")
@@ -355,58 +356,3 @@ def _train_row(fetched: dict[str, np.ndarray], nan_policy: str) -> dict[str, flo
   if nan_policy == "skip":
     row["train/nonfinite_updates"] = int(fetched["nonfinite_updates"][-1])
   return row
-
-
-def _check_workdir(workdir: str, config: ml_collections.ConfigDict, allow_change: bool) -> None:
-  """Read-only checks: the workdir is usable and, if it holds a run, this config matches it."""
-  try:
-    os.path.abspath(workdir).encode("utf-8")
-  except UnicodeEncodeError as e:  # bytes that are not UTF-8 (Python keeps them as surrogates)
-    raise ConfigError(f"workdir {os.path.abspath(workdir)!a} is not valid UTF-8 (checkpoints "
-                      "need UTF-8 paths); use another name") from e
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise ConfigError(f"workdir {workdir} exists and is not a directory")
-  existing = workdir
-  while not os.path.exists(existing):
-    existing = os.path.dirname(os.path.abspath(existing))
-  if not os.access(existing, os.W_OK | os.X_OK):
-    raise ConfigError(f"workdir {workdir} is not writable ({existing})")
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path) or allow_change:
-    return
-  try:
-    with open(path) as f:
-      old = json.load(f)
-  except (OSError, ValueError) as e:
-    raise ConfigError(f"{path} is unreadable ({e}); use another workdir") from e
-  changed = config_lib.changed_keys(old, config_lib.to_dict(config))
-  if changed:
-    raise ConfigError(f"workdir {workdir} holds a run with a different config ({', '.join(changed)}"
-                      f"); use another workdir, or --allow_config_change to resume it anyway")
-
-
-def _make_workdir(workdir: str) -> None:
-  """The run's first write. A workdir that cannot be created is bad input (exit 2); missing
-  parent directories are created and named on the console."""
-  absolute = os.path.abspath(workdir)
-  missing = []  # the parent directories that do not exist yet, outermost first
-  parent = os.path.dirname(absolute)
-  while not os.path.exists(parent):
-    missing.insert(0, parent)
-    parent = os.path.dirname(parent)
-  try:
-    os.makedirs(workdir, exist_ok=True)
-  except OSError as e:
-    raise ConfigError(f"workdir {workdir} cannot be created: {faults.os_error_text(e)}") from e
-  if missing:
-    metrics.console(f"Created the workdir's missing parent directories: {', '.join(missing)}")
-
-
-def _write_json(path: str, obj: Any) -> None:
-  """Atomically (write, then rename), from process 0 only."""
-  if jax.process_index() != 0:
-    return
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  with open(path + ".tmp", "w") as f:
-    json.dump(obj, f, indent=2)
-  os.replace(path + ".tmp", path)

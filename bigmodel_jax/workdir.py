@@ -1,0 +1,70 @@
+"""A run's workdir: the checks before anything is written, its creation, and atomic JSON files.
+
+What a workdir holds and how runs resume in it: WORKSPACE.md.
+"""
+
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+
+from bigmodel_jax import config as config_lib
+from bigmodel_jax import faults, metrics
+from bigmodel_jax.config import ConfigError
+
+
+def check(workdir: str, config: ml_collections.ConfigDict, allow_change: bool) -> None:
+  """Read-only checks: the workdir is usable and, if it holds a run, this config matches it."""
+  try:
+    os.path.abspath(workdir).encode("utf-8")
+  except UnicodeEncodeError as e:  # bytes that are not UTF-8 (Python keeps them as surrogates)
+    raise ConfigError(f"workdir {os.path.abspath(workdir)!a} is not valid UTF-8 (checkpoints "
+                      "need UTF-8 paths); use another name") from e
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ConfigError(f"workdir {workdir} exists and is not a directory")
+  existing = workdir
+  while not os.path.exists(existing):
+    existing = os.path.dirname(os.path.abspath(existing))
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise ConfigError(f"workdir {workdir} is not writable ({existing})")
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path) or allow_change:
+    return
+  try:
+    with open(path) as f:
+      old = json.load(f)
+  except (OSError, ValueError) as e:
+    raise ConfigError(f"{path} is unreadable ({e}); use another workdir") from e
+  changed = config_lib.changed_keys(old, config_lib.to_dict(config))
+  if changed:
+    raise ConfigError(f"workdir {workdir} holds a run with a different config ({', '.join(changed)}"
+                      f"); use another workdir, or --allow_config_change to resume it anyway")
+
+
+def create(workdir: str) -> None:
+  """The run's first write. A workdir that cannot be created is bad input (exit 2); missing
+  parent directories are created and named on the console."""
+  absolute = os.path.abspath(workdir)
+  missing = []  # the parent directories that do not exist yet, outermost first
+  parent = os.path.dirname(absolute)
+  while not os.path.exists(parent):
+    missing.insert(0, parent)
+    parent = os.path.dirname(parent)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise ConfigError(f"workdir {workdir} cannot be created: {faults.os_error_text(e)}") from e
+  if missing:
+    metrics.console(f"Created the workdir's missing parent directories: {', '.join(missing)}")
+
+
+def write_json(path: str, obj: Any) -> None:
+  """Atomically (write, then rename), from process 0 only."""
+  if jax.process_index() != 0:
+    return
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  with open(path + ".tmp", "w") as f:
+    json.dump(obj, f, indent=2)
+  os.replace(path + ".tmp", path)
