@@ -100,16 +100,11 @@ def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
     grads, loss = psum(grads), psum(loss)
     model_state = jax.lax.pmean(model_state, axis_name)  # identical already when BN syncs
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  # A non-finite loss, gradient or update leaves parameters, optimizer and model state as they
-  # were; the trainer stops on it (nan_policy=stop) or counts it (skip). The step (data position)
-  # moves on. The update is checked too: finite gradients can still make a NaN or infinite update
-  # (an infinite learning rate, Adam without epsilon dividing 0 by 0). One reduction per leaf
-  # for both: 0 * u is 0 where the update is finite and NaN where it is not, so the sum is the
-  # gradient's squared norm, or NaN. A NaN/Inf anywhere makes it NaN/Inf (as does a norm beyond
-  # float32's range, ~1.8e19, which no usable gradient has). A separate norm of the updates
-  # measured twice as costly on the MNIST-1D CNN's 1 ms step (benchmarks/RESULTS.md).
-  squares = jax.tree.map(lambda g, u: jnp.sum(jnp.square(g) + 0 * u), grads, updates)
-  grad_norm = jnp.sqrt(sum(jax.tree.leaves(squares)))
+  # A non-finite loss, gradient or update (Adam without epsilon, an infinite learning rate) leaves
+  # the state as it was, the step moving on; the trainer stops or counts it (nan_policy). One sum
+  # per leaf checks both: 0 * u is NaN where u is not finite (cheaper than a norm of the updates).
+  grad_norm = jnp.sqrt(sum(jax.tree.leaves(jax.tree.map(
+      lambda g, u: jnp.sum(jnp.square(g) + 0 * u), grads, updates))))
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
   new_state = state.replace(
