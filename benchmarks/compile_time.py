@@ -28,7 +28,7 @@ CHILD = r"""
 import json, sys, tempfile, time
 sys.path.insert(0, {repo!r})
 import jax
-from bigmodel_jax import config as config_lib, models, optim, sharding, state as state_lib, steps, train
+from bigmodel_jax import build as build_lib, config as config_lib, steps, train
 from bigmodel_jax.data import tasks
 c = config_lib.load_config_file({name!r})
 c.total_steps, c.total_epochs, c.log_every = 2, None, 1
@@ -39,13 +39,10 @@ with tempfile.TemporaryDirectory() as w:
 # XLA's part: lower + compile the same step again in this process (caches bypassed by a new jit)
 sources = tasks.load(c)
 import numpy as np, jax.numpy as jnp
-plan = sharding.Plan(c.sharding, c.sharding_rules, c.mesh.to_dict())
-example = jax.tree.map(jnp.asarray, sources.train.gather(np.zeros(1, np.int64))["inputs"])
-model = models.build_for(c, sources.num_outputs)
-schedule = optim.make_schedule(c.schedule, c.optimizer.learning_rate, 2)
-tx = optim.make_optimizer(c.optimizer, schedule)
-state, sh = state_lib.create(model, tx, example, 0, plan)
-step = steps.jit_train_step(plan, sh, **steps.step_options(c, model, tx, schedule))
+b = build_lib.build(c, build_lib.example_of(sources.train), sources.num_outputs, 2)
+plan = b.plan
+state, sh = b.create_state(0)
+step = steps.jit_train_step(plan, sh, **b.step_options)
 batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=plan.batch_sharding),
                      sources.train.gather(np.arange(c.batch_size)))
 t = time.perf_counter()

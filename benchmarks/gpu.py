@@ -33,7 +33,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bigmodel_jax import config as config_lib  # noqa: E402
-from bigmodel_jax import models, optim, sharding, steps  # noqa: E402
+from bigmodel_jax import build as build_lib  # noqa: E402
+from bigmodel_jax import steps  # noqa: E402
 from bigmodel_jax import state as state_lib  # noqa: E402
 
 # Data-sheet dense bf16 tensor-core rates (TFLOP/s) by device kind, for MFU.
@@ -53,13 +54,12 @@ def matmul_tflops(n: int, reps: int = 10) -> float:
   return 2 * n**3 / statistics.median(times) / 1e12
 
 
-def compile_step(config: ml_collections.ConfigDict, model, example, batch) -> dict:
+def compile_step(config: ml_collections.ConfigDict, num_outputs: int, example, batch) -> dict:
   """The trainer's state and compiled step for `config`, plus XLA's FLOPs of one step."""
-  plan = sharding.Plan(config.sharding, config.sharding_rules, config.mesh.to_dict())
-  schedule = optim.make_schedule(config.schedule, config.optimizer.learning_rate, 100_000)
-  tx = optim.make_optimizer(config.optimizer, schedule)
-  state, shardings = state_lib.create(model, tx, example, config.seed, plan)
-  step = steps.jit_train_step(plan, shardings, **steps.step_options(config, model, tx, schedule))
+  b = build_lib.build(config, example, num_outputs, 100_000)  # the trainer's build
+  plan = b.plan
+  state, shardings = b.create_state(config.seed)
+  step = steps.jit_train_step(plan, shardings, **b.step_options)
   batch = jax.device_put(batch, plan.batch_sharding)
   t = time.perf_counter()
   with plan.activation_context():
@@ -112,10 +112,9 @@ def bench_lm(args, peak: float, measured: float) -> list[dict]:
       c = lm_config(args, batch, remat)
       name = f"LM d{args.lm_dim} x{args.lm_depth} seq {args.lm_seq} batch {batch} remat {remat}"
       try:
-        model = models.build(c.model, args.lm_vocab)
         tokens = jax.random.randint(jax.random.PRNGKey(1), (batch, args.lm_seq + 1), 0,
                                     args.lm_vocab, jnp.int32)
-        run = compile_step(c, model, tokens[:1, :-1], {"inputs": tokens[:, :-1],
+        run = compile_step(c, args.lm_vocab, tokens[:1, :-1], {"inputs": tokens[:, :-1],
                                                        "label": tokens[:, 1:]})
         sec = time_steps(run, args.warmup, args.steps, args.windows)
       except Exception as e:  # noqa: BLE001 -- an OOM or unsupported variant is a row, not a crash
@@ -146,10 +145,9 @@ def bench_resnet(args) -> list[dict]:
       c.model.depth = 18
       name = f"ResNet-18 {size}x{size} batch {batch}"
     try:
-      model = models.build(c.model, 1000)
       images = jax.random.normal(jax.random.PRNGKey(0), (batch, size, size, 3), jnp.float32)
       labels = jax.random.randint(jax.random.PRNGKey(1), (batch,), 0, 1000, jnp.int32)
-      run = compile_step(c, model, images[:1], {"inputs": images, "label": labels})
+      run = compile_step(c, 1000, images[:1], {"inputs": images, "label": labels})
       sec = time_steps(run, args.warmup, args.steps, args.windows)
     except Exception as e:  # noqa: BLE001
       rows.append(dict(name=name, error=str(e).splitlines()[0][:160]))

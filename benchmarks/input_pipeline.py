@@ -29,13 +29,12 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bigmodel_jax import config as config_lib  # noqa: E402
-from bigmodel_jax import models, optim, sharding, steps  # noqa: E402
-from bigmodel_jax import state as state_lib  # noqa: E402
+from bigmodel_jax import build as build_lib  # noqa: E402
+from bigmodel_jax import sharding, steps  # noqa: E402
 from bigmodel_jax.config import ConfigError  # noqa: E402
 from bigmodel_jax.data import on_device, pipeline, tasks  # noqa: E402
 
@@ -57,19 +56,17 @@ def timed(fn, seconds: float) -> float:
 def measure(name: str, seconds: float, rounds: int, k: int) -> dict:
   config = config_lib.load_config_file(name)
   sources = tasks.load(config)
-  plan = sharding.Plan(config.sharding, config.sharding_rules, config.mesh.to_dict())
+  example = build_lib.example_of(sources.train)
+  b = build_lib.build(config, example, sources.num_outputs, 10**6)  # the trainer's build
+  plan = b.plan
   batch_size = config.batch_size
   place = lambda b: sharding.global_batch(b, plan.batch_sharding)  # noqa: E731 (the trainer's)
   iterator = pipeline.train_iterator(sources.train, batch_size, config.seed)
-  example = jax.tree.map(jnp.asarray, sources.train.gather(np.zeros(1, np.int64))["inputs"])
-  model = models.build_for(config, sources.num_outputs)
-  schedule = optim.make_schedule(config.schedule, config.optimizer.learning_rate, 10**6)
-  tx = optim.make_optimizer(config.optimizer, schedule)
-  state, shardings = state_lib.create(model, tx, example, config.seed, plan)
-  step = steps.jit_train_step(plan, shardings, **steps.step_options(config, model, tx, schedule))
+  state, shardings = b.create_state(config.seed)
+  step = steps.jit_train_step(plan, shardings, **b.step_options)
   on_device_batches = [jax.device_put(next(iterator), plan.batch_sharding) for _ in range(8)]
   box = {"state": state, "i": 0}
-  options = steps.step_options(config, model, tx, schedule)
+  options = b.step_options
   several = steps.jit_train_step(plan, shardings, steps_per_call=k, **options)
   stacked = jax.sharding.NamedSharding(plan.mesh, jax.sharding.PartitionSpec(None, plan.batch_axes))
   try:

@@ -27,13 +27,13 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bigmodel_jax import config as config_lib  # noqa: E402
-from bigmodel_jax import models, optim, sharding, steps  # noqa: E402
+from bigmodel_jax import build as build_lib  # noqa: E402
+from bigmodel_jax import sharding, steps  # noqa: E402
 from bigmodel_jax import state as state_lib  # noqa: E402
 from bigmodel_jax.data import on_device, pipeline, tasks  # noqa: E402
 
@@ -53,13 +53,10 @@ def main() -> None:
 
   config = config_lib.load_config_file(args.config)
   sources = tasks.load(config)
-  plan = sharding.Plan(config.sharding, config.sharding_rules, config.mesh.to_dict())
+  example = build_lib.example_of(sources.train)
+  b = build_lib.build(config, example, sources.num_outputs, 10**7)  # the trainer's build
+  plan, model, tx, options = b.plan, b.model, b.tx, b.step_options
   batch_size = config.batch_size
-  example = jax.tree.map(jnp.asarray, sources.train.gather(np.zeros(1, np.int64))["inputs"])
-  model = models.build_for(config, sources.num_outputs)
-  schedule = optim.make_schedule(config.schedule, config.optimizer.learning_rate, 10**7)
-  tx = optim.make_optimizer(config.optimizer, schedule)
-  options = steps.step_options(config, model, tx, schedule)
   stacked = jax.sharding.NamedSharding(plan.mesh, jax.sharding.PartitionSpec(None, plan.batch_axes))
   warm = pipeline.train_iterator(sources.train, batch_size, config.seed)
   device_batches = [jax.device_put(next(warm), plan.batch_sharding) for _ in range(32)]

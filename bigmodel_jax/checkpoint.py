@@ -177,3 +177,19 @@ def load_params(workdir: str, abstract_params: Any,
       partial_restore=True))["params"]
   params = {**flatten_dict(init_params or {}, sep="/"), **flatten_dict(restored, sep="/")}
   return unflatten_dict(params, sep="/"), misfits
+
+
+def load_variables(workdir: str, abstract: dict[str, Any]) -> dict[str, Any]:
+  """{"params", "model_state"} of a workdir's newest checkpoint (a generator's BatchNorm
+  statistics with its parameters), placed like `abstract`."""
+  steps = saved_steps(workdir)
+  if not steps:
+    raise ConfigError(f"no checkpoints in {workdir}")
+  state_dir = os.path.join(directory(workdir), str(steps[-1]), "state")
+  try:
+    return ocp.PyTreeCheckpointer().restore(state_dir, args=ocp.args.PyTreeRestore(
+        abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+        partial_restore=True))
+  except Exception as e:  # noqa: BLE001
+    raise ConfigError(f"{workdir}: cannot read the parameters of {state_dir}: "
+                      f"{faults.first_line(e)}") from e

@@ -3,20 +3,17 @@
 Bad input gets a `ConfigError`: `main.py` prints its message on one line and exits with status 2.
 """
 
-import argparse
 import difflib
 import importlib.util
 import json
 import math
 import os
-import sys
 from collections.abc import Callable
 from typing import Any
 
 import ml_collections
 from ml_collections import config_dict
 
-from bigmodel_jax import faults
 
 # Keys that may differ between a workdir's config.json and a rerun on it: they change how long a
 # run goes and how often it reports, not what one step computes.
@@ -61,6 +58,13 @@ def default_config() -> ml_collections.ConfigDict:
   c.dtype = "float32"  # computation dtype (bfloat16: mixed precision; parameters stay float32)
 
   c.model = ml_collections.ConfigDict({"name": ""})  # other keys go to the model's constructor
+  # What is learned (objectives/): "" = data.kind's (classification, lm, seq2seq); vae, gan,
+  # diffusion. Other keys go to the objective's constructor.
+  c.objective = ml_collections.ConfigDict({"name": ""})
+  # Generative objectives: samples scored at every eval by a classifier of the data set
+  # (objectives/judge.py): per_class samples of each class; judge: a classifier's workdir
+  # ("" = the pinned one for the data set, trained on first use).
+  c.samples = ml_collections.ConfigDict({"per_class": 100, "judge": ""})
 
   c.data = ml_collections.ConfigDict()
   c.data.name = ""  # a TFDS name: ours (mnist1d, digits, pycode) or the catalogue's (mnist, cifar10)
@@ -88,22 +92,46 @@ def default_config() -> ml_collections.ConfigDict:
   c.tasks = ml_collections.ConfigDict()
   c.task_features = 256
 
-  c.optimizer = ml_collections.ConfigDict()
-  c.optimizer.name = "adam"  # sgd, momentum, nesterov, adam, adamw, lamb
-  c.optimizer.learning_rate = 1e-3  # peak value; the schedule shapes it
-  c.optimizer.momentum = 0.9
-  c.optimizer.b1 = 0.9
-  c.optimizer.b2 = 0.999
-  c.optimizer.eps = 1e-8
-  c.optimizer.weight_decay = 0.0  # applied to kernels only, never biases or norm scales
-  c.optimizer.grad_clip_norm = 0.0  # 0 = no clipping
+  c.optimizer = optimizer_defaults()
+  c.schedule = schedule_defaults()
 
-  c.schedule = ml_collections.ConfigDict()
-  c.schedule.name = "constant"  # constant, linear, cosine, step, warmup_cosine, rsqrt
-  c.schedule.warmup_steps = 0
-  c.schedule.end_factor = 0.0  # final lr as a fraction of the peak (linear, cosine)
-  c.schedule.boundaries = (0.5, 0.75)  # step: fractions of total_steps
-  c.schedule.decay_factor = 0.1  # step: lr is multiplied by this at each boundary
+  # Objectives with several networks (a GAN's generator and discriminator): config.optimizer and
+  # config.schedule train the first; optimizers.NAME (optimizer_config()) each other one.
+  c.optimizers = ml_collections.ConfigDict()
+  return c
+
+
+def optimizer_defaults() -> ml_collections.ConfigDict:
+  o = ml_collections.ConfigDict()
+  o.name = "adam"  # sgd, momentum, nesterov, adam, adamw, lamb
+  o.learning_rate = 1e-3  # peak value; the schedule shapes it
+  o.momentum = 0.9
+  o.b1 = 0.9
+  o.b2 = 0.999
+  o.eps = 1e-8
+  o.weight_decay = 0.0  # applied to kernels only, never biases or norm scales
+  o.grad_clip_norm = 0.0  # 0 = no clipping
+  return o
+
+
+def schedule_defaults() -> ml_collections.ConfigDict:
+  s = ml_collections.ConfigDict()
+  s.name = "constant"  # constant, linear, cosine, step, warmup_cosine, rsqrt
+  s.warmup_steps = 0
+  s.end_factor = 0.0  # final lr as a fraction of the peak (linear, cosine)
+  s.boundaries = (0.5, 0.75)  # step: fractions of total_steps
+  s.decay_factor = 0.1  # step: lr is multiplied by this at each boundary
+  return s
+
+
+def optimizer_config(schedule: dict[str, Any] | None = None,
+                     **overrides: Any) -> ml_collections.ConfigDict:
+  """An optimizer of its own for config.optimizers.NAME: config.optimizer's keys plus a
+  `schedule` (config.schedule's keys), with overrides."""
+  c = optimizer_defaults()
+  c.update(overrides)
+  c.schedule = schedule_defaults()
+  c.schedule.update(schedule or {})
   return c
 
 
@@ -161,6 +189,7 @@ NUMERIC_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "grad_accum_steps": _POSITIVE_INT,
     "steps_per_call": _POSITIVE_INT,
     "task_features": _POSITIVE_INT,
+    "samples.per_class": _POSITIVE_INT,
     "optimizer.learning_rate": _NON_NEGATIVE,
     "optimizer.momentum": _RATE,
     "optimizer.b1": _RATE,
@@ -183,6 +212,23 @@ NUMERIC_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.image_size": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0: images as stored)"),
     "data.eval_crop": (lambda v: _is_finite(v) and 0 < v <= 1, "a number in (0, 1]"),
 }
+# Objectives (objectives/): the data kinds each trains on, the networks after the first that
+# need an optimizer of their own (config.optimizers.NAME), and the model it trains ("": any
+# model that is not one of those).
+OBJECTIVES: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
+    "classification": (("classification",), (), ""),
+    "lm": (("lm",), (), ""),
+    "seq2seq": (("seq2seq",), (), ""),
+    "vae": (("classification",), (), "vae"),
+    "gan": (("classification",), ("discriminator",), "gan"),
+    "diffusion": (("classification",), (), "unet"),
+}
+
+
+def objective_name(config: ml_collections.ConfigDict) -> str:
+  return config.objective.name or config.data.kind
+
+
 # Keys whose value is one of a few names (the others are checked where they are used: models,
 # optimizers, schedules, sharding presets, data sets).
 CHOICES = {
@@ -220,6 +266,52 @@ def check_values(config: ml_collections.ConfigDict) -> None:
     raise ConfigError("model.name is empty: set it in the config file or with --config.model.name")
   if not config.data.name and not config.tasks:
     raise ConfigError("data.name is empty: set it in the config file or with --config.data.name")
+  if config.batch_size % config.grad_accum_steps:
+    raise ConfigError(f"batch_size={config.batch_size} / grad_accum_steps="
+                      f"{config.grad_accum_steps} must be a whole micro-batch")
+  if config.data.on_device and config.parallel.strategy == "pmap":
+    raise ConfigError("data.on_device needs parallel.strategy=jit")
+  _check_objective(config)
+
+
+def _check_objective(config: ml_collections.ConfigDict) -> None:
+  """The objective fits the data kind, has the optimizers its networks need, and a conditional
+  model has labels."""
+  name = objective_name(config)
+  if name not in OBJECTIVES:
+    raise ConfigError(f"unknown objective '{name}'; known: {', '.join(OBJECTIVES)}")
+  kinds, others, model = OBJECTIVES[name]
+  if config.data.kind not in kinds:
+    raise ConfigError(f"objective '{name}' trains on data.kind {' or '.join(kinds)}, not "
+                      f"'{config.data.kind}'")
+  trained_by = {m: n for n, (_, _, m) in OBJECTIVES.items() if m}
+  if model and config.model.name != model:
+    raise ConfigError(f"objective '{name}' trains model '{model}', not '{config.model.name}'")
+  if not model and config.model.name in trained_by:
+    raise ConfigError(f"model '{config.model.name}' is trained by objective "
+                      f"'{trained_by[config.model.name]}', not '{name}' (set objective.name)")
+  if config.tasks and name != "classification":
+    raise ConfigError(f"multi-task training (tasks) takes the classification objective, not '{name}'")
+  for net in others:
+    if net not in config.optimizers:
+      raise ConfigError(f"objective '{name}' trains a {net} with an optimizer of its own: set "
+                        f"optimizers.{net} (config.optimizer_config(...)) in the config file")
+  extra = sorted(set(config.optimizers) - set(others))
+  if extra:
+    raise ConfigError(f"optimizers.{extra[0]}: objective '{name}' has no network '{extra[0]}'"
+                      + (f" (its other networks: {', '.join(others)})" if others else
+                         " (it trains one network, with config.optimizer)"))
+  for net in others:  # each one's numbers, by the rules of config.optimizer and config.schedule
+    flat = flatten(config.optimizers[net].to_dict())
+    for key, value in flat.items():
+      rule = NUMERIC_RULES.get(key if key.startswith("schedule.") else f"optimizer.{key}")
+      if rule and not rule[0](value):
+        raise ConfigError(f"optimizers.{net}.{key} must be {rule[1]}, got {value!r}")
+  if config.model.get("conditional") and not config.data.label_key:
+    raise ConfigError(f"model.conditional=True needs labels, but data set '{config.data.name}' is "
+                      "read without them (data.label_key is empty)")
+  if name == "classification" and not config.data.label_key and not config.tasks:
+    raise ConfigError("the classification objective needs labels: data.label_key is empty")
 
 
 def to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -244,7 +336,7 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
   return [k for k in keys if k not in RESUME_SAFE_KEYS and a.get(k, "<absent>") != b.get(k, "<absent>")]
 
 
-# --- Command line ---------------------------------------------------------------------------------
+# --- Config files ---------------------------------------------------------------------------------
 
 
 def load_config_module(path: str) -> Any:
@@ -281,97 +373,3 @@ def nearest_keys(key: str, valid: list[str], n: int = 3) -> list[str]:
   close = (difflib.get_close_matches(key, siblings, n, 0.6) +
            difflib.get_close_matches(key, valid, n, 0.6))
   return list(dict.fromkeys(acronyms + close))[:n]
-
-
-def _override_error(argv: list[str], config: ml_collections.ConfigDict) -> str | None:
-  """Names the first --config.KEY override that is not a key of the config, with near names."""
-  valid = sorted(flatten(to_dict(config)))
-  for a in argv:
-    if not a.startswith("--config."):
-      continue
-    key = a[len("--config."):].split("=", 1)[0]
-    if key not in valid and not any(v.startswith(key + ".") for v in valid):
-      near = nearest_keys(key, valid)
-      hint = f"; nearest: {', '.join(near)}" if near else ""
-      return f"unknown config key '{key}'{hint}"
-  return None
-
-
-def _config_spec(argv: list[str]) -> str | None:
-  for i, a in enumerate(argv):
-    if a.startswith("--config="):
-      return a[len("--config="):]
-    if a == "--config" and i + 1 < len(argv):
-      return argv[i + 1]
-  return None
-
-
-def parse_command_line(argv: list[str]) -> list[str]:
-  """absl flags parser for main.py: every failure is one line on stderr and exit status 2."""
-  from absl import flags
-
-  try:
-    spec = _config_spec(argv)
-    if spec is None:
-      raise ConfigError("--config is required, e.g. --config=configs/mnist1d.py:cnn")
-    base = load_config_file(spec)  # import errors named here rather than deep in config_flags
-    try:
-      return flags.FLAGS(argv)
-    except Exception as e:
-      unknown = _override_error(argv, base)
-      raise ConfigError(unknown or str(e).splitlines()[0]) from e
-  except ConfigError as e:
-    if "--traceback" in argv:
-      raise
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
-
-
-class ArgumentParser(argparse.ArgumentParser):
-  """argparse for the plain commands (sweep, report): a usage error is a ConfigError."""
-
-  def error(self, message: str) -> None:
-    raise ConfigError(message)
-
-
-def run_script(main: Callable[[list[str]], int | None]) -> None:
-  """Entry point of an argparse command: run_command's contract, then main's exit status."""
-  from absl import flags
-
-  flags.FLAGS(sys.argv[:1])  # run_command reads absl's verbosity flag
-  status = 0
-
-  def body() -> None:
-    nonlocal status
-    status = main(sys.argv[1:]) or 0
-
-  run_command(sys.argv[:1], body)
-  sys.exit(status)
-
-
-def run_command(argv: list[str], body: Callable[[], None]) -> None:
-  """The contract of every command (main, summary, sample): Orbax's and TFDS's INFO logs off
-  unless --verbosity is given, no stray arguments, and a ConfigError printed as one line with
-  exit status 2; a run that stops for a fault (faults.RunStopped, a file that cannot be written)
-  prints one line and exits with its own status (--traceback, where a command defines it, shows
-  the traceback instead)."""
-  from absl import flags, logging
-
-  f = flags.FLAGS
-  if not f["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
-  try:
-    if len(argv) > 1:
-      raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
-    body()
-  except (ConfigError, faults.RunStopped, OSError) as e:
-    if isinstance(e, OSError) and e.filename is None and not faults.is_disk_error(e):
-      raise  # not about a file (a connection, say): the traceback says more
-    if "traceback" in f and f.traceback:
-      raise
-    if isinstance(e, OSError):  # a file the run writes (or reads) is refused by the system
-      e = faults.write_error(os.fsdecode(e.filename or "a file"), e)
-    faults.silence_background_errors()  # Orbax's or Grain's threads, cut short by the exit
-    print(f"{'preempted' if isinstance(e, faults.Preempted) else 'error'}: {e}", file=sys.stderr,
-          flush=True)
-    sys.exit(getattr(e, "exit_code", 2))

@@ -18,8 +18,8 @@ import jax
 import ml_collections
 
 from bigmodel_jax import config as config_lib
-from bigmodel_jax import metrics, models, optim, sharding, steps
-from bigmodel_jax import state as state_lib
+from bigmodel_jax import build as build_lib
+from bigmodel_jax import metrics, sharding, steps
 from bigmodel_jax.config import ConfigError
 from bigmodel_jax.data import tasks
 
@@ -28,19 +28,12 @@ GIB = 1024 ** 3
 
 def plan(config: ml_collections.ConfigDict, budget_gb: float | None = None) -> dict[str, Any]:
   config_lib.check_values(config)
-  mesh_plan = sharding.Plan(config.sharding, config.sharding_rules, config.mesh.to_dict())
-  mesh_plan.check_batch_size("batch_size", config.batch_size)
   if config.parallel.strategy != "jit":
     raise ConfigError("--dry_run plans the jit strategy (parallel.strategy=jit)")
   example, num_outputs = tasks.input_spec(config)
-  model = models.build_for(config, num_outputs)
-  # The schedule's length does not change memory; it only has to be valid.
-  steps_for_schedule = max(config.total_steps, config.schedule.warmup_steps + 1)
-  schedule = optim.make_schedule(config.schedule, config.optimizer.learning_rate,
-                                 steps_for_schedule)
-  tx = optim.freeze(optim.make_optimizer(config.optimizer, schedule), config.freeze)
-  with models.init_errors_as_config_errors(config.model.name, example):
-    state = state_lib.planned(model, tx, example, mesh_plan)
+  b = build_lib.build(config, example, num_outputs)
+  mesh_plan = b.plan
+  state = b.planned_state()
 
   batch = {"inputs": example, "label": _label_spec(config.data, example)}
   if config.data.kind == "seq2seq":
@@ -48,7 +41,7 @@ def plan(config: ml_collections.ConfigDict, budget_gb: float | None = None) -> d
   batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct((config.batch_size, *x.shape[1:]), x.dtype,
                                                       sharding=mesh_plan.batch_sharding), batch)
   step = steps.jit_train_step(mesh_plan, jax.tree.map(lambda x: x.sharding, state),
-                              **steps.step_options(config, model, tx, schedule))
+                              **b.step_options)
   with mesh_plan.activation_context():
     compiled = step.lower(state, batch).compile()
   memory = compiled.memory_analysis()

@@ -15,6 +15,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from bigmodel_jax import cli
 from bigmodel_jax import config as config_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment file: path.py[:arg].",
@@ -105,11 +106,11 @@ def main(argv: list[str]) -> None:
     train.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
                              allow_config_change=_ALLOW_CONFIG_CHANGE.value)
 
-  config_lib.run_command(argv, body)
+  cli.run_command(argv, body)
 
 
 def run() -> None:
-  app.run(main, flags_parser=config_lib.parse_command_line)
+  app.run(main, flags_parser=cli.parse_command_line)
 
 
 if __name__ == "__main__":

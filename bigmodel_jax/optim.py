@@ -113,3 +113,21 @@ def frozen_paths(params: Any, freeze: str) -> list[str]:
   if len(frozen) == len(labels):
     raise ConfigError(f"freeze='{freeze}' freezes every parameter: nothing would train")
   return frozen
+
+
+def for_networks(config: ml_collections.ConfigDict, networks: tuple[str, ...],
+                 total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """The experiment's optimizer and its (first) schedule, with config.freeze applied.
+
+  networks (an objective's parameter groups, e.g. generator and discriminator): the first is
+  trained by config.optimizer and config.schedule, each other one by config.optimizers.NAME
+  with its own schedule; one optax.multi_transform over the top-level parameter names."""
+  schedule = make_schedule(config.schedule, config.optimizer.learning_rate, total_steps)
+  tx = make_optimizer(config.optimizer, schedule)
+  if networks:
+    txs = {networks[0]: tx}
+    for name in networks[1:]:
+      cfg = config.optimizers[name]
+      txs[name] = make_optimizer(cfg, make_schedule(cfg.schedule, cfg.learning_rate, total_steps))
+    tx = optax.multi_transform(txs, lambda params: {k: k for k in params})
+  return freeze(tx, config.freeze), schedule

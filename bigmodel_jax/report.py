@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from bigmodel_jax.config import ArgumentParser, ConfigError, flatten, run_script
+from bigmodel_jax.cli import ArgumentParser, run_script
+from bigmodel_jax.config import ConfigError, flatten
 
 IGNORED = {"seed", "log_every", "eval_every", "checkpoint_every", "checkpoint_keep",
            "data.data_dir", "nan_policy"}  # not hyperparameters of the result

@@ -1,7 +1,12 @@
-"""Text from a trained byte-level language model.
+"""Samples of a trained model: text from a byte-level language model, images (or 1-D signals)
+from a generative one (objectives vae, gan, diffusion).
 
   python -m bigmodel_jax.sample --workdir=runs/pycode_transformer [--prompt="def "] [--length=100]
       [--temperature=0] [--top_k=0] [--seed=0] [--no_cache]
+  python -m bigmodel_jax.sample --workdir=runs/digits_ddpm [--num=10] [--out=FILE.png] [--seed=0]
+
+Images: a grid PNG, one row per class of a class-conditional model (--num samples each), else
+--num rows of 10; written to --out (default WORKDIR/samples/sampled.png).
 
 Temperature 0 is greedy decoding. A decoder_lm decodes with a key/value cache (the prompt in one
 call, then one token per step); --no_cache recomputes the whole sequence each step instead, as
@@ -19,6 +24,7 @@ import ml_collections
 import numpy as np
 from absl import app, flags
 
+from bigmodel_jax import cli
 from bigmodel_jax import config as config_lib
 
 
@@ -77,15 +83,21 @@ def generate(model: nn.Module, params: Any, prompt: list[int], length: int, *,
   return tokens
 
 
-def load(workdir: str) -> tuple[nn.Module, Any]:
-  """The model of a workdir's config.json and the parameters of its newest checkpoint."""
-  from bigmodel_jax import checkpoint, models
-
+def workdir_config(workdir: str) -> ml_collections.ConfigDict:
   path = os.path.join(workdir, "config.json")
   if not os.path.isfile(path):
     raise config_lib.ConfigError(f"no config.json in {workdir}: not a workdir")
   with open(path) as f:
-    config = ml_collections.ConfigDict(_tuples(json.load(f)))
+    config = config_lib.default_config()
+    config.update(ml_collections.ConfigDict(tuples(json.load(f))))
+    return config
+
+
+def load(workdir: str) -> tuple[nn.Module, Any]:
+  """The model of a workdir's config.json and the parameters of its newest checkpoint."""
+  from bigmodel_jax import checkpoint, models
+
+  config = workdir_config(workdir)
   if config.data.kind != "lm":
     raise config_lib.ConfigError(f"{workdir} holds a {config.data.kind} run, not a language model")
   model = models.build(config.model, 256)
@@ -96,16 +108,91 @@ def load(workdir: str) -> tuple[nn.Module, Any]:
   return model, checkpoint.load_params(workdir, abstract)[0]
 
 
-def _tuples(x: Any) -> Any:
+def tuples(x: Any) -> Any:
   """JSON lists back to tuples (config fields such as patch sizes are tuples)."""
   if isinstance(x, dict):
-    return {k: _tuples(v) for k, v in x.items()}
-  return tuple(_tuples(v) for v in x) if isinstance(x, list) else x
+    return {k: tuples(v) for k, v in x.items()}
+  return tuple(tuples(v) for v in x) if isinstance(x, list) else x
+
+
+GENERATIVE = ("vae", "gan", "diffusion")
+
+
+def generate_images(workdir: str, num: int, seed: int = 0) -> np.ndarray:
+  """R x num samples of a generative model's workdir: R = its classes when class-conditional
+  (row r of class r), else num rows."""
+  from bigmodel_jax import checkpoint, models, objectives
+  from bigmodel_jax.data import pipeline
+
+  config = workdir_config(workdir)
+  if config_lib.objective_name(config) not in GENERATIVE:
+    raise config_lib.ConfigError(f"{workdir} holds a {config_lib.objective_name(config)} run, "
+                                 f"not a generative model ({', '.join(GENERATIVE)})")
+  example, num_outputs = pipeline.input_spec(config.data)
+  model = models.build(config.model, num_outputs)
+  objective = objectives.build(config, model, example, num_outputs)
+  boxed = jax.eval_shape(lambda: nn.unbox(model.init(
+      {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)},
+      jnp.zeros(example.shape, example.dtype), train=False)))
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  abstract = {"params": boxed.pop("params"), "model_state": dict(boxed)}
+  abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), abstract)
+  restored = checkpoint.load_variables(workdir, abstract)
+  rows = objective.num_classes if objective.conditional else num
+  columns = num if objective.conditional else 10
+  labels = np.repeat(np.arange(rows) if objective.conditional else np.zeros(rows), columns)
+  x = jax.jit(objective.sample)({"params": restored["params"], **restored["model_state"]},
+                                jax.random.PRNGKey(seed), jnp.asarray(labels, jnp.int32))
+  return np.asarray(x).reshape(rows, columns, *x.shape[1:])
+
+
+def save_grid(x: np.ndarray, path: str, zoom: int = 4) -> None:
+  """R x C samples -> one PNG: images (H x W x 1 or 3) values in [0, 1]; signals (L) plotted.
+  Written atomically (a reader never sees half a file)."""
+  from PIL import Image
+
+  if x.ndim == 3:  # R x C x L signals: each a small plot
+    x = _plot(x)
+  x = np.clip(x, 0, 1)
+  rows, cols, h, w, ch = x.shape
+  gap = 1
+  canvas = np.ones((rows * (h + gap) + gap, cols * (w + gap) + gap, ch), np.float32)
+  for r in range(rows):
+    for c in range(cols):
+      canvas[gap + r * (h + gap):gap + r * (h + gap) + h,
+             gap + c * (w + gap):gap + c * (w + gap) + w] = x[r, c]
+  image = (canvas * 255).round().astype(np.uint8).repeat(zoom, 0).repeat(zoom, 1)
+  image = image[..., 0] if ch == 1 else image
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = path + ".tmp.png"
+  Image.fromarray(image).save(tmp)
+  os.replace(tmp, path)
+
+
+def _plot(x_RxCxL: np.ndarray, height: int = 24) -> np.ndarray:
+  """Signals as dark curves on white, R x C x height x L x 1, one scale for all."""
+  lo, hi = float(x_RxCxL.min()), float(x_RxCxL.max())
+  y = np.round((1 - (x_RxCxL - lo) / max(hi - lo, 1e-9)) * (height - 1)).astype(int)
+  out = np.ones((*x_RxCxL.shape[:2], height, x_RxCxL.shape[2], 1), np.float32)
+  for j in range(x_RxCxL.shape[2]):
+    nxt = y[..., min(j + 1, x_RxCxL.shape[2] - 1)]
+    top, bottom = np.minimum(y[..., j], nxt), np.maximum(y[..., j], nxt)
+    rows = np.arange(height)[None, None]
+    out[..., j, 0] = np.where((rows >= top[..., None]) & (rows <= bottom[..., None]), 0.0,
+                              out[..., j, 0])
+  return out
 
 
 def main(argv: list[str]) -> None:
   def body() -> None:
     f = flags.FLAGS
+    if f.num < 1:
+      raise config_lib.ConfigError(f"--num must be >= 1, got {f.num}")
+    if config_lib.objective_name(workdir_config(f.workdir)) in GENERATIVE:
+      out = f.out or os.path.join(f.workdir, "samples", "sampled.png")
+      save_grid(generate_images(f.workdir, f.num, f.seed), out)
+      print(out)
+      return
     if f.temperature < 0 or f.top_k < 0 or f.length < 1:
       raise config_lib.ConfigError("--temperature and --top_k must be >= 0, --length >= 1")
     model, params = load(f.workdir)
@@ -114,11 +201,14 @@ def main(argv: list[str]) -> None:
                       use_cache=not f.no_cache)
     print(bytes(tokens).decode("utf-8", errors="replace"))
 
-  config_lib.run_command(argv, body)
+  cli.run_command(argv, body)
 
 
 def run() -> None:
-  flags.DEFINE_string("workdir", None, "A language model's workdir.", required=True)
+  flags.DEFINE_string("workdir", None, "A language model's or generative model's workdir.",
+                      required=True)
+  flags.DEFINE_integer("num", 10, "Images: samples per class (per row).")
+  flags.DEFINE_string("out", "", "Images: the PNG to write (default WORKDIR/samples/sampled.png).")
   flags.DEFINE_string("prompt", "def ", "Text to continue.")
   flags.DEFINE_integer("length", 100, "Bytes to generate (prompt + length <= the model's max_len).")
   flags.DEFINE_float("temperature", 0.0, "0 = greedy.")

@@ -1,16 +1,17 @@
-"""Pure train and eval steps. Everything static (model, optimizer, schedule) is bound with
-functools.partial before jit; no config object reaches a traced function."""
+"""Pure train and eval steps of any objective (objectives/). Everything static (objective,
+optimizer, schedule) is bound with functools.partial before jit; no config object reaches a
+traced function."""
 
 import functools
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
 
 from bigmodel_jax import sharding
+from bigmodel_jax.objectives.base import Objective
 from bigmodel_jax.state import TrainState
 
 # "inputs" B x ... (seq2seq: {"encoder", "decoder"}), "label" B (classes) or B x L (next tokens,
@@ -18,60 +19,34 @@ from bigmodel_jax.state import TrainState
 Batch = dict[str, Any]
 
 
-def _forward(model: nn.Module, state: TrainState, params: Any, inputs: jax.Array, *,
-             train: bool, rng: jax.Array | None = None, model_state: Any = None,
-             compute_dtype: Any = None) -> tuple[jax.Array, Any]:
-  """Logits (float32) and the updated model_state (unchanged unless training).
-
-  compute_dtype (mixed precision): parameters and floating inputs are cast to it for the forward
-  pass; the float32 parameters, their gradients, the optimizer and the loss stay float32.
-  """
-  model_state = state.model_state if model_state is None else model_state
-  if compute_dtype is not None:
-    params, inputs = (jax.tree.map(lambda x: x.astype(compute_dtype)
-                                   if jnp.issubdtype(x.dtype, jnp.floating) else x, t)
-                      for t in (params, inputs))
-  variables = {"params": params, **model_state}
-  rngs = {"dropout": rng} if rng is not None else {}
-  if train and model_state:
-    logits, new_model_state = model.apply(variables, inputs, train=True, rngs=rngs,
-                                          mutable=list(model_state))
-  else:
-    logits, new_model_state = model.apply(variables, inputs, train=train, rngs=rngs), model_state
-  return logits.astype(jnp.float32), new_model_state
-
-
-def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
+def train_step(state: TrainState, batch: Batch, *, objective: Objective,
                tx: optax.GradientTransformation, schedule: optax.Schedule,
                grad_accum_steps: int = 1, compute_dtype: Any = None,
                micro_sharding: Any = None, axis_name: str | None = None
                ) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One update on the batch.
+  """One update on the batch, of the objective's loss.
 
   The loss is sum(loss * weight) / sum(weight) over the whole batch, so that
   grad_accum_steps > 1 (the batch split into that many micro-batches, gradients summed in a scan)
   is the same update as one large batch; a model's mutable state (BatchNorm averages) is updated
   once per micro-batch. micro_sharding keeps each micro-batch spread over all data-parallel
   devices. axis_name: under pmap, the named axis that sums are taken over (lax.psum), so the
-  update equals jit's over the global batch.
+  update equals jit's over the global batch. compute_dtype (mixed precision): parameters and
+  floating inputs are cast to it for the forward pass; the float32 parameters, their gradients,
+  the optimizer and the loss stay float32.
   """
   rng = jax.random.fold_in(state.rng, state.step)
   psum = (lambda x: jax.lax.psum(x, axis_name)) if axis_name else (lambda x: x)
-  weights = batch.get("weights")  # seq2seq: 0 on padded target positions
-  label_weights = jnp.ones(batch["label"].shape, jnp.float32) if weights is None else weights
+  label_weights = objective.weights(batch)  # per row (or label: B x L); 0 on padding
   total_weight = jnp.maximum(psum(jnp.sum(label_weights)), 1)
 
   def loss_fn(params, model_state, micro, micro_rng):
-    logits, model_state = _forward(model, state, params, micro["inputs"], train=True,
-                                   rng=micro_rng, model_state=model_state,
-                                   compute_dtype=compute_dtype)
-    w = micro["weights"]
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits, micro["label"])
-    sums = {k: jnp.sum(v * w) for k, v in _hits(logits, micro["label"]).items()}
-    return jnp.sum(losses * w) / total_weight, (sums, model_state)
+    loss_sum, sums, model_state = objective.loss(params, model_state, micro, micro_rng,
+                                                 compute_dtype)
+    return loss_sum / total_weight, (sums, model_state)
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-  data = {"inputs": batch["inputs"], "label": batch["label"], "weights": label_weights}
+  data = {**batch, "weights": label_weights}
   if grad_accum_steps == 1:
     (loss, (sums, model_state)), grads = grad_fn(state.params, state.model_state, data, rng)
   else:
@@ -123,63 +98,27 @@ def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
   return new_state, metrics
 
 
-def _hits(logits: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
-  """0/1 per label: "accuracy", and "top5_accuracy" when there are more than 5 classes. A label
-  whose logits are not all finite is never a hit (no logit is greater than a NaN: the label
-  would otherwise count as in the top 5)."""
-  finite = jnp.all(jnp.isfinite(logits), -1)
-  hits = {"accuracy": (jnp.argmax(logits, -1) == labels) & finite}
-  if logits.shape[-1] > 5:  # the label's logit is among the 5 largest (no top_k: a sort on CPU)
-    label_logit = jnp.take_along_axis(logits, labels[..., None], -1)
-    hits["top5_accuracy"] = (jnp.sum(logits > label_logit, -1) < 5) & finite
-  return {k: v.astype(jnp.float32) for k, v in hits.items()}
+EVAL_STREAM = 2**31 - 1  # eval's random numbers (VAE samples, diffusion noise): apart from steps'
 
 
-def _per_example(x: jax.Array, weights: jax.Array | None = None) -> jax.Array:
-  """B x ... -> B: the (weighted) mean over each example's labels (1 for a classifier, L for an LM)."""
-  x = x.reshape(x.shape[0], -1)
-  if weights is None:
-    return x.mean(axis=1)
-  w = weights.reshape(x.shape)
-  return jnp.sum(x * w, axis=1) / jnp.maximum(jnp.sum(w, axis=1), 1)
-
-
-def greedy_decode(model: nn.Module, variables: Any, inputs: dict[str, jax.Array]) -> jax.Array:
-  """Seq2seq: B x T tokens, each the argmax given the encoder input and the tokens before it
-  (the decoder's first input, BOS, is taken from inputs["decoder"][:, 0])."""
-  decoder_BxT = jnp.zeros_like(inputs["decoder"]).at[:, 0].set(inputs["decoder"][:, 0])
-  predicted = []
-  for t in range(decoder_BxT.shape[1]):  # T is small; the decoder is causal
-    logits = model.apply(variables, {"encoder": inputs["encoder"], "decoder": decoder_BxT})
-    predicted.append(jnp.argmax(logits[:, t], -1).astype(decoder_BxT.dtype))
-    if t + 1 < decoder_BxT.shape[1]:
-      decoder_BxT = decoder_BxT.at[:, t + 1].set(predicted[-1])
-  return jnp.stack(predicted, axis=1)
-
-
-def eval_step(state: TrainState, batch: Batch, *, model: nn.Module,
-              exact_match: bool = False, compute_dtype: Any = None) -> dict[str, jax.Array]:
-  """Sums over the real (mask 1) examples; the caller divides by "count" at the end.
-
-  exact_match (seq2seq): also the share of examples whose greedy decoding equals the label at
-  every weighted position (the answer and its EOS)."""
-  logits, _ = _forward(model, state, state.params, batch["inputs"], train=False,
-                       compute_dtype=compute_dtype)
-  mask_B, weights = batch["mask"], batch.get("weights")
-  losses = {"loss": optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]),
-            **_hits(logits, batch["label"])}
-  sums = {k: jnp.sum(_per_example(v, weights) * mask_B) for k, v in losses.items()}
-  if exact_match:
-    predicted = greedy_decode(model, {"params": state.params, **state.model_state}, batch["inputs"])
-    right_B = jnp.all((predicted == batch["label"]) | (weights == 0), axis=1)
-    sums["exact_match"] = jnp.sum(right_B * mask_B)
+def eval_step(state: TrainState, batch: Batch, index: jax.Array, *, objective: Objective,
+              compute_dtype: Any = None) -> dict[str, jax.Array]:
+  """Sums over the real (mask 1) examples of the objective's per-example metrics; the caller
+  divides by "count" at the end. index: the batch's number in the split (its random numbers,
+  the same at every evaluation)."""
+  rng = jax.random.fold_in(jax.random.fold_in(state.rng, EVAL_STREAM), index)
+  per_example = objective.evaluate({"params": state.params, **state.model_state}, batch, rng,
+                                   compute_dtype)
+  mask_B = batch["mask"]
+  sums = {k: jnp.sum(v * mask_B) for k, v in per_example.items()}
   return {**sums, "count": jnp.sum(mask_B)}
 
 
-def step_options(config: ml_collections.ConfigDict, model: Any, tx: Any,
+def step_options(config: ml_collections.ConfigDict, objective: Objective, tx: Any,
                  schedule: Any) -> dict[str, Any]:
   """The static arguments of train_step that a config decides."""
-  return dict(model=model, tx=tx, schedule=schedule, grad_accum_steps=config.grad_accum_steps,
+  return dict(objective=objective, tx=tx, schedule=schedule,
+              grad_accum_steps=config.grad_accum_steps,
               compute_dtype=None if config.dtype == "float32" else jnp.dtype(config.dtype))
 
 

@@ -16,6 +16,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
+from bigmodel_jax import cli
 from bigmodel_jax import config as config_lib
 
 
@@ -33,18 +34,19 @@ def params_per_module(params: Any) -> dict[str, int]:
 
 
 def summarize(config) -> dict[str, Any]:
-  from bigmodel_jax import models
+  from bigmodel_jax import build, models
   from bigmodel_jax.data import tasks
 
   example, num_outputs = tasks.input_spec(config)
-  model = models.build_for(config, num_outputs)
+  b = build.build(config, example, num_outputs, mesh=False)
   with models.init_errors_as_config_errors(config.model.name, example):
-    variables = jax.eval_shape(lambda x: nn.unbox(model.init(
+    variables = jax.eval_shape(lambda x: nn.unbox(b.model.init(
         {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}, x, train=False)),
         example)
-    flops = flops_per_example(model, variables, example)
+    flops = flops_per_example(b.model, variables, example)
   modules = params_per_module(variables["params"])
-  return {"model": config.model.name, "data": "+".join(sorted(config.tasks)) or config.data.name,
+  return {"model": config.model.name, "objective": config_lib.objective_name(config),
+          "data": "+".join(sorted(config.tasks)) or config.data.name,
           "input_shape": jax.tree.map(lambda x: list(x.shape[1:]), example),
           "input_dtype": jax.tree.map(lambda x: str(x.dtype), example),
           "num_outputs": num_outputs, "num_params": sum(modules.values()),
@@ -67,7 +69,7 @@ def main(argv: list[str]) -> None:
     flops = summary["flops_per_example"]
     print(f"Forward FLOPs per example: {flops:,.0f}" if flops else "FLOPs: not available")
 
-  config_lib.run_command(argv, body)
+  cli.run_command(argv, body)
 
 
 def run() -> None:
@@ -76,7 +78,7 @@ def run() -> None:
                                   lock_config=True)
   flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.")
   flags.DEFINE_bool("traceback", False, "Show the full traceback of an error.")
-  app.run(main, flags_parser=config_lib.parse_command_line)
+  app.run(main, flags_parser=cli.parse_command_line)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from bigmodel_jax.config import ArgumentParser, ConfigError, load_config_module, run_script
+from bigmodel_jax.cli import ArgumentParser, run_script
+from bigmodel_jax.config import ConfigError, load_config_module
 
 Point = dict[str, Any]
 

@@ -12,6 +12,8 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
 os.environ["JAX_PLATFORMS"] = "cpu"
 # Offline data sets are prepared once per test session, exercising the first-use path.
 os.environ.setdefault("TFDS_DATA_DIR", tempfile.mkdtemp(prefix="bigmodel_tfds_"))
+# Sample judges (bigmodel_jax/judge.py) trained on first use go here, not to ~/.cache.
+os.environ.setdefault("BIGMODEL_JAX_CACHE", tempfile.mkdtemp(prefix="bigmodel_cache_"))
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
@@ -50,6 +52,27 @@ def train_losses(workdir) -> list[float]:
   import json
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     return [row["train/loss"] for row in map(json.loads, f) if "train/loss" in row]
+
+
+@pytest.fixture(scope="session")
+def digits_judge(tmp_path_factory) -> str:
+  """A small classifier of the digits (configs/digits.py:mlp, ~98% test accuracy) to score
+  generative models' samples in tests (samples.judge) instead of the pinned CNN. Trained on one
+  device in a process of its own (nothing in it is under test)."""
+  import json
+  workdir = tmp_path_factory.mktemp("digits_judge")
+  proc = run_main("--config=configs/digits.py:mlp", f"--workdir={workdir}",
+                  env={"XLA_FLAGS": "--xla_force_host_platform_device_count=1"})
+  assert proc.returncode == 0, proc.stderr
+  assert json.loads((workdir / "results.json").read_text())["eval/accuracy"] > 0.9
+  return str(workdir)
+
+
+def generative_config(arg: str, judge: str, **overrides):
+  """configs/generative.py:ARG shrunk for tests: 10 samples per class scored by `judge`."""
+  c = small_config(arg, "generative", **overrides)
+  c.samples.judge, c.samples.per_class = judge, 10
+  return c
 
 
 @pytest.fixture

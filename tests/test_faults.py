@@ -320,9 +320,9 @@ def test_same_config_and_seed_give_bit_identical_results(tmp_path):
 
 def test_non_finite_logits_are_never_hits():
   # No logit is greater than a NaN: counted naively, a NaN row puts every label in the top 5.
-  from bigmodel_jax import steps
+  from bigmodel_jax.objectives.classify import hits as hits_of
   logits = jnp.stack([jnp.full(10, jnp.nan), jnp.arange(10.0), jnp.arange(10.0).at[0].set(jnp.inf)])
-  hits = steps._hits(logits, jnp.array([3, 9, 9]))
+  hits = hits_of(logits, jnp.array([3, 9, 9]))
   assert hits["accuracy"].tolist() == [0.0, 1.0, 0.0]
   assert hits["top5_accuracy"].tolist() == [0.0, 1.0, 0.0]
 

@@ -37,6 +37,14 @@ def _broken_data(tmp):  # mnist1d's prepared files, the arrays truncated
 
 
 W = "--workdir={tmp}/w"
+GAN = "--config=configs/generative.py:gan"
+GAN_WITHOUT_SECOND_OPTIMIZER = """
+from bigmodel_jax import config as config_lib
+def get_config():
+  c = config_lib.default_config()
+  c.model.name, c.objective.name, c.data.name, c.data.scale = "gan", "gan", "digits", 1 / 16
+  return c
+"""
 # (arguments, the error line must contain, setup(tmp) -> value for {setup} or None)
 BAD_INPUT = [
     # flags
@@ -167,6 +175,26 @@ BAD_INPUT = [
      "unknown optimizer 'ädam'", None),
     ([CONFIG, W, "--config.batch_size=64", "--config.sharding=ünï"], "unknown sharding preset 'ünï'",
      None),
+    # objectives (configs/generative.py)
+    ([GAN, W, "--config.data.kind=lm"], "objective 'gan' trains on data.kind classification, not 'lm'",
+     None),
+    (["--config={setup}", W], "objective 'gan' trains a discriminator with an optimizer of its own: "
+     "set optimizers.discriminator", lambda tmp: _file(tmp, "gan.py", GAN_WITHOUT_SECOND_OPTIMIZER)),
+    ([GAN, W, "--config.data.label_key="], "model.conditional=True needs labels, but data set "
+     "'digits' is read without them", None),
+    ([CONFIG, W, "--config.batch_size=64", "--config.data.label_key="],
+     "the classification objective needs labels", None),
+    ([GAN, W, "--config.optimizers.discriminator.learning_rate=-1"],
+     "optimizers.discriminator.learning_rate must be a finite number >= 0, got -1.0", None),
+    ([GAN, W, "--config.objective.name=gam"], "unknown objective 'gam'; known: classification", None),
+    ([GAN, W, "--config.objective.loss=wasserstein"],
+     "objective.loss must be one of non_saturating, hinge, got 'wasserstein'", None),
+    ([CONFIG, W, "--config.batch_size=64", "--config.objective.name=diffusion"],
+     "objective 'diffusion' trains model 'unet', not 'cnn'", None),
+    ([GAN, W, "--config.samples.judge={tmp}/nowhere"],
+     "samples.judge={tmp}/nowhere is not a finished run's workdir", None),
+    (["--config=configs/generative.py:ddpm", W, "--config.objective.sample_steps=0"],
+     "objective.sample_steps must be in [1, timesteps=1000], got 0", None),
 ]
 
 

@@ -12,6 +12,7 @@ import pytest
 from bigmodel_jax import models, optim, sharding, steps, train
 from bigmodel_jax import state as state_lib
 from bigmodel_jax.models.transformer import REMAT_POLICIES
+from bigmodel_jax.objectives.classify import Classify
 from conftest import small_config, train_losses
 
 # float32, 4 steps of AdamW: the strategies differ only in the order of float reductions. Adam
@@ -122,7 +123,8 @@ def test_bfloat16_computes_in_bfloat16_and_keeps_float32_state(tmp_path, dp_run)
   _, state, model, tx = _state("dp")
   tokens = jax.random.randint(jax.random.PRNGKey(0), (8, 32), 0, 256)
   batch = {"inputs": tokens, "label": jnp.roll(tokens, -1, axis=1)}
-  step = lambda dtype: functools.partial(steps.train_step, model=model, tx=tx,  # noqa: E731
+  objective = Classify(model, (32,), 256, kind="lm")
+  step = lambda dtype: functools.partial(steps.train_step, objective=objective, tx=tx,  # noqa: E731
                                          schedule=lambda s: 1e-3, compute_dtype=dtype)
   jaxpr = str(jax.make_jaxpr(step(jnp.bfloat16))(state, batch))
   assert "dot_general" in jaxpr and "bf16" in jaxpr

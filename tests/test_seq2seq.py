@@ -7,7 +7,8 @@ import pytest
 import tensorflow_datasets as tfds
 from conftest import small_config, train_losses
 
-from bigmodel_jax import steps, train
+from bigmodel_jax import train
+from bigmodel_jax.objectives.classify import greedy_decode
 from bigmodel_jax.data import addition, pipeline
 from bigmodel_jax.models import EncoderDecoder, RNNSeq2Seq
 
@@ -56,7 +57,7 @@ def test_encoder_padding_and_later_decoder_tokens_do_not_change_outputs():
 
 def test_greedy_decoding_feeds_back_its_own_predictions():
   model, variables, src, tgt = _model_and_variables()
-  predicted = steps.greedy_decode(model, variables, {"encoder": src, "decoder": tgt})
+  predicted = greedy_decode(model, variables, {"encoder": src, "decoder": tgt})
   assert predicted.shape == tgt.shape
   # Teacher forcing with the predictions as decoder inputs gives the predictions back.
   forced = jnp.concatenate([tgt[:, :1], predicted[:, :-1]], axis=1)

@@ -100,24 +100,20 @@ def test_a_rolled_loop_makes_the_same_updates_as_the_unrolled_steps():
   import functools
 
   import jax
-  import jax.numpy as jnp
 
-  from bigmodel_jax import models, optim, sharding, state as state_lib, steps
+  from bigmodel_jax import build as build_lib, steps
   from bigmodel_jax.data import on_device, tasks
   c = _config()
   sources = tasks.load(c)
-  plan = sharding.Plan(c.sharding, c.sharding_rules, c.mesh.to_dict())
-  example = jax.tree.map(jnp.asarray, sources.train.gather(np.zeros(1, np.int64))["inputs"])
-  model = models.build_for(c, sources.num_outputs)
-  schedule = optim.make_schedule(c.schedule, c.optimizer.learning_rate, 100)
-  tx = optim.make_optimizer(c.optimizer, schedule)
+  b = build_lib.build(c, build_lib.example_of(sources.train), sources.num_outputs, 100)
+  plan = b.plan
   data = on_device.DeviceData(sources.train, c.batch_size, c.seed, plan.mesh, steps_per_call=4)
   sample = functools.partial(on_device.sample, global_batch=c.batch_size)
   params = []
   for unroll in (True, False):
-    state, shardings = state_lib.create(model, tx, example, c.seed, plan)
+    state, shardings = b.create_state(c.seed)
     call = steps.jit_train_step(plan, shardings, sample=sample, steps_per_call=4, unroll=unroll,
-                                **steps.step_options(c, model, tx, schedule))
+                                **b.step_options)
     for done in range(0, 12, 4):
       state, metrics = call(state, data.inputs(done))
     assert metrics["loss"].shape == (4,) and int(state.step) == 12

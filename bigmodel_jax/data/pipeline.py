@@ -67,8 +67,9 @@ class Records:
     rngs = rngs or [None] * len(examples)
     inputs = [self.preprocess.example(np.asarray(e[self.input_key]), rng)
               for e, rng in zip(examples, rngs)]
-    return {"inputs": np.stack(inputs),
-            "label": np.asarray([e[self.label_key] for e in examples], np.int32)}
+    labels = ([e[self.label_key] for e in examples] if self.label_key  # "": unlabeled, 0
+              else np.zeros(len(examples)))
+    return {"inputs": np.stack(inputs), "label": np.asarray(labels, np.int32)}
 
   def finish(self, batch: Batch, rngs: Rngs = None) -> Batch:
     return {**batch, "inputs": self.preprocess.batch(batch["inputs"], rngs)}
@@ -168,7 +169,8 @@ def _builder_and_outputs(cfg: ml_collections.ConfigDict) -> tuple[Any, int]:
     raise ConfigError(f"data set '{cfg.name}' cannot be opened: {type(e).__name__}: "
                       f"{faults.first_line(e)}") from e
   features = builder.info.features
-  keys = (cfg.input_key,) if cfg.kind == "lm" else (cfg.input_key, cfg.label_key)
+  keys = (cfg.input_key,) if cfg.kind == "lm" or not cfg.label_key else (cfg.input_key,
+                                                                           cfg.label_key)
   for key in keys:
     if key not in features:
       raise ConfigError(f"data set '{cfg.name}' has no feature '{key}'; features: "
@@ -180,7 +182,7 @@ def _builder_and_outputs(cfg: ml_collections.ConfigDict) -> tuple[Any, int]:
                           f"'{cfg.name}' is {type(features[key]).__name__}")
     return builder, 256  # bytes
   if cfg.kind == "classification":
-    num_outputs = getattr(features[cfg.label_key], "num_classes", None)
+    num_outputs = getattr(features[cfg.label_key], "num_classes", None) if cfg.label_key else 1
     if not num_outputs:
       raise ConfigError(f"data set '{cfg.name}': feature '{cfg.label_key}' is not a class label")
     channels = (getattr(features[cfg.input_key], "shape", None) or (None,))[-1]

@@ -2,7 +2,8 @@
 
 The module is built with its output size from the data set (`num_classes` for classifiers,
 `vocab_size` for language models) plus every other key of config.model.
-Each model's __call__ takes (inputs, *, train: bool) and returns logits. With config.tasks,
+Each model's __call__ takes (inputs, *, train: bool) and returns logits (generative models: an
+output that touches every parameter, for initialization; their objectives call their methods). With config.tasks,
 `build_for` wraps the configured model as the shared trunk of a MultiTask (multitask.py).
 """
 
@@ -20,12 +21,15 @@ from bigmodel_jax import faults
 from bigmodel_jax.config import ConfigError
 from bigmodel_jax.models.cnn import CNN
 from bigmodel_jax.models.densenet import DenseNet
+from bigmodel_jax.models.gan import GAN
 from bigmodel_jax.models.mlp import MLP
 from bigmodel_jax.models.mobilenet import MobileNet
 from bigmodel_jax.models.multitask import MultiTask
 from bigmodel_jax.models.recurrent import RNNLM, RNNClassifier, RNNSeq2Seq
 from bigmodel_jax.models.resnet import ResNet
 from bigmodel_jax.models.transformer import DecoderLM, EncoderDecoder, TransformerClassifier
+from bigmodel_jax.models.unet import UNet
+from bigmodel_jax.models.vae import VAE
 
 MODELS: dict[str, type[nn.Module]] = {
     "mlp": MLP,
@@ -40,6 +44,10 @@ MODELS: dict[str, type[nn.Module]] = {
     "rnn_lm": RNNLM,
     "encoder_decoder": EncoderDecoder,
     "rnn_seq2seq": RNNSeq2Seq,
+    # generative (objectives vae, gan, diffusion); num_classes: the classes to condition on
+    "vae": VAE,
+    "gan": GAN,
+    "unet": UNet,
 }
 
 OUTPUT_FIELDS = ("num_classes", "vocab_size")

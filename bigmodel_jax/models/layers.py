@@ -32,6 +32,28 @@ def conv(features: int, kernel_size: tuple[int, ...], name: str | None = None,
                  bias_init=nn.with_logical_partitioning(_BIAS_INIT, ("conv_out",)), **kwargs)
 
 
+def conv_transpose(features: int, kernel_size: tuple[int, ...], name: str | None = None,
+                   **kwargs) -> nn.ConvTranspose:
+  """A 1-D or 2-D transposed convolution (upsampling by its strides), channels last."""
+  window = ("conv_h", "conv_w")[-len(kernel_size):]
+  return nn.ConvTranspose(
+      features, kernel_size, name=name,
+      kernel_init=nn.with_logical_partitioning(_KERNEL_INIT, (*window, "conv_in", "conv_out")),
+      bias_init=nn.with_logical_partitioning(_BIAS_INIT, ("conv_out",)), **kwargs)
+
+
+def embed(num: int, features: int, name: str | None = None) -> nn.Embed:
+  """A table of `num` learned vectors (class embeddings of conditional models)."""
+  return nn.Embed(num, features, name=name, embedding_init=nn.with_logical_partitioning(
+      nn.initializers.normal(stddev=1.0), ("classes", "embed")))
+
+
+def group_norm(groups: int, name: str | None = None, axis_name: str = "conv_out") -> nn.GroupNorm:
+  return nn.GroupNorm(num_groups=groups, name=name,
+                      scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), (axis_name,)),
+                      bias_init=nn.with_logical_partitioning(_BIAS_INIT, (axis_name,)))
+
+
 # He (Kaiming) normal, fan-out: the initialization of torchvision's ResNets and DenseNets.
 HE_NORMAL = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 

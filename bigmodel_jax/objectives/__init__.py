@@ -1,0 +1,51 @@
+"""Objectives: what is learned (objectives/base.py holds the contract). Registry:
+config.objective.name (empty: data.kind) -> the objective class; config.objective's other keys
+go to its constructor. Which data kinds each trains on and which networks need an optimizer of
+their own are checked before anything runs (config.OBJECTIVES).
+"""
+
+import inspect
+from typing import Any
+
+import ml_collections
+
+from bigmodel_jax.config import ConfigError, objective_name
+from bigmodel_jax.objectives.base import Objective
+from bigmodel_jax.objectives.classify import Classify
+from bigmodel_jax.objectives.diffusion import Diffusion
+from bigmodel_jax.objectives.gan import GAN
+from bigmodel_jax.objectives.vae import VAE
+
+OBJECTIVES: dict[str, type[Objective]] = {
+    "classification": Classify,
+    "lm": Classify,
+    "seq2seq": Classify,
+    "vae": VAE,
+    "gan": GAN,
+    "diffusion": Diffusion,
+}
+
+
+def build(config: ml_collections.ConfigDict, model: Any, example: Any,
+          num_outputs: Any) -> Objective:
+  """The config's objective over `model` (which objective trains which model, and on which data
+  kinds, is checked by config.check_values)."""
+  name = objective_name(config)
+  options = {k: v for k, v in config.objective.items() if k != "name"}
+  input_shape = tuple(example.shape[1:]) if hasattr(example, "shape") else ()
+  if name in ("classification", "lm", "seq2seq"):
+    if options:
+      raise ConfigError(f"objective '{name}' has no options ({', '.join(sorted(options))})")
+    return Classify(model, input_shape, num_outputs, kind=name)
+  cls = OBJECTIVES[name]
+  known = [p for p in inspect.signature(cls.__init__).parameters
+           if p not in ("self", "model", "input_shape", "num_classes")]
+  unknown = sorted(set(options) - set(known))
+  if unknown:
+    raise ConfigError(f"objective '{name}' has no option {', '.join(unknown)}; options: "
+                      f"{', '.join(known)}")
+  try:
+    return cls(model, input_shape, num_outputs, **options)
+  except ValueError as e:
+    raise ConfigError(str(e)) from e
+

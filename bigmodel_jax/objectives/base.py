@@ -1,0 +1,79 @@
+"""The seam between the trainer and what is learned.
+
+An objective owns the networks (one flax module, whose top-level parameter groups are the
+networks), the loss of a batch, the eval metrics and, for generative models, sampling. The
+trainer (train.py, steps.py) owns everything else: meshes, jit/pmap, accumulation, precision,
+the NaN guard, checkpoints, metrics. Objectives know nothing of meshes or checkpoints.
+
+Contract (jax-traceable, no config objects):
+  loss(params, model_state, batch, rng, compute_dtype) -> (sum of per-row loss x batch["weights"],
+      {metric: sum of per-row value x weights}, new model_state); the trainer divides by the
+      total weight, so gradient accumulation and pmap give the same update as one large batch.
+  evaluate(variables, batch, rng, compute_dtype) -> {metric: B per-example values}; the trainer
+      sums them over the real (mask 1) examples and divides by their count.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Batch = dict[str, Any]
+
+
+def cast(tree: Any, dtype: Any) -> Any:
+  """Floating leaves to `dtype` (mixed precision); None leaves the tree as it is."""
+  if dtype is None:
+    return tree
+  return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x,
+                      tree)
+
+
+def apply(model: nn.Module, params: Any, model_state: Any, *args: Any, compute_dtype: Any = None,
+          method: str | None = None, mutable: bool = False, **kwargs: Any) -> Any:
+  """model.apply with the parameters and floating inputs in compute_dtype; floating outputs back
+  in float32. mutable: also return the updated model_state (BatchNorm statistics)."""
+  params, args = cast(params, compute_dtype), cast(args, compute_dtype)
+  variables = {"params": params, **model_state}
+  if mutable and model_state:
+    out, new_state = model.apply(variables, *args, method=method, mutable=list(model_state), **kwargs)
+  else:
+    out, new_state = model.apply(variables, *args, method=method, **kwargs), model_state
+  out = jax.tree.map(lambda x: x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating)
+                     else x, out)
+  return (out, new_state) if mutable else out
+
+
+class Objective:
+  """One network, one optimizer (config.optimizer); subclasses override what they need."""
+
+  networks: tuple[str, ...] = ()  # top-level parameter groups, each with its own optimizer
+  can_sample = False  # generates inputs: sample() exists, samples are scored at every eval
+
+  def __init__(self, model: nn.Module, input_shape: tuple[int, ...], num_classes: int):
+    self.model, self.input_shape, self.num_classes = model, tuple(input_shape), num_classes
+    self.conditional = bool(getattr(model, "conditional", False))
+
+  def weights(self, batch: Batch) -> jax.Array:
+    """The weight of each row (or label) of a training batch."""
+    return batch.get("weights", jnp.ones(batch["label"].shape[:1], jnp.float32))
+
+  def labels(self, batch: Batch) -> jax.Array:
+    return batch["label"] if self.conditional else jnp.zeros_like(batch["label"])
+
+  def loss(self, params: Any, model_state: Any, batch: Batch, rng: jax.Array,
+           compute_dtype: Any = None) -> tuple[jax.Array, dict[str, jax.Array], Any]:
+    raise NotImplementedError
+
+  def evaluate(self, variables: Any, batch: Batch, rng: jax.Array,
+               compute_dtype: Any = None) -> dict[str, jax.Array]:
+    raise NotImplementedError
+
+  def finish(self, metrics: dict[str, float]) -> dict[str, float]:
+    """Eval metrics derived from the averaged ones (e.g. bits per byte)."""
+    return metrics
+
+  def sample(self, variables: Any, rng: jax.Array, labels_N: jax.Array) -> jax.Array:
+    """N new inputs (scaled like the data), of class labels_N when conditional."""
+    raise NotImplementedError

@@ -1,0 +1,100 @@
+"""One runner per execution path of the training loop: what a call takes and how it runs.
+
+  JitRunner       host batches through the grain iterator, one jitted call per batch, or per K
+                  stacked batches (steps_per_call; single steps where a run starts or ends off
+                  a multiple of K)
+  OnDeviceRunner  data.on_device: the split lives on the devices, each update samples its batch
+  PmapRunner      parallel.strategy=pmap: the state in pmap's layout between calls
+
+The loop (train.py) asks a runner for the next call's size and input, runs the call, and asks
+for the data position to checkpoint; checkpoints and evaluation see `canonical(state)`.
+"""
+
+import functools
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from bigmodel_jax import pmap, sharding, steps
+from bigmodel_jax.build import Build
+from bigmodel_jax.data import on_device
+
+
+class JitRunner:
+  def __init__(self, config: ml_collections.ConfigDict, b: Build, state_shardings: Any,
+               train_iter: Any, total_steps: int, sample: Any = None):
+    self.plan, self.train_iter, self.total_steps = b.plan, train_iter, total_steps
+    self.k = config.steps_per_call
+    # each size compiles on its first use
+    self.steps = {k: steps.jit_train_step(b.plan, state_shardings, sample=sample, steps_per_call=k,
+                                          **b.step_options) for k in {1, self.k}}
+    self.stacked_sharding = jax.sharding.NamedSharding(  # K x B x ...
+        b.plan.mesh, jax.sharding.PartitionSpec(None, b.plan.batch_axes))
+
+  def call_size(self, done: int) -> int:
+    """Updates the call after `done` updates makes."""
+    return self.k if done % self.k == 0 and done + self.k <= self.total_steps else 1
+
+  def next_batch(self, done: int) -> Any:
+    k = self.call_size(done)
+    if k == 1:
+      return sharding.global_batch(next(self.train_iter), self.plan.batch_sharding)
+    local = jax.tree.map(lambda *b: np.stack(b), *(next(self.train_iter) for _ in range(k)))
+    return sharding.global_batch(local, self.stacked_sharding)
+
+  def call(self, state: Any, batch: Any, k: int) -> tuple[Any, Any]:
+    with self.plan.activation_context():
+      return self.steps[k](state, batch)
+
+  def position(self, step: int) -> Any:
+    """The data position after `step` updates (read before the next call's input)."""
+    return self.train_iter.get_state()
+
+  def to_loop(self, state: Any) -> Any:
+    return state
+
+  def canonical(self, state: Any) -> Any:
+    return state
+
+
+class OnDeviceRunner(JitRunner):
+  def __init__(self, config, b, state_shardings, train_iter, total_steps, examples):
+    sample = functools.partial(on_device.sample, global_batch=config.batch_size)
+    super().__init__(config, b, state_shardings, train_iter, total_steps, sample=sample)
+    self.data = on_device.DeviceData(examples, config.batch_size, config.seed, b.plan.mesh,
+                                     config.steps_per_call)
+
+  def next_batch(self, done: int) -> Any:
+    return self.data.inputs(done)
+
+  def position(self, step: int) -> Any:
+    return self.data.position(step)
+
+
+class PmapRunner(JitRunner):
+  def __init__(self, config, b, state_shardings, train_iter, total_steps):
+    self.plan, self.train_iter, self.total_steps, self.k = b.plan, train_iter, total_steps, 1
+    self.strategy = pmap.Strategy(state_shardings, **b.step_options)
+
+  def next_batch(self, done: int) -> Any:
+    return next(self.train_iter)  # this process's rows
+
+  def call(self, state: Any, batch: Any, k: int) -> tuple[Any, Any]:
+    return self.strategy.step(state, batch)
+
+  def to_loop(self, state: Any) -> Any:
+    return self.strategy.to_local(state)
+
+  def canonical(self, state: Any) -> Any:
+    return self.strategy.to_global(state)
+
+
+def make(config: ml_collections.ConfigDict, b: Build, state_shardings: Any, train_iter: Any,
+         examples: Any, total_steps: int) -> JitRunner:
+  if config.parallel.strategy == "pmap":
+    return PmapRunner(config, b, state_shardings, train_iter, total_steps)
+  if config.data.on_device:
+    return OnDeviceRunner(config, b, state_shardings, train_iter, total_steps, examples)
+  return JitRunner(config, b, state_shardings, train_iter, total_steps)
