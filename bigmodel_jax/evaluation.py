@@ -17,6 +17,7 @@ from bigmodel_jax.build import Build
 from bigmodel_jax.data import pipeline
 
 GRID_COLUMNS = 10  # samples per row of the grid
+FEATURE_EXAMPLES = 10_000  # examples of each split whose judge features the distances use
 
 
 class Evaluator:
@@ -73,10 +74,10 @@ class Evaluator:
       rows = len(np.unique(self.labels)) if self.objective.conditional else GRID_COLUMNS
       sample.save_grid(_grid_rows(x, self.labels, rows),
                        os.path.join(self.workdir, "samples", f"{step}.png"))
-    if self.scorer is None:
-      everything = lambda ex: ex.gather(np.arange(len(ex)))["inputs"]  # noqa: E731
-      self.scorer = judge.SampleScorer(self.config, everything(self.sources.train),
-                                       everything(self.sources.eval))
+    if self.scorer is None:  # the splits' features, once (at most FEATURE_EXAMPLES of each)
+      first = lambda ex: ex.gather(np.arange(min(len(ex), FEATURE_EXAMPLES)))["inputs"]  # noqa: E731
+      self.scorer = judge.SampleScorer(self.config, first(self.sources.train),
+                                       first(self.sources.eval))
     return self.scorer.score(x, self.labels if self.objective.conditional else None)
 
 

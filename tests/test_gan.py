@@ -62,9 +62,9 @@ def test_each_gan_network_is_trained_by_its_own_optimizer():
   assert all(jax.tree.leaves(same)) and all(jax.tree.leaves(moved))
 
 
-GAN_ARGS = ["--config=configs/generative.py:gan", "--config.total_steps=80",
+GAN_ARGS = ["--config=configs/generative.py:gan", "--config.total_steps=50",
             "--config.batch_size=32", "--config.log_every=5", "--config.checkpoint_every=5",
-            "--config.eval_every=80", "--config.samples.per_class=10",
+            "--config.eval_every=50", "--config.samples.per_class=10",
             "--config.model.latents=16", "--config.model.generator_channels=(32, 16)",
             "--config.model.discriminator_channels=(16, 32)"]
 
@@ -89,6 +89,6 @@ def test_a_gan_killed_at_a_random_moment_resumes_to_the_same_parameters(tmp_path
   rerun = run_main(*args, f"--workdir={workdir}")
   assert rerun.returncode == 0, rerun.stderr
   a, b = (json.loads((d / "results.json").read_text()) for d in (workdir, tmp_path / "reference"))
-  assert 0 < a["start_step"] < 80
+  assert 0 < a["start_step"] < 50
   assert a["params_sha256"] == b["params_sha256"]
   assert a["eval/sample_accuracy"] == b["eval/sample_accuracy"]
