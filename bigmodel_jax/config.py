@@ -330,8 +330,10 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-  """Flat names of keys whose values differ, ignoring RESUME_SAFE_KEYS."""
+  """Flat names of keys whose values differ, ignoring RESUME_SAFE_KEYS. A key the old config
+lacks counts as its default (a workdir from before the key existed resumes)."""
   a, b = flatten(old), flatten(new)
+  a = {**{k: v for k, v in flatten(to_dict(default_config())).items() if k not in a}, **a}
   keys = sorted(set(a) | set(b))
   return [k for k in keys if k not in RESUME_SAFE_KEYS and a.get(k, "<absent>") != b.get(k, "<absent>")]
 

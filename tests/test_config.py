@@ -45,3 +45,12 @@ def test_no_numeric_key_takes_nan_infinity_or_a_negative_size(key):
     (c[node] if node else c)[leaf] = value
     with pytest.raises(ConfigError, match=f"^{key} must be "):
       config_lib.check_values(c)
+
+
+def test_a_workdir_from_before_a_key_existed_resumes_but_a_changed_value_does_not():
+  # config.json of a run made before objective, samples and optimizers were keys
+  new = config_lib.to_dict(config_lib.default_config())
+  old = {k: v for k, v in new.items() if k not in ("objective", "samples", "optimizers")}
+  assert config_lib.changed_keys(old, new) == []
+  changed = {**new, "objective": {"name": "vae"}}
+  assert config_lib.changed_keys(old, changed) == ["objective.name"]
