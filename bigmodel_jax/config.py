@@ -42,6 +42,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.checkpoint_keep = 3
   c.init_from = ""  # another workdir whose newest parameters warm-start this run (a head of
   # another shape starts fresh)
+  c.init_into = ""  # a top-level parameter group that init_from's parameters go into (LiT: a
+  # classifier's workdir into a dual encoder's "image" tower); "" = the whole model
   c.freeze = ""  # comma-separated regexes over parameter paths ("conv_0,conv_1"): not updated
   c.nan_policy = "stop"  # non-finite loss/gradients: stop (exit 3) or skip the update and count it
 
@@ -68,7 +70,8 @@ def default_config() -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict()
   c.data.name = ""  # a TFDS name: ours (mnist1d, digits, pycode) or the catalogue's (mnist, cifar10)
-  c.data.kind = "classification"  # "lm": next bytes of a text; "seq2seq": text -> text
+  c.data.kind = "classification"  # "lm": next bytes of a text; "seq2seq": text -> text;
+  # "paired": an image and a text (word ids) with a label (data/paired_digits.py)
   c.data.seq_len = 128  # lm: bytes per window; seq2seq: longest input
   c.data.target_len = 16  # seq2seq: longest answer + 1 (EOS)
   c.data.data_dir = ""  # "" = TFDS default ($TFDS_DATA_DIR or ~/tensorflow_datasets)
@@ -76,6 +79,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.eval_split = "test"
   c.data.input_key = "image"
   c.data.label_key = "label"
+  c.data.text_key = "text"  # paired: the text feature (T word ids, or K x T captions)
   c.data.scale = 1.0  # inputs are multiplied by this (1/255 for uint8 images)
   c.data.mean = ()  # per channel, subtracted after scaling (e.g. ImageNet's); () = none
   c.data.std = ()  # per channel, divides after the mean; () = none
@@ -216,17 +220,22 @@ NUMERIC_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 # need an optimizer of their own (config.optimizers.NAME), and the model it trains ("": any
 # model that is not one of those).
 OBJECTIVES: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
-    "classification": (("classification",), (), ""),
+    "classification": (("classification", "paired"), (), ""),
     "lm": (("lm",), (), ""),
     "seq2seq": (("seq2seq",), (), ""),
     "vae": (("classification",), (), "vae"),
     "gan": (("classification",), ("discriminator",), "gan"),
     "diffusion": (("classification",), (), "unet"),
+    "contrastive": (("paired",), (), "dual_encoder"),
+    "captioning": (("paired",), (), "captioner"),
 }
+# Models that read an image and a text (data.kind=paired), and only those.
+MULTIMODAL_MODELS = ("fusion", "dual_encoder", "captioner")
 
 
 def objective_name(config: ml_collections.ConfigDict) -> str:
-  return config.objective.name or config.data.kind
+  return config.objective.name or {"paired": "classification"}.get(config.data.kind,
+                                                                   config.data.kind)
 
 
 # Keys whose value is one of a few names (the others are checked where they are used: models,
@@ -235,7 +244,7 @@ CHOICES = {
     "dtype": ("float32", "bfloat16", "float16"),
     "parallel.strategy": ("jit", "pmap"),
     "nan_policy": ("stop", "skip"),
-    "data.kind": ("classification", "lm", "seq2seq"),
+    "data.kind": ("classification", "lm", "seq2seq", "paired"),
 }
 
 
@@ -271,7 +280,30 @@ def check_values(config: ml_collections.ConfigDict) -> None:
                       f"{config.grad_accum_steps} must be a whole micro-batch")
   if config.data.on_device and config.parallel.strategy == "pmap":
     raise ConfigError("data.on_device needs parallel.strategy=jit")
+  if config.init_into and not config.init_from:
+    raise ConfigError(f"init_into='{config.init_into}' needs init_from: the workdir whose "
+                      "parameters start that part of the model (e.g. a classifier for LiT)")
+  _check_modalities(config)
   _check_objective(config)
+
+
+def _check_modalities(config: ml_collections.ConfigDict) -> None:
+  multimodal = config.model.name in MULTIMODAL_MODELS
+  if multimodal and config.data.kind != "paired":
+    raise ConfigError(f"model '{config.model.name}' reads an image and a text, but data set "
+                      f"'{config.data.name}' is read as one modality (data.kind="
+                      f"{config.data.kind}); use a paired data set (digit_scenes, "
+                      "digit_captions) with data.kind=paired")
+  if config.data.kind == "paired" and not multimodal:
+    raise ConfigError(f"data.kind=paired gives an image and a text; model "
+                      f"'{config.model.name}' reads one input (use {', '.join(MULTIMODAL_MODELS)})")
+  if objective_name(config) == "contrastive":  # the batch is the set of negatives
+    if config.grad_accum_steps > 1:
+      raise ConfigError("the contrastive loss contrasts each pair with the whole batch: "
+                        "grad_accum_steps > 1 would shrink it to a micro-batch (set it to 1)")
+    if config.parallel.strategy == "pmap":
+      raise ConfigError("the contrastive loss contrasts each pair with the whole batch: "
+                        "parallel.strategy=pmap would shrink it to a device's (use jit)")
 
 
 def _check_objective(config: ml_collections.ConfigDict) -> None:

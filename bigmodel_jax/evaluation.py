@@ -40,15 +40,21 @@ class Evaluator:
       self.sample_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), steps.EVAL_STREAM)
 
   def split(self, state: Any, examples: Any) -> dict[str, float]:
-    sums = None
+    sums, rows = None, []
     for i, batch in enumerate(pipeline.eval_batches(examples, self.config.eval_batch_size)):
       with self.plan.activation_context():
         out = self.step(state, sharding.global_batch(batch, self.plan.batch_sharding),
                         jnp.int32(i))
+      rows.append({k: out.pop(k) for k in list(out) if k.startswith("collect/")})
       sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
     sums = jax.device_get(sums)
     count = max(float(sums.pop("count")), 1.0)
-    return self.objective.finish({f"eval/{k}": float(v) / count for k, v in sums.items()})
+    metrics = {f"eval/{k}": float(v) / count for k, v in sums.items()}
+    if rows[0]:  # the split's rows, in order, padding dropped
+      rows = {k: np.concatenate([np.asarray(_gather(r[k])) for r in rows]) for k in rows[0]}
+      real = rows.pop("collect/mask") > 0
+      metrics.update(self.objective.finish_collected({k: v[real] for k, v in rows.items()}))
+    return self.objective.finish(metrics)
 
   def __call__(self, state: Any, step: int) -> dict[str, float]:
     """The eval metrics of the canonical (mesh) state after `step` updates."""

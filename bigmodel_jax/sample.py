@@ -1,9 +1,14 @@
 """Samples of a trained model: text from a byte-level language model, images (or 1-D signals)
-from a generative one (objectives vae, gan, diffusion).
+from a generative one (objectives vae, gan, diffusion), captions of test images from a
+captioner (objective captioning).
 
   python -m bigmodel_jax.sample --workdir=runs/pycode_transformer [--prompt="def "] [--length=100]
       [--temperature=0] [--top_k=0] [--seed=0] [--no_cache]
   python -m bigmodel_jax.sample --workdir=runs/digits_ddpm [--num=10] [--out=FILE.png] [--seed=0]
+  python -m bigmodel_jax.sample --workdir=runs/mm_captioner [--num=10] [--temperature=0] [--seed=0]
+
+Captions: the first --num images of the eval split, each line "reference -> caption" (greedy at
+temperature 0, else sampled), decoded with the key/value cache.
 
 Images: a grid PNG, one row per class of a class-conditional model (--num samples each), else
 --num rows of 10; written to --out (default WORKDIR/samples/sampled.png).
@@ -146,6 +151,41 @@ def generate_images(workdir: str, num: int, seed: int = 0) -> np.ndarray:
   return np.asarray(x).reshape(rows, columns, *x.shape[1:])
 
 
+def captions(workdir: str, num: int, temperature: float = 0.0,
+             seed: int = 0) -> list[tuple[str, str]]:
+  """(a reference caption, the model's caption) of the eval split's first `num` images."""
+  import functools
+
+  import tensorflow_datasets as tfds
+
+  from bigmodel_jax import checkpoint, models, objectives
+  from bigmodel_jax.data import pipeline
+  from bigmodel_jax.data.words import Words
+
+  config = workdir_config(workdir)
+  if config_lib.objective_name(config) != "captioning":
+    raise config_lib.ConfigError(f"{workdir} holds a {config_lib.objective_name(config)} run, "
+                                 "not a captioner")
+  example, num_outputs = pipeline.input_spec(config.data)
+  model = models.build(config.model, num_outputs)
+  objective = objectives.build(config, model, example, num_outputs)
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  abstract = jax.eval_shape(lambda: nn.unbox(model.init(
+      jax.random.PRNGKey(0), jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), example))
+      ["params"]))
+  abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), abstract)
+  params = checkpoint.load_params(workdir, abstract)[0]
+  examples = pipeline.load(config.data).eval
+  batch = examples.gather(np.arange(min(num, len(examples))))
+  length = batch["inputs"]["text"].shape[1]
+  caption = jax.jit(functools.partial(objective.caption, length=length, temperature=temperature))
+  ids = caption({"params": params}, jnp.asarray(batch["inputs"]["image"]),
+                rng=jax.random.PRNGKey(seed))
+  builder = tfds.builder(config.data.name, data_dir=config.data.data_dir or None)
+  words = Words(builder.info.metadata["vocabulary"])
+  return [(words.decode(r), words.decode(c)) for r, c in zip(batch["inputs"]["text"], np.asarray(ids))]
+
+
 def save_grid(x: np.ndarray, path: str, zoom: int = 4) -> None:
   """R x C samples -> one PNG: images (H x W x 1 or 3) values in [0, 1]; signals (L) plotted.
   Written atomically (a reader never sees half a file)."""
@@ -188,7 +228,14 @@ def main(argv: list[str]) -> None:
     f = flags.FLAGS
     if f.num < 1:
       raise config_lib.ConfigError(f"--num must be >= 1, got {f.num}")
-    if config_lib.objective_name(workdir_config(f.workdir)) in GENERATIVE:
+    if f.temperature < 0:
+      raise config_lib.ConfigError(f"--temperature must be >= 0, got {f.temperature}")
+    objective = config_lib.objective_name(workdir_config(f.workdir))
+    if objective == "captioning":
+      for reference, caption in captions(f.workdir, f.num, f.temperature, f.seed):
+        print(f"{reference} -> {caption}")
+      return
+    if objective in GENERATIVE:
       out = f.out or os.path.join(f.workdir, "samples", "sampled.png")
       save_grid(generate_images(f.workdir, f.num, f.seed), out)
       print(out)
@@ -205,9 +252,9 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-  flags.DEFINE_string("workdir", None, "A language model's or generative model's workdir.",
+  flags.DEFINE_string("workdir", None, "A language model's, generative model's or captioner's workdir.",
                       required=True)
-  flags.DEFINE_integer("num", 10, "Images: samples per class (per row).")
+  flags.DEFINE_integer("num", 10, "Images: samples per class (per row); captions: images.")
   flags.DEFINE_string("out", "", "Images: the PNG to write (default WORKDIR/samples/sampled.png).")
   flags.DEFINE_string("prompt", "def ", "Text to continue.")
   flags.DEFINE_integer("length", 100, "Bytes to generate (prompt + length <= the model's max_len).")

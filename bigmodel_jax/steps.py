@@ -104,14 +104,18 @@ EVAL_STREAM = 2**31 - 1  # eval's random numbers (VAE samples, diffusion noise):
 def eval_step(state: TrainState, batch: Batch, index: jax.Array, *, objective: Objective,
               compute_dtype: Any = None) -> dict[str, jax.Array]:
   """Sums over the real (mask 1) examples of the objective's per-example metrics; the caller
-  divides by "count" at the end. index: the batch's number in the split (its random numbers,
+  divides by "count" at the end. Values named "collect/..." come back per row, with
+  "collect/mask", for metrics of the whole split (retrieval: Objective.finish_collected). index: the batch's number in the split (its random numbers,
   the same at every evaluation)."""
   rng = jax.random.fold_in(jax.random.fold_in(state.rng, EVAL_STREAM), index)
   per_example = objective.evaluate({"params": state.params, **state.model_state}, batch, rng,
                                    compute_dtype)
   mask_B = batch["mask"]
-  sums = {k: jnp.sum(v * mask_B) for k, v in per_example.items()}
-  return {**sums, "count": jnp.sum(mask_B)}
+  sums = {k: jnp.sum(v * mask_B) for k, v in per_example.items() if not k.startswith("collect/")}
+  rows = {k: v for k, v in per_example.items() if k.startswith("collect/")}  # whole split's
+  if rows:
+    rows["collect/mask"] = mask_B
+  return {**sums, "count": jnp.sum(mask_B), **rows}
 
 
 def step_options(config: ml_collections.ConfigDict, objective: Objective, tx: Any,

@@ -49,9 +49,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   n_params = state_lib.num_params(state.params)
   fresh: list[str] = []  # warm start: parameters that did not fit and start from scratch
   if config.init_from and not checkpoint.saved_steps(workdir):  # a workdir's own checkpoint wins
-    params, fresh = checkpoint.load_params(config.init_from, state_lib.abstract(
-        state_shardings.params, state.params), init_params=state.params)
-    state = state.replace(params=params)  # the optimizer state starts fresh (zeros) either way
+    state, fresh = _warm_start(config, state, state_shardings)
   frozen = optim.frozen_paths(state.params, config.freeze)
 
   # --- Execution path (compiled steps, the state donated: updated in place) and evaluation. ---
@@ -223,6 +221,23 @@ class _Guard:
       raise faults.NonFinite(f"evaluation at step {step} is not finite ({', '.join(bad)}): the "
                              f"model's outputs overflow; {self.last_good()}; lower the learning "
                              "rate")
+
+
+def _warm_start(config: ml_collections.ConfigDict, state: Any,
+                state_shardings: Any) -> tuple[Any, list[str]]:
+  """The parameters of config.init_from (into the group config.init_into, if set); those that do
+  not fit keep their fresh values and are named. The optimizer state starts fresh either way."""
+  abstract = state_lib.abstract(state_shardings.params, state.params)
+  into = config.init_into
+  if not into:
+    params, fresh = checkpoint.load_params(config.init_from, abstract, init_params=state.params)
+    return state.replace(params=params), fresh
+  if into not in state.params:
+    raise config_lib.ConfigError(f"init_into='{into}': the model has no parameter group '{into}'"
+                                 f"; its groups: {', '.join(state.params)}")
+  part, fresh = checkpoint.load_params(config.init_from, abstract[into],
+                                       init_params=state.params[into])
+  return state.replace(params={**state.params, into: part}), [f"{into}/{p}" for p in fresh]
 
 
 def _count(examples: Any) -> int:

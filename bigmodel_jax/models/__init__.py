@@ -24,6 +24,7 @@ from bigmodel_jax.models.densenet import DenseNet
 from bigmodel_jax.models.gan import GAN
 from bigmodel_jax.models.mlp import MLP
 from bigmodel_jax.models.mobilenet import MobileNet
+from bigmodel_jax.models.multimodal import Captioner, DualEncoder, FusionClassifier
 from bigmodel_jax.models.multitask import MultiTask
 from bigmodel_jax.models.recurrent import RNNLM, RNNClassifier, RNNSeq2Seq
 from bigmodel_jax.models.resnet import ResNet
@@ -48,6 +49,10 @@ MODELS: dict[str, type[nn.Module]] = {
     "vae": VAE,
     "gan": GAN,
     "unet": UNet,
+    # an image and a text (data.kind=paired); num_classes and vocab_size from the data set
+    "fusion": FusionClassifier,  # objective classification
+    "dual_encoder": DualEncoder,  # objective contrastive
+    "captioner": Captioner,  # objective captioning
 }
 
 OUTPUT_FIELDS = ("num_classes", "vocab_size")
@@ -58,16 +63,26 @@ def build(model_config: ml_collections.ConfigDict, num_outputs: int) -> nn.Modul
   if name not in MODELS:
     raise ConfigError(f"unknown model '{name}'; known: {', '.join(sorted(MODELS))}")
   cls = MODELS[name]
-  options = {k: v for k, v in model_config.items() if k != "name"}
+  options = {k: (v.to_dict() if isinstance(v, ml_collections.ConfigDict) else v)
+             for k, v in model_config.items() if k != "name"}
   fields = {f.name for f in dataclasses.fields(cls) if f.init and f.name not in ("parent", "name")}
-  output = next(f for f in OUTPUT_FIELDS if f in fields)
+  if isinstance(num_outputs, dict):  # paired data: classes and the tokenizer's vocabulary size
+    outputs = {k: v for k, v in num_outputs.items() if k in fields}
+    for key, value in outputs.items():
+      if key in options and options.pop(key) not in (0, value):  # 0: the data set's
+        raise ConfigError(f"model.{key}={model_config[key]}: the model must match the data set's "
+                          f"{'tokenizer' if key == 'vocab_size' else 'labels'} ({value}; a text "
+                          f"tower wider than its tokenizer reads ids it never gets, a narrower "
+                          f"one cannot read them); set model.{key}=0 (the data set's)")
+  else:
+    outputs = {next(f for f in OUTPUT_FIELDS if f in fields): num_outputs}
   unknown = sorted(set(options) - fields)
   if unknown:
     raise ConfigError(f"model '{name}' has no option {', '.join(unknown)}; options: "
-                      f"{', '.join(sorted(fields - {output}))}")
+                      f"{', '.join(sorted(fields - set(outputs)))}")
   for key, value in options.items():
     _check_option(f"model.{key}", value)
-  return cls(**{output: num_outputs}, **options)
+  return cls(**outputs, **options)
 
 
 def _check_option(key: str, value: Any) -> None:

@@ -11,7 +11,9 @@ import ml_collections
 
 from bigmodel_jax.config import ConfigError, objective_name
 from bigmodel_jax.objectives.base import Objective
+from bigmodel_jax.objectives.captioning import Captioning
 from bigmodel_jax.objectives.classify import Classify
+from bigmodel_jax.objectives.contrastive import Contrastive
 from bigmodel_jax.objectives.diffusion import Diffusion
 from bigmodel_jax.objectives.gan import GAN
 from bigmodel_jax.objectives.vae import VAE
@@ -23,7 +25,10 @@ OBJECTIVES: dict[str, type[Objective]] = {
     "vae": VAE,
     "gan": GAN,
     "diffusion": Diffusion,
+    "contrastive": Contrastive,
+    "captioning": Captioning,
 }
+FROM_DATA = ("prompts",)  # constructor arguments a paired data set gives (pipeline.load)
 
 
 def build(config: ml_collections.ConfigDict, model: Any, example: Any,
@@ -33,19 +38,24 @@ def build(config: ml_collections.ConfigDict, model: Any, example: Any,
   name = objective_name(config)
   options = {k: v for k, v in config.objective.items() if k != "name"}
   input_shape = tuple(example.shape[1:]) if hasattr(example, "shape") else ()
+  data = {}
+  if isinstance(num_outputs, dict):  # paired data: classes, vocabulary, class prompts
+    data, num_outputs = num_outputs, num_outputs["num_classes"]
   if name in ("classification", "lm", "seq2seq"):
     if options:
       raise ConfigError(f"objective '{name}' has no options ({', '.join(sorted(options))})")
     return Classify(model, input_shape, num_outputs, kind=name)
   cls = OBJECTIVES[name]
   known = [p for p in inspect.signature(cls.__init__).parameters
-           if p not in ("self", "model", "input_shape", "num_classes")]
+           if p not in ("self", "model", "input_shape", "num_classes", *FROM_DATA)]
   unknown = sorted(set(options) - set(known))
   if unknown:
     raise ConfigError(f"objective '{name}' has no option {', '.join(unknown)}; options: "
                       f"{', '.join(known)}")
+  given = {k: data[k] for k in FROM_DATA
+           if k in data and k in inspect.signature(cls.__init__).parameters}
   try:
-    return cls(model, input_shape, num_outputs, **options)
+    return cls(model, input_shape, num_outputs, **options, **given)
   except ValueError as e:
     raise ConfigError(str(e)) from e
 

@@ -10,7 +10,9 @@ Contract (jax-traceable, no config objects):
       {metric: sum of per-row value x weights}, new model_state); the trainer divides by the
       total weight, so gradient accumulation and pmap give the same update as one large batch.
   evaluate(variables, batch, rng, compute_dtype) -> {metric: B per-example values}; the trainer
-      sums them over the real (mask 1) examples and divides by their count.
+      sums them over the real (mask 1) examples and divides by their count. Values named
+      "collect/NAME" (B x ...) are gathered over the split instead and handed to
+      finish_collected (retrieval metrics).
 """
 
 from typing import Any
@@ -73,6 +75,11 @@ class Objective:
   def finish(self, metrics: dict[str, float]) -> dict[str, float]:
     """Eval metrics derived from the averaged ones (e.g. bits per byte)."""
     return metrics
+
+  def finish_collected(self, rows: dict[str, Any]) -> dict[str, float]:
+    """Eval metrics of the whole split from the "collect/..." values evaluate() returned, one
+    row per real example in order (retrieval needs every pair at once)."""
+    raise NotImplementedError
 
   def sample(self, variables: Any, rng: jax.Array, labels_N: jax.Array) -> jax.Array:
     """N new inputs (scaled like the data), of class labels_N when conditional."""

@@ -1,0 +1,231 @@
+"""Multimodal: the paired digits data sets, the fusion structures, contrastive dual encoders
+(CLIP, SigLIP, LiT) and the captioner through the one trainer; 8 devices under dp and fsdp
+against 1; exact resume after SIGKILL; bad input."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from conftest import REPO, run_main, small_config
+
+from bigmodel_jax import build as build_lib
+from bigmodel_jax import models, sharding, steps
+from bigmodel_jax.data import digits, paired_digits, pipeline
+from bigmodel_jax.data.words import Words
+from bigmodel_jax.objectives.captioning import teacher_forced
+
+
+def _tiny(arg, **overrides):
+  model = {"dim": 16, "num_heads": 2, "mlp_dim": 32, "depth": 1}
+  if arg in ("clip", "siglip", "lit"):
+    model["image_tower"] = {"name": "mlp", "hidden": (32,)}
+  if arg == "captioner":
+    model["decoder_depth"] = 1
+  return small_config(arg, "multimodal", batch_size=32, eval_batch_size=200, total_steps=30,
+                      log_every=10, eval_every=30, checkpoint_every=10,
+                      **{"schedule.warmup_steps": 5},
+                      **{f"model.{k}": v for k, v in model.items()}, **overrides)
+
+
+def test_scenes_come_from_their_splits_images_and_answer_their_questions():
+  d = digits.generate()
+  words = Words(tfds.builder("digit_scenes").info.metadata["vocabulary"])
+  for split, (x, y) in {"train": (d["x"], d["y"]), "test": (d["x_test"], d["y_test"])}.items():
+    source = tfds.data_source("digit_scenes", split=split)
+    assert len(source) == paired_digits.SCENES[split]
+    kinds = set()
+    for i in range(0, len(source), len(source) // 50):
+      e = source[i]
+      left, right = e["source"]
+      assert (e["image"][:, :8] == x[left]).all() and (e["image"][:, 8:] == x[right]).all()
+      question = words.decode(e["question"])
+      kind = next(k for k, (phrasings, _) in paired_digits.QUESTIONS.items() if question in phrasings)
+      kinds.add(kind)
+      answer = paired_digits.QUESTIONS[kind][1](int(y[left]), int(y[right]))
+      assert paired_digits.ANSWERS[e["answer"]] == answer, (split, i, question)
+    assert len(kinds) == len(paired_digits.QUESTIONS)
+
+
+def test_captions_name_their_images_digit():
+  words = Words(tfds.builder("digit_captions").info.metadata["vocabulary"])
+  source = tfds.data_source("digit_captions", split="test")
+  assert len(source) == 360
+  for i in range(0, 360, 37):
+    e = source[i]
+    texts = [words.decode(c) for c in e["captions"]]
+    name = paired_digits.CLASS_NAMES[e["label"]]
+    assert texts == [t.format(name) for t in paired_digits.CAPTION_TEMPLATES]
+
+
+@pytest.mark.parametrize("fusion", ["image_only", "text_only", "late", "gated", "early", "cross"])
+def test_each_fusion_reads_the_modalities_it_claims(fusion):
+  model = models.multimodal.FusionClassifier(num_classes=21, vocab_size=30, fusion=fusion, dim=16,
+                                             depth=1, num_heads=2, mlp_dim=32)
+  rng = np.random.default_rng(0)
+  inputs = {"image": jnp.asarray(rng.random((4, 8, 16, 1)), jnp.float32),
+            "text": jnp.asarray(rng.integers(3, 30, (4, 12)), jnp.int32).at[:, 8:].set(0)}
+  variables = model.init(jax.random.PRNGKey(0), inputs)
+  out = model.apply(variables, inputs)
+  assert out.shape == (4, 21)
+  other_image = model.apply(variables, {**inputs, "image": inputs["image"][::-1]})
+  other_text = model.apply(variables, {**inputs, "text": inputs["text"][::-1]})
+  padded = model.apply(variables, {**inputs, "text": jnp.pad(inputs["text"], ((0, 0), (0, 0)))})
+  np.testing.assert_allclose(padded, out)
+  assert np.allclose(other_image, out) == (fusion == "text_only")
+  assert np.allclose(other_text, out) == (fusion == "image_only")
+
+
+def test_contrastive_losses_match_their_formulas():
+  from bigmodel_jax.objectives.contrastive import Contrastive
+
+  class Fixed:  # a "model" whose embeddings are given: 3 pairs, the last two texts identical
+    def apply(self, variables, inputs, **kwargs):
+      return inputs["image"], inputs["image"], jnp.log(2.0), jnp.float32(-1.0)
+
+  emb = jnp.eye(3)
+  batch = {"inputs": {"image": emb, "text": jnp.asarray([[3, 2], [4, 2], [4, 2]])},
+           "weights": jnp.ones(3)}
+  s = 2.0  # exp(log 2)
+  for kind in ("softmax", "sigmoid"):
+    loss, _, _ = Contrastive(Fixed(), (), 10, loss=kind).loss({}, {}, batch, None)
+    if kind == "softmax":  # row 0: one positive; rows 1, 2: half on each identical text
+      z = np.log(np.exp(s) + 2)
+      row0 = z - s
+      row12 = z - 0.5 * s
+      expected = row0 + 2 * row12  # image->text and text->image are symmetric here
+    else:  # sum over pairs of -log sigmoid(sign * (s * cos - 1))
+      pos = -np.log(1 / (1 + np.exp(-(s - 1))))
+      pos_off = -np.log(1 / (1 + np.exp(1)))  # identical texts, cos 0: positive
+      neg = -np.log(1 / (1 + np.exp(-1)))  # negative, cos 0: -(0 - 1) = 1
+      expected = (pos + 2 * neg) + 2 * (pos + pos_off + neg)
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-5, err_msg=kind)
+
+
+def _first_losses(c, devices, count=3):
+  sources = pipeline.load(c.data)
+  b = build_lib.build(c, build_lib.example_of(sources.train), sources.num_outputs, 100,
+                      devices=devices)
+  state, shardings = b.create_state(c.seed)
+  step = steps.jit_train_step(b.plan, shardings, **b.step_options)
+  iterator = pipeline.train_iterator(sources.train, c.batch_size, c.seed)
+  losses = []
+  for _ in range(count):
+    with b.plan.activation_context():
+      state, metrics = step(state, sharding.global_batch(next(iterator), b.plan.batch_sharding))
+    losses.append(float(metrics["loss"]))
+  return losses
+
+
+@pytest.mark.parametrize("arg", ["cross_attention", "siglip"])
+def test_dp_and_fsdp_on_8_devices_give_the_first_losses_of_1_device(arg):
+  # float32; only the order of float reductions differs between the programs
+  one = _first_losses(_tiny(arg), jax.devices()[:1])
+  for preset in ("dp", "fsdp"):
+    eight = _first_losses(_tiny(arg, sharding=preset), None)
+    np.testing.assert_allclose(eight, one, rtol=1e-4, err_msg=preset)
+
+
+def test_captioner_decodes_the_same_with_and_without_the_cache():
+  from bigmodel_jax import objectives
+  c = _tiny("captioner")
+  sources = pipeline.load(c.data)
+  b = build_lib.build(c, build_lib.example_of(sources.train), sources.num_outputs, 100, mesh=False)
+  batch = sources.eval.gather(np.arange(8))
+  inputs = jax.tree.map(jnp.asarray, batch["inputs"])
+  variables = b.model.init(jax.random.PRNGKey(1), inputs)
+  cached = b.objective.caption(variables, inputs["image"], 8)
+  tokens = jnp.zeros((8, 8), jnp.int32)  # no cache: the whole prefix again for every token
+  for t in range(8):
+    logits = b.model.apply(variables, {"image": inputs["image"], "text": teacher_forced(tokens)})
+    tokens = tokens.at[:, t].set(jnp.argmax(logits[:, t], -1))
+  after_eos = jnp.cumsum(jnp.cumsum(tokens == 2, 1), 1) > 1  # PAD after the first EOS
+  np.testing.assert_array_equal(cached, jnp.where(after_eos, 0, tokens))
+  assert isinstance(b.objective, objectives.Captioning)
+
+
+def test_lit_starts_its_image_tower_from_a_classifier_and_keeps_it_locked(tmp_path):
+  small = ["--config.model.channels=(8, 8, 8)", "--config.model.dense=(16,)"]
+  classifier = tmp_path / "cnn"
+  r = run_main("--config=configs/digits.py:cnn", f"--workdir={classifier}", *small,
+               "--config.total_steps=30", "--config.schedule.warmup_steps=5")
+  assert r.returncode == 0, r.stderr
+  lit = tmp_path / "lit"
+  r = run_main("--config=configs/multimodal.py:lit", f"--workdir={lit}",
+               f"--config.init_from={classifier}",
+               *(a.replace("model.", "model.image_tower.") for a in small),
+               "--config.total_steps=20", "--config.schedule.warmup_steps=5",
+               "--config.batch_size=32", "--config.model.depth=1", "--config.model.dim=16",
+               "--config.model.num_heads=2")
+  assert r.returncode == 0, r.stderr
+  log = r.stderr + r.stdout
+  assert "new (did not fit): image/head/bias, image/head/kernel" in log
+  frozen = log.split("Frozen (not updated): ")[1].splitlines()[0].split(", ")
+  assert "image/conv_0/kernel" in frozen and "image/dense_0/kernel" in frozen
+  assert not [p for p in frozen if not p.startswith("image/") or "head" in p]
+  import orbax.checkpoint as ocp
+
+  from bigmodel_jax import checkpoint
+  read = lambda w: ocp.PyTreeCheckpointer().restore(os.path.join(  # noqa: E731
+      checkpoint.directory(str(w)), str(checkpoint.saved_steps(str(w))[-1]), "state"))["params"]
+  before, after = read(classifier), read(lit)
+  for layer in ("conv_0", "conv_2", "dense_0"):
+    np.testing.assert_array_equal(after["image"][layer]["kernel"], before[layer]["kernel"])
+  assert json.loads((lit / "results.json").read_text())["eval/zero_shot_accuracy"] >= 0
+
+
+CROSS_ARGS = ["--config=configs/multimodal.py:cross_attention", "--config.total_steps=40",
+              "--config.batch_size=32", "--config.log_every=5", "--config.checkpoint_every=5",
+              "--config.eval_every=40", "--config.schedule.warmup_steps=5",
+              "--config.model.dim=16", "--config.model.num_heads=2", "--config.model.mlp_dim=32"]
+
+
+def test_a_question_model_killed_at_a_random_moment_resumes_to_the_same_parameters(tmp_path):
+  reference = run_main(*CROSS_ARGS, f"--workdir={tmp_path / 'reference'}")
+  assert reference.returncode == 0, reference.stderr
+  workdir = tmp_path / "killed"
+  rng = random.Random(20261130)
+  proc = subprocess.Popen([sys.executable, "-m", "bigmodel_jax.main", *CROSS_ARGS,
+                           f"--workdir={workdir}"],
+                          cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  ckpts = workdir / "checkpoints"
+  deadline = time.time() + 120
+  while time.time() < deadline and proc.poll() is None and not (
+      ckpts.is_dir() and any(n.isdigit() for n in os.listdir(ckpts))):
+    time.sleep(0.01)
+  time.sleep(rng.uniform(0.0, 0.3))
+  assert proc.poll() is None, "finished before the kill"
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  rerun = run_main(*CROSS_ARGS, f"--workdir={workdir}")
+  assert rerun.returncode == 0, rerun.stderr
+  a, b = (json.loads((d / "results.json").read_text()) for d in (workdir, tmp_path / "reference"))
+  assert 0 < a["start_step"] < 40
+  assert a["params_sha256"] == b["params_sha256"]
+  assert a["eval/accuracy"] == b["eval/accuracy"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config=configs/multimodal.py:cross_attention", "--config.data.name=digits",
+      "--config.data.kind=classification"], "reads an image and a text"),
+    (["--config=configs/multimodal.py:clip", "--config.model.vocab_size=512"],
+     "tokenizer"),
+    (["--config=configs/multimodal.py:lit"], "init_into='image' needs init_from"),
+    (["--config=configs/digits.py:cnn", "--config.data.kind=paired"], "reads one input"),
+    (["--config=configs/multimodal.py:clip", "--config.grad_accum_steps=2"], "whole batch"),
+])
+def test_bad_multimodal_input_is_one_line_exit_2_nothing_written(tmp_path, args, message):
+  workdir = tmp_path / "w"
+  r = run_main(*args, f"--workdir={workdir}")
+  assert r.returncode == 2, r.stderr
+  lines = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+  assert len(lines) == 1 and message in lines[0], r.stderr
+  assert not workdir.exists()
