@@ -11,7 +11,8 @@ digit_scenes    two digits side by side (an 8 x 16 image) and a question that ne
                 class: "0" .. "18", "yes", "no". 20,000 train / 2,000 test scenes.
 digit_captions  each digit image with a caption from each of CAPTION_TEMPLATES ("a handwritten
                 seven", "the digit seven", ...): 1,437 train / 360 test images. The metadata
-                holds the class names ("class_names").
+                holds the class names and the templates ("class_names",
+                "prompt_templates": zero-shot classification's prompts).
 
 Everything that changes the data (templates, counts, seeds) is pinned by the builder's VERSION.
 """
@@ -118,7 +119,8 @@ class DigitCaptions(OfflineBuilder):
         }),
         disable_shuffling=True,
         metadata=tfds.core.MetadataDict(vocabulary=caption_words().vocabulary,
-                                        class_names=list(CLASS_NAMES)),
+                                        class_names=list(CLASS_NAMES),
+                                        prompt_templates=list(CAPTION_TEMPLATES)),
     )
 
   def _split_generators(self, dl_manager):

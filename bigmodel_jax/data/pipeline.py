@@ -7,7 +7,8 @@ is a cheap array index: no reader threads) and, for a mixture of tasks, `sampler
   InMemory      the same, decoded once into memory (data.cache, for small data sets)
   TokenWindows  a text split's bytes concatenated and cut into fixed windows (data.kind="lm")
   TextPairs     question/answer texts as padded bytes (data.kind="seq2seq")
-  Paired        an image and a text of word ids, with a class label (data.kind="paired")
+  Paired        an image and a text of word ids, with a class label (data.kind="paired";
+                paired.py)
 Classification batches are {"inputs": float32, "label": int32}; language-model batches are
 {"inputs": int32 B x L, "label": int32 B x L}, the label being the next byte; seq2seq batches are
 {"inputs": {"encoder": B x S, "decoder": B x T}, "label": B x T, "weights": B x T} (bytes, with
@@ -79,37 +80,6 @@ class Records:
 
   def gather(self, indices: np.ndarray, rngs: Rngs = None) -> Batch:
     return self.finish(self.decode(indices, rngs), rngs)
-
-
-class Paired(Records):
-  """An image and a text (word ids, data/words.py) with a class label. A text feature of several
-  captions (K x T) gives one caption per example: a random one in training (each example's RNG),
-  caption i mod K of example i at evaluation, with all K as "references"."""
-
-  def __init__(self, source: Any, cfg: ml_collections.ConfigDict, captions: bool):
-    super().__init__(source, cfg)
-    self.text_key, self.captions = cfg.text_key, captions
-    self.random = self.random or captions
-
-  def decode(self, indices: np.ndarray, rngs: Rngs = None) -> Batch:
-    batch = super().decode(indices, rngs)
-    texts = np.stack([np.asarray(self.source[i][self.text_key], np.int32)
-                      for i in indices.tolist()])
-    return {"inputs": {"image": batch["inputs"], "text": texts}, "label": batch["label"],
-            "index": indices.astype(np.int64)}
-
-  def finish(self, batch: Batch, rngs: Rngs = None) -> Batch:
-    inputs = dict(batch["inputs"], image=self.preprocess.batch(batch["inputs"]["image"], rngs))
-    out = {"inputs": inputs, "label": batch["label"]}
-    if self.captions:  # B x K x T -> one caption each
-      all_BxKxT = inputs["text"]
-      k = all_BxKxT.shape[1]
-      pick = (np.asarray([rng.integers(k) for rng in rngs]) if rngs is not None
-              else batch["index"] % k)
-      inputs["text"] = all_BxKxT[np.arange(len(pick)), pick]
-      if rngs is None:
-        out["references"] = all_BxKxT
-    return out
 
 
 class InMemory:
@@ -204,7 +174,8 @@ def _builder_and_outputs(cfg: ml_collections.ConfigDict) -> tuple[Any, int]:
                       f"{faults.first_line(e)}") from e
   features = builder.info.features
   if cfg.kind == "paired":
-    return builder, _paired_outputs(cfg, builder)
+    from bigmodel_jax.data import paired  # paired.py builds on this file
+    return builder, paired.outputs(cfg, builder)
   keys = (cfg.input_key,) if cfg.kind == "lm" or not cfg.label_key else (cfg.input_key,
                                                                            cfg.label_key)
   for key in keys:
@@ -228,34 +199,6 @@ def _builder_and_outputs(cfg: ml_collections.ConfigDict) -> tuple[Any, int]:
                           f"'{cfg.name}' have {channels} channels (give one value or {channels})")
     return builder, num_outputs
   raise ConfigError(f"unknown data.kind '{cfg.kind}'; known: classification, lm, seq2seq, paired")
-
-
-def _paired_outputs(cfg: ml_collections.ConfigDict, builder: Any) -> dict[str, Any]:
-  """What a paired data set tells its model and objective: the classes, the tokenizer's
-  vocabulary size and, when the data set names its classes, each class's prompts (its text in
-  every caption template, for zero-shot classification: class_names x K x T word ids)."""
-  features, metadata = builder.info.features, builder.info.metadata
-  problems = [f"no feature '{k}'" for k in (cfg.input_key, cfg.text_key, cfg.label_key)
-              if k not in features]
-  vocabulary = metadata.get("vocabulary") if metadata else None
-  if not problems and not vocabulary:
-    problems.append("no tokenizer vocabulary in its metadata")
-  if problems:
-    raise ConfigError(f"data.kind=paired reads an image, a text and a label; data set "
-                      f"'{cfg.name}' has {' and '.join(problems)} (features: "
-                      f"{', '.join(features)}; set data.input_key / text_key / label_key)")
-  outputs = {"num_classes": features[cfg.label_key].num_classes,
-             "vocab_size": len(vocabulary)}
-  names = metadata.get("class_names")
-  text_shape = features[cfg.text_key].shape
-  if names and len(text_shape) == 2:
-    from bigmodel_jax.data import paired_digits as pd
-    from bigmodel_jax.data.words import Words
-    words = Words(vocabulary)
-    templates = pd.CAPTION_TEMPLATES
-    outputs["prompts"] = tuple(tuple(tuple(words.encode(t.format(n), text_shape[1]).tolist())
-                                     for t in templates) for n in names)
-  return outputs
 
 
 def input_spec(cfg: ml_collections.ConfigDict) -> tuple[Any, int]:
@@ -336,7 +279,8 @@ def _examples(source: Any, cfg: ml_collections.ConfigDict) -> Any:
   if cfg.kind == "seq2seq":
     examples = TextPairs(source, cfg)
   elif cfg.kind == "paired":
-    examples = Paired(source, cfg, captions=np.ndim(source[0][cfg.text_key]) == 2)
+    from bigmodel_jax.data import paired
+    examples = paired.Paired(source, cfg, captions=np.ndim(source[0][cfg.text_key]) == 2)
   else:
     examples = Records(source, cfg)
   return InMemory(examples) if cfg.cache else examples

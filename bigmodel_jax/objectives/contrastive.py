@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bigmodel_jax.objectives.base import Batch, Objective, apply
+from bigmodel_jax.objectives.base import Objective, apply
 
 LOSSES = ("softmax", "sigmoid")
 MAX_SCALE = math.log(100.0)

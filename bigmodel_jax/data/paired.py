@@ -1,0 +1,70 @@
+"""Paired image + text examples (data.kind="paired"), read from a TFDS data set with an image,
+a text of word ids (data/words.py; the vocabulary in the data set's metadata) and a label.
+The offline ones are data/paired_digits.py's."""
+
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from bigmodel_jax.config import ConfigError
+from bigmodel_jax.data import pipeline
+from bigmodel_jax.data.words import Words
+
+Batch = dict[str, np.ndarray]
+Rngs = pipeline.Rngs
+
+
+def outputs(cfg: ml_collections.ConfigDict, builder: Any) -> dict[str, Any]:
+  """What a paired data set tells its model and objective: the classes, the tokenizer's
+  vocabulary size and, when its metadata names the classes and prompt templates ("a photo of
+  a {}"), each class's prompts (for zero-shot classification: classes x templates x T ids)."""
+  features, metadata = builder.info.features, builder.info.metadata
+  problems = [f"no feature '{k}'" for k in (cfg.input_key, cfg.text_key, cfg.label_key)
+              if k not in features]
+  vocabulary = metadata.get("vocabulary") if metadata else None
+  if not problems and not vocabulary:
+    problems.append("no tokenizer vocabulary in its metadata")
+  if problems:
+    raise ConfigError(f"data.kind=paired reads an image, a text and a label; data set "
+                      f"'{cfg.name}' has {' and '.join(problems)} (features: "
+                      f"{', '.join(features)}; set data.input_key / text_key / label_key)")
+  outputs = {"num_classes": features[cfg.label_key].num_classes,
+             "vocab_size": len(vocabulary)}
+  names, templates = metadata.get("class_names"), metadata.get("prompt_templates")
+  if names and templates:
+    words, length = Words(vocabulary), features[cfg.text_key].shape[-1]
+    outputs["prompts"] = tuple(tuple(tuple(words.encode(t.format(n), length).tolist())
+                                     for t in templates) for n in names)
+  return outputs
+
+
+class Paired(pipeline.Records):
+  """An image and a text (word ids, data/words.py) with a class label. A text feature of several
+  captions (K x T) gives one caption per example: a random one in training (each example's RNG),
+  caption i mod K of example i at evaluation, with all K as "references"."""
+
+  def __init__(self, source: Any, cfg: ml_collections.ConfigDict, captions: bool):
+    super().__init__(source, cfg)
+    self.text_key, self.captions = cfg.text_key, captions
+    self.random = self.random or captions
+
+  def decode(self, indices: np.ndarray, rngs: Rngs = None) -> Batch:
+    batch = super().decode(indices, rngs)
+    texts = np.stack([np.asarray(self.source[i][self.text_key], np.int32)
+                      for i in indices.tolist()])
+    return {"inputs": {"image": batch["inputs"], "text": texts}, "label": batch["label"],
+            "index": indices.astype(np.int64)}
+
+  def finish(self, batch: Batch, rngs: Rngs = None) -> Batch:
+    inputs = dict(batch["inputs"], image=self.preprocess.batch(batch["inputs"]["image"], rngs))
+    out = {"inputs": inputs, "label": batch["label"]}
+    if self.captions:  # B x K x T -> one caption each
+      all_BxKxT = inputs["text"]
+      k = all_BxKxT.shape[1]
+      pick = (np.asarray([rng.integers(k) for rng in rngs]) if rngs is not None
+              else batch["index"] % k)
+      inputs["text"] = all_BxKxT[np.arange(len(pick)), pick]
+      if rngs is None:
+        out["references"] = all_BxKxT
+    return out
