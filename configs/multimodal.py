@@ -7,6 +7,7 @@ Questions about a scene of two digits (digit_scenes: the answer needs the image 
   python -m bigmodel_jax.main --config=configs/multimodal.py:gated_fusion --workdir=runs/mm_gated
   python -m bigmodel_jax.main --config=configs/multimodal.py:early_fusion --workdir=runs/mm_early
   python -m bigmodel_jax.main --config=configs/multimodal.py:cross_attention --workdir=runs/mm_cross
+  python -m bigmodel_jax.main --config=configs/multimodal.py:bottleneck_fusion --workdir=runs/mm_mbt
 Captions (digit_captions): contrastive dual encoders, LiT, a captioner:
   python -m bigmodel_jax.main --config=configs/multimodal.py:clip --workdir=runs/mm_clip
   python -m bigmodel_jax.main --config=configs/multimodal.py:siglip --workdir=runs/mm_siglip
@@ -22,6 +23,7 @@ Variants (the arg):
   gated_fusion            both encoders, pooled features mixed by a learned gate
   early_fusion            one Transformer (4 blocks) over the 8 image patches and the words
   cross_attention         image encoder, then text blocks cross-attending to the patches
+  bottleneck_fusion       an encoder per modality exchanging through 4 shared tokens (MBT)
   clip, siglip            image tower (the digits CNN, its head the projection to 64) and text
                           tower (2 blocks); CLIP's softmax loss / SigLIP's sigmoid loss
   lit                     the image tower warm-started from a digits CNN classifier's workdir
@@ -47,6 +49,7 @@ VARIANTS = {
     "gated_fusion": dict(FUSION, fusion="gated"),
     "early_fusion": dict(FUSION, fusion="early"),
     "cross_attention": dict(FUSION, fusion="cross"),
+    "bottleneck_fusion": dict(FUSION, fusion="bottleneck"),
     "clip": dict(DUAL, logit_scale=2.659260),  # log(1 / 0.07), CLIP's start
     "siglip": dict(DUAL, logit_scale=2.302585, logit_bias=-10.0),  # log(10), -10: SigLIP's
     "lit": dict(DUAL, logit_scale=2.302585, logit_bias=-10.0),

@@ -70,7 +70,7 @@ BAD_INPUT = [
     ([CONFIG, W, "--config.nan_policy=ignore"], "nan_policy must be stop or skip, got 'ignore'", None),
     ([CONFIG, W, "--config.parallel.strategy=horovod"], "parallel.strategy must be jit or pmap", None),
     ([CONFIG, W, "--config.batch_size=64", "--config.model.name=nope"],
-     "unknown model 'nope'; known: cnn, decoder_lm", None),
+     "unknown model 'nope'; known: captioner, cnn, decoder_lm", None),
     ([CONFIG, W, "--config.batch_size=64", "--config.optimizer.name=adamx"],
      "unknown optimizer 'adamx'", None),
     ([CONFIG, W, "--config.batch_size=64", "--config.schedule.name=nope"], "unknown schedule 'nope'",
@@ -163,7 +163,7 @@ BAD_INPUT = [
     ([CONFIG, W, "--config.batch_size=64", "--config.data.mean=(0.5, 0.5)"],
      "data.mean has 2 values; inputs of data set 'mnist1d' have 40 channels", None),
     # string keys: unknown values, unicode
-    ([CONFIG, W, "--config.data.kind=ünï"], "data.kind must be classification, lm or seq2seq, got 'ünï'",
+    ([CONFIG, W, "--config.data.kind=ünï"], "data.kind must be classification, lm, seq2seq or paired, got 'ünï'",
      None),
     ([CONFIG, W, "--config.batch_size=64", "--config.data.kind=lm"],
      "data.kind=lm reads text, but feature 'x' of data set 'mnist1d' is Tensor", None),

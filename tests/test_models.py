@@ -50,7 +50,7 @@ def test_logits_shape_and_every_param_has_logical_axes(arg, file, shape):
 def test_unknown_model_and_unknown_option_are_config_errors():
   c = small_config("cnn")
   c.model.name = "resnet9000"
-  with pytest.raises(ConfigError, match="unknown model 'resnet9000'; known: cnn, decoder_lm, "):
+  with pytest.raises(ConfigError, match="unknown model 'resnet9000'; known: captioner, cnn, decoder_lm, "):
     models.build(c.model, 10)
   c = small_config("mlp")
   c.model.unlock()

@@ -7,6 +7,9 @@
     gated   the same, mixed by a learned sigmoid gate per feature (g * image + (1 - g) * text)
     early   one Transformer over image patches and text tokens together (a type embedding each)
     cross   an image encoder, then text blocks whose cross-attention reads the image patches
+    bottleneck  MBT (Nagrani et al. 2021): an encoder per modality, each block of each also
+            attending to a few shared bottleneck tokens, whose two updates are averaged: the
+            only way information crosses; pooled features concatenated
   Every variant pools its tokens (mean over real tokens), then dense(dim) + GELU + the head.
 - DualEncoder: an image tower and a text tower into one embedding space (unit vectors) and the
   learned temperature and bias of a contrastive loss (objectives/contrastive.py). The image
@@ -26,10 +29,10 @@ import jax
 import jax.numpy as jnp
 
 from bigmodel_jax.models.layers import conv, dense
-from bigmodel_jax.models.transformer import blocks, layer_norm
+from bigmodel_jax.models.transformer import Block, blocks, layer_norm
 
 PAD = 0
-FUSIONS = ("image_only", "text_only", "late", "gated", "early", "cross")
+FUSIONS = ("image_only", "text_only", "late", "gated", "early", "cross", "bottleneck")
 _EMBED_INIT = nn.with_logical_partitioning(nn.initializers.normal(0.02), ("vocab", "embed"))
 
 
@@ -113,6 +116,7 @@ class FusionClassifier(nn.Module):
   num_heads: int = 4
   mlp_dim: int = 128
   dropout: float = 0.0
+  bottleneck_tokens: int = 4  # fusion=bottleneck
 
   @nn.compact
   def __call__(self, inputs: dict[str, jax.Array], *, train: bool = False) -> jax.Array:
@@ -147,12 +151,29 @@ class FusionClassifier(nn.Module):
       real = jnp.concatenate([jnp.ones(patches.shape[:2], bool), real_BxT], 1)
       h = _mean(encoder("encoder", 2 * self.depth)(tokens, _keys(real.astype(jnp.int32)),
                                                    train=train), real)
-    else:  # cross: the words attend to each other and, in every block, to the image patches
+    elif f == "cross":  # the words attend to each other and, in every block, to the patches
       memory_BxPxD = encoder("image_encoder")(image_tokens(), train=train)
       h = _mean(encoder("text_encoder", cross=True)(text_tokens(), _keys(text_BxT), memory_BxPxD,
                                                     train=train), real_BxT)
+    else:
+      h = self._bottleneck(image_tokens(), text_tokens(), real_BxT, train)
     h = nn.gelu(dense(self.dim, ("embed", "mlp"), name="fuse")(h))
     return dense(self.num_classes, ("mlp", "classes"), name="head")(h)
+
+  def _bottleneck(self, image_BxPxD, text_BxTxD, real_BxT, train):
+    n, (b, p, d) = self.bottleneck_tokens, image_BxPxD.shape
+    shared = jnp.broadcast_to(self.param("bottleneck", nn.with_logical_partitioning(
+        nn.initializers.normal(0.02), (None, None, "embed")), (1, n, d)), (b, n, d))
+    keys = _keys(jnp.concatenate([real_BxT, jnp.ones((b, n), bool)], 1).astype(jnp.int32))
+    block = lambda name: Block(self.num_heads, self.mlp_dim, self.dropout, train=train,  # noqa: E731
+                               name=name)
+    for i in range(self.depth):
+      image = block(f"image_block{i}")(jnp.concatenate([image_BxPxD, shared], 1))
+      text = block(f"text_block{i}")(jnp.concatenate([text_BxTxD, shared], 1), keys)
+      image_BxPxD, text_BxTxD = image[:, :p], text[:, :-n]
+      shared = (image[:, p:] + text[:, -n:]) / 2
+    return jnp.concatenate([_mean(layer_norm("image_ln")(image_BxPxD)),
+                            _mean(layer_norm("text_ln")(text_BxTxD), real_BxT)], -1)
 
 
 class DualEncoder(nn.Module):

@@ -2,13 +2,14 @@
 what each fusion buys on the scene questions, and the dual encoders' zero-shot accuracy and
 retrieval on the digits' test images. Parameters and wall time (this CPU) per row.
 
+  python -m bigmodel_jax.main --config=configs/paper/multimodal.py:cross_attention --workdir=runs/paper_multimodal/cross
   python -m bigmodel_jax.main --config=configs/digits.py:cnn --workdir=runs/digits_cnn
   python -m bigmodel_jax.sweep --config=configs/paper/multimodal.py --root=runs/paper_multimodal
   python -m bigmodel_jax.sweep --config=configs/paper/multimodal.py:one_seed --root=runs/paper_multimodal
   python -m bigmodel_jax.report runs/paper_multimodal --metrics=eval/accuracy,eval/zero_shot_accuracy,eval/recall_at_1_image_to_text,eval/recall_at_1_text_to_image,eval/exact_match
 
-The lit rows warm-start their image tower from the classifier workdir runs/digits_cnn (the first
-command); another one: --config=configs/paper/multimodal.py:lit_from=DIR (or
+The lit rows warm-start their image tower from the classifier workdir runs/digits_cnn (the
+second command); another one: --config=configs/paper/multimodal.py:lit_from=DIR (or
 one_seed,lit_from=DIR).
 """
 
@@ -19,7 +20,7 @@ from bigmodel_jax.config import load_config_file
 
 BASE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "multimodal.py")
 ROWS = ("image_only", "text_only", "late_fusion", "gated_fusion", "early_fusion",
-        "cross_attention", "clip", "siglip", "lit", "captioner")
+        "cross_attention", "bottleneck_fusion", "clip", "siglip", "lit", "captioner")
 
 
 def get_config(arg: str = "cross_attention"):
