@@ -49,7 +49,9 @@ def summarize(config) -> dict[str, Any]:
           "data": "+".join(sorted(config.tasks)) or config.data.name,
           "input_shape": jax.tree.map(lambda x: list(x.shape[1:]), example),
           "input_dtype": jax.tree.map(lambda x: str(x.dtype), example),
-          "num_outputs": num_outputs, "num_params": sum(modules.values()),
+          "num_outputs": ({k: v for k, v in num_outputs.items() if k != "prompts"}  # paired
+                          if isinstance(num_outputs, dict) else num_outputs),
+          "num_params": sum(modules.values()),
           "params_per_module": modules, "flops_per_example": flops}
 
 

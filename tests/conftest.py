@@ -34,6 +34,51 @@ def run_main(*args: str, env: dict | None = None, timeout: float = 300):
                         env={**os.environ, **(env or {})})
 
 
+def first_losses(c, devices=None, count: int = 3):
+  """(the first `count` train losses, the state after them) of config c on `devices` (None:
+  all 8), each step jitted over c's mesh plan as the trainer does."""
+  from bigmodel_jax import build, sharding, steps
+  from bigmodel_jax.data import pipeline
+  sources = pipeline.load(c.data)
+  b = build.build(c, build.example_of(sources.train), sources.num_outputs, 100, devices=devices)
+  state, shardings = b.create_state(c.seed)
+  step = steps.jit_train_step(b.plan, shardings, **b.step_options)
+  iterator = pipeline.train_iterator(sources.train, c.batch_size, c.seed)
+  losses = []
+  for _ in range(count):
+    with b.plan.activation_context():
+      state, metrics = step(state, sharding.global_batch(next(iterator), b.plan.batch_sharding))
+    losses.append(float(metrics["loss"]))
+  return losses, state
+
+
+def kill_and_resume(args: list[str], tmp_path, max_delay: float, seed: int = 20261130):
+  """Runs `main ARGS` to the end (reference), and again SIGKILLed at a random moment after its
+  first checkpoint, then rerun to the end; returns both results.json (killed, reference)."""
+  import json
+  import random
+  import signal
+  import subprocess
+  import time
+  reference = run_main(*args, f"--workdir={tmp_path / 'reference'}")
+  assert reference.returncode == 0, reference.stderr
+  workdir = tmp_path / "killed"
+  proc = subprocess.Popen([sys.executable, "-m", "bigmodel_jax.main", *args, f"--workdir={workdir}"],
+                          cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  ckpts = workdir / "checkpoints"
+  deadline = time.time() + 120
+  while time.time() < deadline and proc.poll() is None and not (
+      ckpts.is_dir() and any(n.isdigit() for n in os.listdir(ckpts))):
+    time.sleep(0.01)
+  time.sleep(random.Random(seed).uniform(0.0, max_delay))
+  assert proc.poll() is None, "finished before the kill"
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  rerun = run_main(*args, f"--workdir={workdir}")
+  assert rerun.returncode == 0, rerun.stderr
+  return tuple(json.loads((d / "results.json").read_text()) for d in (workdir, tmp_path / "reference"))
+
+
 def small_config(arg: str = "cnn", file: str = "mnist1d", **overrides):
   """A config from configs/FILE.py:ARG with overrides (dotted keys), for quick runs."""
   from bigmodel_jax.config import load_config_file

@@ -7,8 +7,8 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-from conftest import run_main
-from test_multimodal import _first_losses, _tiny
+from conftest import first_losses, run_main
+from test_multimodal import _tiny
 
 from bigmodel_jax.data import pipeline
 
@@ -59,9 +59,9 @@ def test_caption_picks_are_random_per_example_and_repeat_on_resume():
 
 def test_dp_and_fsdp_on_8_devices_give_the_first_losses_of_1_device():
   # float32; only the order of float reductions differs between the programs
-  one = _first_losses(_tiny("siglip"), jax.devices()[:1])
+  one, _ = first_losses(_tiny("siglip"), jax.devices()[:1])
   for preset in ("dp", "fsdp"):
-    eight = _first_losses(_tiny("siglip", sharding=preset), None)
+    eight, _ = first_losses(_tiny("siglip", sharding=preset))
     np.testing.assert_allclose(eight, one, rtol=1e-4, err_msg=preset)
 
 

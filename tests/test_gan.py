@@ -1,38 +1,14 @@
 """GANs (two networks, two optimizers) through the one trainer, and the generative objectives'
 first losses on 8 devices under dp and fsdp against 1 device; exact resume after SIGKILL."""
 
-import json
-import os
-import random
-import signal
-import subprocess
-import sys
-import time
-
 import jax
 import numpy as np
 import pytest
-from conftest import REPO, run_main
+from conftest import first_losses, kill_and_resume
 from test_generative import _tiny
 
 from bigmodel_jax import build as build_lib
-from bigmodel_jax import sharding, steps
 from bigmodel_jax.data import pipeline
-
-
-def _first_losses(c, devices, count=3):
-  sources = pipeline.load(c.data)
-  b = build_lib.build(c, build_lib.example_of(sources.train), sources.num_outputs, 100,
-                      devices=devices)
-  state, shardings = b.create_state(c.seed)
-  step = steps.jit_train_step(b.plan, shardings, **b.step_options)
-  iterator = pipeline.train_iterator(sources.train, c.batch_size, c.seed)
-  losses = []
-  for _ in range(count):
-    with b.plan.activation_context():
-      state, metrics = step(state, sharding.global_batch(next(iterator), b.plan.batch_sharding))
-    losses.append(float(metrics["loss"]))
-  return losses, state
 
 
 @pytest.mark.parametrize("arg", ["gan", "ddpm"])
@@ -40,11 +16,11 @@ def test_dp_and_fsdp_on_8_devices_give_the_first_losses_of_1_device(arg):
   # float32; only the order of float reductions differs between the programs
   # (a one-level U-Net: compiling it three times is most of this test's time)
   model = {"channels": (8,)} if arg == "ddpm" else {}
-  one, _ = _first_losses(_tiny(arg, "", **{f"model.{k}": v for k, v in model.items()}),
-                         jax.devices()[:1])
+  one, _ = first_losses(_tiny(arg, "", **{f"model.{k}": v for k, v in model.items()}),
+                        jax.devices()[:1])
   for preset in ("dp", "fsdp"):
-    eight, _ = _first_losses(_tiny(arg, "", sharding=preset,
-                                   **{f"model.{k}": v for k, v in model.items()}), None)
+    eight, _ = first_losses(_tiny(arg, "", sharding=preset,
+                                  **{f"model.{k}": v for k, v in model.items()}))
     np.testing.assert_allclose(eight, one, rtol=1e-4, err_msg=preset)
 
 
@@ -55,7 +31,7 @@ def test_each_gan_network_is_trained_by_its_own_optimizer():
   b = build_lib.build(c, build_lib.example_of(sources.train), sources.num_outputs, 100)
   init, _ = b.create_state(c.seed)
   init = jax.device_get(init.params)
-  _, state = _first_losses(c, None, count=2)
+  _, state = first_losses(c, None, count=2)
   after = jax.device_get(state.params)
   same = jax.tree.map(np.array_equal, init["discriminator"], after["discriminator"])
   moved = jax.tree.map(lambda a, b: not np.array_equal(a, b), init["generator"], after["generator"])
@@ -70,25 +46,7 @@ GAN_ARGS = ["--config=configs/generative.py:gan", "--config.total_steps=50",
 
 
 def test_a_gan_killed_at_a_random_moment_resumes_to_the_same_parameters(tmp_path, digits_judge):
-  args = [*GAN_ARGS, f"--config.samples.judge={digits_judge}"]
-  reference = run_main(*args, f"--workdir={tmp_path / 'reference'}")
-  assert reference.returncode == 0, reference.stderr
-  workdir = tmp_path / "killed"
-  rng = random.Random(20261130)
-  proc = subprocess.Popen([sys.executable, "-m", "bigmodel_jax.main", *args, f"--workdir={workdir}"],
-                          cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  ckpts = workdir / "checkpoints"
-  deadline = time.time() + 120
-  while time.time() < deadline and proc.poll() is None and not (
-      ckpts.is_dir() and any(n.isdigit() for n in os.listdir(ckpts))):
-    time.sleep(0.01)
-  time.sleep(rng.uniform(0.0, 0.5))
-  assert proc.poll() is None, "finished before the kill"
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
-  rerun = run_main(*args, f"--workdir={workdir}")
-  assert rerun.returncode == 0, rerun.stderr
-  a, b = (json.loads((d / "results.json").read_text()) for d in (workdir, tmp_path / "reference"))
+  a, b = kill_and_resume([*GAN_ARGS, f"--config.samples.judge={digits_judge}"], tmp_path, 0.5)
   assert 0 < a["start_step"] < 50
   assert a["params_sha256"] == b["params_sha256"]
   assert a["eval/sample_accuracy"] == b["eval/sample_accuracy"]

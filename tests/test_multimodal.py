@@ -2,23 +2,15 @@
 one trainer; 8 devices under dp and fsdp against 1; exact resume after SIGKILL; bad input.
 Contrastive dual encoders: test_contrastive.py."""
 
-import json
-import os
-import random
-import signal
-import subprocess
-import sys
-import time
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from conftest import REPO, run_main, small_config
+from conftest import first_losses, kill_and_resume, run_main, small_config
 
 from bigmodel_jax import build as build_lib
-from bigmodel_jax import models, sharding, steps
+from bigmodel_jax import models
 from bigmodel_jax.data import digits, paired_digits, pipeline
 from bigmodel_jax.data.words import Words
 from bigmodel_jax.objectives.captioning import teacher_forced
@@ -82,26 +74,11 @@ def test_each_fusion_reads_the_modalities_it_claims(fusion):
   assert np.allclose(other_text, out) == (fusion == "image_only")
 
 
-def _first_losses(c, devices, count=3):
-  sources = pipeline.load(c.data)
-  b = build_lib.build(c, build_lib.example_of(sources.train), sources.num_outputs, 100,
-                      devices=devices)
-  state, shardings = b.create_state(c.seed)
-  step = steps.jit_train_step(b.plan, shardings, **b.step_options)
-  iterator = pipeline.train_iterator(sources.train, c.batch_size, c.seed)
-  losses = []
-  for _ in range(count):
-    with b.plan.activation_context():
-      state, metrics = step(state, sharding.global_batch(next(iterator), b.plan.batch_sharding))
-    losses.append(float(metrics["loss"]))
-  return losses
-
-
 def test_dp_and_fsdp_on_8_devices_give_the_first_losses_of_1_device():
   # float32; only the order of float reductions differs between the programs
-  one = _first_losses(_tiny("cross_attention"), jax.devices()[:1])
+  one, _ = first_losses(_tiny("cross_attention"), jax.devices()[:1])
   for preset in ("dp", "fsdp"):
-    eight = _first_losses(_tiny("cross_attention", sharding=preset), None)
+    eight, _ = first_losses(_tiny("cross_attention", sharding=preset))
     np.testing.assert_allclose(eight, one, rtol=1e-4, err_msg=preset)
 
 
@@ -132,25 +109,7 @@ CROSS_ARGS = ["--config=configs/multimodal.py:cross_attention", "--config.total_
 
 
 def test_a_question_model_killed_at_a_random_moment_resumes_to_the_same_parameters(tmp_path):
-  reference = run_main(*CROSS_ARGS, f"--workdir={tmp_path / 'reference'}")
-  assert reference.returncode == 0, reference.stderr
-  workdir = tmp_path / "killed"
-  rng = random.Random(20261130)
-  proc = subprocess.Popen([sys.executable, "-m", "bigmodel_jax.main", *CROSS_ARGS,
-                           f"--workdir={workdir}"],
-                          cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  ckpts = workdir / "checkpoints"
-  deadline = time.time() + 120
-  while time.time() < deadline and proc.poll() is None and not (
-      ckpts.is_dir() and any(n.isdigit() for n in os.listdir(ckpts))):
-    time.sleep(0.01)
-  time.sleep(rng.uniform(0.0, 0.3))
-  assert proc.poll() is None, "finished before the kill"
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
-  rerun = run_main(*CROSS_ARGS, f"--workdir={workdir}")
-  assert rerun.returncode == 0, rerun.stderr
-  a, b = (json.loads((d / "results.json").read_text()) for d in (workdir, tmp_path / "reference"))
+  a, b = kill_and_resume(CROSS_ARGS, tmp_path, 0.3)
   assert 0 < a["start_step"] < 40
   assert a["params_sha256"] == b["params_sha256"]
   assert a["eval/accuracy"] == b["eval/accuracy"]
