@@ -40,10 +40,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.eval_every = 1000
   c.checkpoint_every = 1000
   c.checkpoint_keep = 3
-  c.init_from = ""  # another workdir whose newest parameters warm-start this run (a head of
-  # another shape starts fresh)
-  c.init_into = ""  # a top-level parameter group that init_from's parameters go into (LiT: a
-  # classifier's workdir into a dual encoder's "image" tower); "" = the whole model
+  c.init_from = ""  # a workdir whose newest parameters warm-start this run (misfits start fresh)
+  c.init_into = ""  # the top-level parameter group they go into ("": all; LiT: "image")
   c.freeze = ""  # comma-separated regexes over parameter paths ("conv_0,conv_1"): not updated
   c.nan_policy = "stop"  # non-finite loss/gradients: stop (exit 3) or skip the update and count it
 
@@ -60,8 +58,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.dtype = "float32"  # computation dtype (bfloat16: mixed precision; parameters stay float32)
 
   c.model = ml_collections.ConfigDict({"name": ""})  # other keys go to the model's constructor
-  # What is learned (objectives/): "" = data.kind's (classification, lm, seq2seq); vae, gan,
-  # diffusion. Other keys go to the objective's constructor.
+  # What is learned (objectives/): "" = data.kind's cross entropy (paired: classification);
+  # vae, gan, diffusion, contrastive, captioning. Other keys go to the objective's constructor.
   c.objective = ml_collections.ConfigDict({"name": ""})
   # Generative objectives: samples scored at every eval by a classifier of the data set
   # (objectives/judge.py): per_class samples of each class; judge: a classifier's workdir
@@ -70,8 +68,7 @@ def default_config() -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict()
   c.data.name = ""  # a TFDS name: ours (mnist1d, digits, pycode) or the catalogue's (mnist, cifar10)
-  c.data.kind = "classification"  # "lm": next bytes of a text; "seq2seq": text -> text;
-  # "paired": an image and a text (word ids) with a label (data/paired_digits.py)
+  c.data.kind = "classification"  # lm: next bytes; seq2seq: text -> text; paired: image + text
   c.data.seq_len = 128  # lm: bytes per window; seq2seq: longest input
   c.data.target_len = 16  # seq2seq: longest answer + 1 (EOS)
   c.data.data_dir = ""  # "" = TFDS default ($TFDS_DATA_DIR or ~/tensorflow_datasets)
@@ -130,8 +127,7 @@ def schedule_defaults() -> ml_collections.ConfigDict:
 
 def optimizer_config(schedule: dict[str, Any] | None = None,
                      **overrides: Any) -> ml_collections.ConfigDict:
-  """An optimizer of its own for config.optimizers.NAME: config.optimizer's keys plus a
-  `schedule` (config.schedule's keys), with overrides."""
+  """config.optimizers.NAME: config.optimizer's keys, a `schedule` (config.schedule's), overrides."""
   c = optimizer_defaults()
   c.update(overrides)
   c.schedule = schedule_defaults()
@@ -229,8 +225,7 @@ OBJECTIVES: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
     "contrastive": (("paired",), (), "dual_encoder"),
     "captioning": (("paired",), (), "captioner"),
 }
-# Models that read an image and a text (data.kind=paired), and only those.
-MULTIMODAL_MODELS = ("fusion", "dual_encoder", "captioner")
+MULTIMODAL_MODELS = ("fusion", "dual_encoder", "captioner")  # read data.kind=paired, only it
 
 
 def objective_name(config: ml_collections.ConfigDict) -> str:
@@ -280,35 +275,31 @@ def check_values(config: ml_collections.ConfigDict) -> None:
                       f"{config.grad_accum_steps} must be a whole micro-batch")
   if config.data.on_device and config.parallel.strategy == "pmap":
     raise ConfigError("data.on_device needs parallel.strategy=jit")
-  if config.init_into and not config.init_from:
-    raise ConfigError(f"init_into='{config.init_into}' needs init_from: the workdir whose "
-                      "parameters start that part of the model (e.g. a classifier for LiT)")
   _check_modalities(config)
   _check_objective(config)
 
 
 def _check_modalities(config: ml_collections.ConfigDict) -> None:
+  """Two-modality models and paired data go together; LiT's warm start; the contrastive batch."""
+  if config.init_into and not config.init_from:
+    raise ConfigError(f"init_into='{config.init_into}' needs init_from: the workdir whose "
+                      "parameters start that part of the model (e.g. a classifier for LiT)")
   multimodal = config.model.name in MULTIMODAL_MODELS
-  if multimodal and config.data.kind != "paired":
+  if multimodal != (config.data.kind == "paired"):
     raise ConfigError(f"model '{config.model.name}' reads an image and a text, but data set "
-                      f"'{config.data.name}' is read as one modality (data.kind="
-                      f"{config.data.kind}); use a paired data set (digit_scenes, "
-                      "digit_captions) with data.kind=paired")
-  if config.data.kind == "paired" and not multimodal:
-    raise ConfigError(f"data.kind=paired gives an image and a text; model "
+                      f"'{config.data.name}' is one modality (data.kind={config.data.kind}); use "
+                      "a paired data set (digit_scenes, digit_captions), data.kind=paired"
+                      if multimodal else f"data.kind=paired gives an image and a text; model "
                       f"'{config.model.name}' reads one input (use {', '.join(MULTIMODAL_MODELS)})")
-  if objective_name(config) == "contrastive":  # the batch is the set of negatives
-    if config.grad_accum_steps > 1:
-      raise ConfigError("the contrastive loss contrasts each pair with the whole batch: "
-                        "grad_accum_steps > 1 would shrink it to a micro-batch (set it to 1)")
-    if config.parallel.strategy == "pmap":
-      raise ConfigError("the contrastive loss contrasts each pair with the whole batch: "
-                        "parallel.strategy=pmap would shrink it to a device's (use jit)")
+  for what, bad in {"grad_accum_steps > 1": config.grad_accum_steps > 1,
+                    "parallel.strategy=pmap": config.parallel.strategy == "pmap"}.items():
+    if bad and objective_name(config) == "contrastive":  # the batch is the set of negatives
+      raise ConfigError(f"the contrastive loss contrasts each pair with the whole batch: {what} "
+                        "would shrink it to a part (use 1 micro-batch, jit)")
 
 
 def _check_objective(config: ml_collections.ConfigDict) -> None:
-  """The objective fits the data kind, has the optimizers its networks need, and a conditional
-  model has labels."""
+  """The objective fits the data kind and the model, has its networks' optimizers and labels."""
   name = objective_name(config)
   if name not in OBJECTIVES:
     raise ConfigError(f"unknown objective '{name}'; known: {', '.join(OBJECTIVES)}")

@@ -50,7 +50,7 @@ class Evaluator:
     sums = jax.device_get(sums)
     count = max(float(sums.pop("count")), 1.0)
     metrics = {f"eval/{k}": float(v) / count for k, v in sums.items()}
-    if rows[0]:  # the split's rows, in order, padding dropped
+    if rows and rows[0]:  # the split's rows, in order, padding dropped
       rows = {k: np.concatenate([np.asarray(_gather(r[k])) for r in rows]) for k in rows[0]}
       real = rows.pop("collect/mask") > 0
       metrics.update(self.objective.finish_collected({k: v[real] for k, v in rows.items()}))

@@ -105,8 +105,8 @@ def eval_step(state: TrainState, batch: Batch, index: jax.Array, *, objective: O
               compute_dtype: Any = None) -> dict[str, jax.Array]:
   """Sums over the real (mask 1) examples of the objective's per-example metrics; the caller
   divides by "count" at the end. Values named "collect/..." come back per row, with
-  "collect/mask", for metrics of the whole split (retrieval: Objective.finish_collected). index: the batch's number in the split (its random numbers,
-  the same at every evaluation)."""
+  "collect/mask", for metrics of the whole split (retrieval: Objective.finish_collected).
+  index: the batch's number in the split (its random numbers, the same at every evaluation)."""
   rng = jax.random.fold_in(jax.random.fold_in(state.rng, EVAL_STREAM), index)
   per_example = objective.evaluate({"params": state.params, **state.model_state}, batch, rng,
                                    compute_dtype)
