@@ -69,13 +69,13 @@ def test_lit_starts_its_image_tower_from_a_classifier_and_keeps_it_locked(tmp_pa
   small = ["--config.model.channels=(8, 8, 8)", "--config.model.dense=(16,)"]
   classifier = tmp_path / "cnn"
   r = run_main("--config=configs/digits.py:cnn", f"--workdir={classifier}", *small,
-               "--config.total_steps=30", "--config.schedule.warmup_steps=5")
+               "--config.total_steps=10", "--config.schedule.warmup_steps=2")
   assert r.returncode == 0, r.stderr
   lit = tmp_path / "lit"
   r = run_main("--config=configs/multimodal.py:lit", f"--workdir={lit}",
                f"--config.init_from={classifier}",
                *(a.replace("model.", "model.image_tower.") for a in small),
-               "--config.total_steps=20", "--config.schedule.warmup_steps=5",
+               "--config.total_steps=10", "--config.schedule.warmup_steps=2",
                "--config.batch_size=32", "--config.model.depth=1", "--config.model.dim=16",
                "--config.model.num_heads=2")
   assert r.returncode == 0, r.stderr
