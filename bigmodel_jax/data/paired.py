@@ -50,9 +50,9 @@ class Paired(pipeline.Records):
     self.random = self.random or captions
 
   def decode(self, indices: np.ndarray, rngs: Rngs = None) -> Batch:
-    batch = super().decode(indices, rngs)
-    texts = np.stack([np.asarray(self.source[i][self.text_key], np.int32)
-                      for i in indices.tolist()])
+    records = [self.source[i] for i in indices.tolist()]  # each read once
+    batch = self.decode_records(records, rngs)
+    texts = np.stack([np.asarray(r[self.text_key], np.int32) for r in records])
     return {"inputs": {"image": batch["inputs"], "text": texts}, "label": batch["label"],
             "index": indices.astype(np.int64)}
 

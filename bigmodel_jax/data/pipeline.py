@@ -67,7 +67,9 @@ class Records:
 
   def decode(self, indices: np.ndarray, rngs: Rngs = None) -> Batch:
     # Plain indexing: every data source has it (tfds.testing.mock_data's __getitems__ is broken).
-    examples = [self.source[i] for i in indices.tolist()]
+    return self.decode_records([self.source[i] for i in indices.tolist()], rngs)
+
+  def decode_records(self, examples: list[Any], rngs: Rngs = None) -> Batch:
     rngs = rngs or [None] * len(examples)
     inputs = [self.preprocess.example(np.asarray(e[self.input_key]), rng)
               for e, rng in zip(examples, rngs)]
