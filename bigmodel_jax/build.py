@@ -14,6 +14,7 @@ import ml_collections
 import optax
 
 from bigmodel_jax import models, objectives, optim, sharding, steps
+from bigmodel_jax.compression import qwix_wrap
 from bigmodel_jax import state as state_lib
 from bigmodel_jax.config import ConfigError
 
@@ -33,12 +34,14 @@ class Build:
     """(state, shardings): created in place on the mesh; a model whose options do not fit the
     data fails here with a ConfigError."""
     with models.init_errors_as_config_errors(self.model_name, self.example):
-      return state_lib.create(self.model, self.tx, self.example, seed, self.plan)
+      return state_lib.create(self.model, self.tx, self.example, seed, self.plan,
+                              self.objective.extra_state)
 
   def planned_state(self) -> state_lib.TrainState:
     """The state as ShapeDtypeStructs with its shardings, nothing allocated."""
     with models.init_errors_as_config_errors(self.model_name, self.example):
-      return state_lib.planned(self.model, self.tx, self.example, self.plan)
+      return state_lib.planned(self.model, self.tx, self.example, self.plan,
+                               self.objective.extra_state)
 
 
 def build(config: ml_collections.ConfigDict, example: Any, num_outputs: Any,
@@ -58,7 +61,7 @@ def build(config: ml_collections.ConfigDict, example: Any, num_outputs: Any,
   if total_steps is None:
     total_steps = max(config.total_steps, config.schedule.warmup_steps + 1,
                       *(o.schedule.warmup_steps + 1 for o in config.optimizers.values()))
-  model = models.build_for(config, num_outputs)
+  model = qwix_wrap.wrap(config, models.build_for(config, num_outputs))  # QAT, LoRA
   objective = objectives.build(config, model, example, num_outputs)
   tx, schedule = optim.for_networks(config, objective.networks, total_steps)
   return Build(plan=plan, model=model, objective=objective, tx=tx, schedule=schedule,

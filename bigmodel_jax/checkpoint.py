@@ -186,10 +186,12 @@ def load_variables(workdir: str, abstract: dict[str, Any]) -> dict[str, Any]:
   if not steps:
     raise ConfigError(f"no checkpoints in {workdir}")
   state_dir = os.path.join(directory(workdir), str(steps[-1]), "state")
+  empty = {k: v for k, v in abstract.items() if v == {}}  # e.g. no model state: nothing to read
+  abstract = {k: v for k, v in abstract.items() if k not in empty}
   try:
-    return ocp.PyTreeCheckpointer().restore(state_dir, args=ocp.args.PyTreeRestore(
+    return {**empty, **ocp.PyTreeCheckpointer().restore(state_dir, args=ocp.args.PyTreeRestore(
         abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
-        partial_restore=True))
+        partial_restore=True))}
   except Exception as e:  # noqa: BLE001
     raise ConfigError(f"{workdir}: cannot read the parameters of {state_dir}: "
                       f"{faults.first_line(e)}") from e

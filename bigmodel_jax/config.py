@@ -14,13 +14,13 @@ from typing import Any
 import ml_collections
 from ml_collections import config_dict
 
+from bigmodel_jax.compression import config as compression  # its ConfigError: this file's
+
 
 # Keys that may differ between a workdir's config.json and a rerun on it: they change how long a
 # run goes and how often it reports, not what one step computes.
-RESUME_SAFE_KEYS = (
-    "total_steps", "total_epochs", "log_every", "eval_every", "checkpoint_every", "checkpoint_keep",
-    "nan_policy", "steps_per_call",
-)
+RESUME_SAFE_KEYS = ("total_steps", "total_epochs", "log_every", "eval_every", "checkpoint_every",
+                    "checkpoint_keep", "nan_policy", "steps_per_call")
 
 
 class ConfigError(ValueError):
@@ -99,6 +99,7 @@ def default_config() -> ml_collections.ConfigDict:
   # Objectives with several networks (a GAN's generator and discriminator): config.optimizer and
   # config.schedule train the first; optimizers.NAME (optimizer_config()) each other one.
   c.optimizers = ml_collections.ConfigDict()
+  compression.add_defaults(c)  # quantization, pruning, distill, lora
   return c
 
 
@@ -155,10 +156,7 @@ def total_steps(config: ml_collections.ConfigDict, num_train_examples: int) -> i
   return config.total_steps
 
 
-def _is_int(v: Any) -> bool:
-  return isinstance(v, int) and not isinstance(v, bool)
-
-
+_is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
 FLOAT32_MAX = 3.4028234663852886e38  # steps compute in float32: a larger value is infinite there
 
 
@@ -277,6 +275,7 @@ def check_values(config: ml_collections.ConfigDict) -> None:
     raise ConfigError("data.on_device needs parallel.strategy=jit")
   _check_modalities(config)
   _check_objective(config)
+  compression.check(config)
 
 
 def _check_modalities(config: ml_collections.ConfigDict) -> None:

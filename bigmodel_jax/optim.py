@@ -7,6 +7,7 @@ import jax
 import ml_collections
 import optax
 
+from bigmodel_jax.compression import prune, qwix_wrap
 from bigmodel_jax.config import ConfigError
 
 
@@ -117,7 +118,8 @@ def frozen_paths(params: Any, freeze: str) -> list[str]:
 
 def for_networks(config: ml_collections.ConfigDict, networks: tuple[str, ...],
                  total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """The experiment's optimizer and its (first) schedule, with config.freeze applied.
+  """The experiment's optimizer and its (first) schedule, with config.freeze (or LoRA's) and
+  config.pruning applied.
 
   networks (an objective's parameter groups, e.g. generator and discriminator): the first is
   trained by config.optimizer and config.schedule, each other one by config.optimizers.NAME
@@ -130,4 +132,5 @@ def for_networks(config: ml_collections.ConfigDict, networks: tuple[str, ...],
       cfg = config.optimizers[name]
       txs[name] = make_optimizer(cfg, make_schedule(cfg.schedule, cfg.learning_rate, total_steps))
     tx = optax.multi_transform(txs, lambda params: {k: k for k in params})
-  return freeze(tx, config.freeze), schedule
+  frozen = qwix_wrap.FREEZE_BASE if config.lora.rank else config.freeze  # LoRA: all but adapters
+  return prune.wrap(freeze(tx, frozen), config.pruning, total_steps), schedule

@@ -24,8 +24,10 @@ class TrainState:
 
 
 def init_fn(model: nn.Module, tx: optax.GradientTransformation, example_inputs: Any,
-            seed: int) -> Callable[[], TrainState]:
-  """The function that creates the state, its leaves boxed with their logical axis names."""
+            seed: int, extra_state: Callable[[Any], dict] | None = None
+            ) -> Callable[[], TrainState]:
+  """The function that creates the state, its leaves boxed with their logical axis names.
+  extra_state(example_inputs): more model-state collections (Objective.extra_state)."""
 
   def init() -> TrainState:
     params_rng, dropout_rng, state_rng = jax.random.split(jax.random.PRNGKey(seed), 3)
@@ -33,29 +35,31 @@ def init_fn(model: nn.Module, tx: optax.GradientTransformation, example_inputs: 
                            train=False)
     params = variables.pop("params")
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                      model_state=dict(variables), rng=state_rng,
+                      model_state={**variables, **(extra_state(example_inputs) if extra_state
+                                                   else {})}, rng=state_rng,
                       nonfinite_updates=jnp.zeros((), jnp.int32))
 
   return init
 
 
 def create(model: nn.Module, tx: optax.GradientTransformation, example_inputs: jax.Array,
-           seed: int, plan: "sharding.Plan") -> tuple[TrainState, TrainState]:
+           seed: int, plan: "sharding.Plan", extra_state: Callable[[Any], dict] | None = None
+           ) -> tuple[TrainState, TrainState]:
   """(state, shardings): parameters are created already sharded, never whole on one device.
 
   `jax.eval_shape` traces init to read the parameters' logical axis names; `sharding.py` maps
   them to mesh shardings; init then runs under jit with those output shardings.
   """
-  init = init_fn(model, tx, example_inputs, seed)
+  init = init_fn(model, tx, example_inputs, seed, extra_state)
   shardings = plan.state_shardings(jax.eval_shape(init))
   state = jax.jit(lambda: nn.unbox(init()), out_shardings=shardings)()
   return state, shardings
 
 
 def planned(model: nn.Module, tx: optax.GradientTransformation, example_inputs: Any,
-            plan: "sharding.Plan") -> TrainState:
+            plan: "sharding.Plan", extra_state: Callable[[Any], dict] | None = None) -> TrainState:
   """The state as ShapeDtypeStructs with its shardings, nothing allocated (for --dry_run)."""
-  boxed = jax.eval_shape(lambda x: init_fn(model, tx, x, 0)(), example_inputs)
+  boxed = jax.eval_shape(lambda x: init_fn(model, tx, x, 0, extra_state)(), example_inputs)
   return abstract(plan.state_shardings(boxed), nn.unbox(boxed))
 
 

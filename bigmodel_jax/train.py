@@ -21,7 +21,9 @@ from bigmodel_jax import checkpoint, evaluation, faults, metrics, optim, runners
 from bigmodel_jax import config as config_lib
 from bigmodel_jax import state as state_lib
 from bigmodel_jax import workdir as workdir_lib
+from bigmodel_jax.compression import prune, qwix_wrap
 from bigmodel_jax.data import pipeline, tasks
+from bigmodel_jax.objectives.distill import TEACHER
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -48,9 +50,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                                                          **state.model_state}), b.example)
   n_params = state_lib.num_params(state.params)
   fresh: list[str] = []  # warm start: parameters that did not fit and start from scratch
-  if config.init_from and not checkpoint.saved_steps(workdir):  # a workdir's own checkpoint wins
+  if not checkpoint.saved_steps(workdir):  # a workdir's own checkpoint wins
     state, fresh = _warm_start(config, state, state_shardings)
-  frozen = optim.frozen_paths(state.params, config.freeze)
+  if config.lora.rank:
+    qwix_wrap.check_adapters(state.params, config.lora.modules)
+  frozen = optim.frozen_paths(state.params, qwix_wrap.FREEZE_BASE if config.lora.rank
+                              else config.freeze)
 
   # --- Execution path (compiled steps, the state donated: updated in place) and evaluation. ---
   runner = runners.make(config, b, state_shardings, train_iter, sources.train, total_steps)
@@ -79,7 +84,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     metrics.console(f"Initialized parameters from {config.init_from}"
                     + (f"; new (did not fit): {', '.join(fresh)}" if fresh else ""))
   if frozen:
-    metrics.console(f"Frozen (not updated): {', '.join(frozen)}")
+    metrics.console(f"Frozen (not updated): {len(frozen)} parameters, "
+                    + ("all but the LoRA adapters" if config.lora.rank else ", ".join(frozen)))
   writer.truncate_after(start_step)
 
   # --- Loop (_train): one call per batch or per K batches; log, evaluate and checkpoint. ---
@@ -96,6 +102,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       "step": total_steps,
       **eval_metrics,
       "num_params": n_params,
+      **_compression_results(config, state.params, frozen),
       "flops_per_example": flops,  # forward pass, XLA cost analysis
       "wall_time_s": round(time.time() - t_start, 3),
       "steps_per_sec": timer.rate(total_steps - start_step),
@@ -223,10 +230,32 @@ class _Guard:
                              "rate")
 
 
+def _compression_results(config: ml_collections.ConfigDict, params: Any,
+                         frozen: list[str]) -> dict[str, Any]:
+  """trainable_params (all but the frozen ones: LoRA's base, config.freeze), and for a pruned
+  run the sparsity measured on the final parameters."""
+  sizes = {"/".join(str(k.key) for k in path): x.size
+           for path, x in jax.tree_util.tree_flatten_with_path(params)[0]}
+  out = {"trainable_params": sum(n for name, n in sizes.items() if name not in set(frozen))}
+  if config.pruning.sparsity or config.pruning.n_m:
+    out["sparsity"] = prune.sparsity(params, config.pruning.dense)
+  return out
+
+
 def _warm_start(config: ml_collections.ConfigDict, state: Any,
                 state_shardings: Any) -> tuple[Any, list[str]]:
   """The parameters of config.init_from (into the group config.init_into, if set); those that do
-  not fit keep their fresh values and are named. The optimizer state starts fresh either way."""
+  not fit keep their fresh values and are named. The optimizer state starts fresh either way.
+  A distillation teacher's variables come from config.distill.teacher."""
+  if config.distill.teacher:
+    abstract = state_lib.abstract(state_shardings.model_state, state.model_state)[TEACHER]
+    saved = checkpoint.load_variables(config.distill.teacher, {
+        "params": abstract["params"],
+        "model_state": {k: v for k, v in abstract.items() if k != "params"}})
+    state = state.replace(model_state={**state.model_state,
+                                       TEACHER: {"params": saved["params"], **saved["model_state"]}})
+  if not config.init_from:
+    return state, []
   abstract = state_lib.abstract(state_shardings.params, state.params)
   into = config.init_into
   if not into:

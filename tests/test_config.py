@@ -5,7 +5,10 @@ import math
 import pytest
 
 from bigmodel_jax import config as config_lib
+from bigmodel_jax.compression import config as compression_config
 from bigmodel_jax.config import ConfigError
+
+RULES = {**config_lib.NUMERIC_RULES, **compression_config.NUMERIC_RULES}
 
 # Numeric keys checked elsewhere: total_steps with total_epochs (check_values), mesh sizes by
 # sharding.mesh_shape (they need the device count).
@@ -26,11 +29,11 @@ def _numeric_keys() -> dict[str, object]:
 
 
 def test_every_numeric_key_has_a_rule():
-  assert set(_numeric_keys()) - CHECKED_ELSEWHERE == set(config_lib.NUMERIC_RULES)
+  assert set(_numeric_keys()) - CHECKED_ELSEWHERE == set(RULES)
   config_lib.check_values(_config())  # the defaults pass
 
 
-@pytest.mark.parametrize("key", sorted(config_lib.NUMERIC_RULES))
+@pytest.mark.parametrize("key", sorted(RULES))
 def test_no_numeric_key_takes_nan_infinity_or_a_negative_size(key):
   default = _numeric_keys()[key]
   if isinstance(default, tuple):

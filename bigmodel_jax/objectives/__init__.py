@@ -10,6 +10,7 @@ from typing import Any
 import ml_collections
 
 from bigmodel_jax.config import ConfigError, objective_name
+from bigmodel_jax.objectives import distill
 from bigmodel_jax.objectives.base import Objective
 from bigmodel_jax.objectives.captioning import Captioning
 from bigmodel_jax.objectives.classify import Classify
@@ -44,7 +45,13 @@ def build(config: ml_collections.ConfigDict, model: Any, example: Any,
   if name in ("classification", "lm", "seq2seq"):
     if options:
       raise ConfigError(f"objective '{name}' has no options ({', '.join(sorted(options))})")
-    return Classify(model, input_shape, num_outputs, kind=name)
+    objective = Classify(model, input_shape, num_outputs, kind=name)
+    if config.distill.teacher:  # the same loss, mixed with the teacher's outputs
+      teacher, _ = distill.teacher_model(config.distill.teacher, num_outputs)
+      return distill.Distill(objective, teacher, config.distill.temperature, config.distill.alpha)
+    return objective
+  if config.distill.teacher:
+    raise ConfigError(f"distillation trains classifiers and language models, not objective '{name}'")
   cls = OBJECTIVES[name]
   known = [p for p in inspect.signature(cls.__init__).parameters
            if p not in ("self", "model", "input_shape", "num_classes", *FROM_DATA)]

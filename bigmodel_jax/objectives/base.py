@@ -72,6 +72,11 @@ class Objective:
                compute_dtype: Any = None) -> dict[str, jax.Array]:
     raise NotImplementedError
 
+  def extra_state(self, example_inputs: Any) -> dict[str, Any]:
+    """Model-state collections the objective reads but never trains (a distillation teacher's
+    variables), created at init: sharded by their logical axis names, checkpointed."""
+    return {}
+
   def finish(self, metrics: dict[str, float]) -> dict[str, float]:
     """Eval metrics derived from the averaged ones (e.g. bits per byte)."""
     return metrics

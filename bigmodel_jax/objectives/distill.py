@@ -1,0 +1,88 @@
+"""Knowledge distillation (Hinton et al. 2015): the student of a classification or language-model
+objective learns from the labels and from a trained teacher's outputs on the same batch.
+
+  loss = (1 - alpha) CE(labels, student) + alpha T^2 KL(softmax(teacher / T) || softmax(student / T))
+
+per label (per example, or per position of a language model), weighted like the cross entropy.
+The teacher is a workdir's newest checkpoint. Its variables are a model-state collection
+("teacher") created at init (extra_state): sharded by their logical axis names like the
+student's, saved in the student's checkpoints (a resumed run needs no teacher workdir), never
+differentiated or updated.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from bigmodel_jax.config import ConfigError
+from bigmodel_jax.objectives.base import Objective, apply
+from bigmodel_jax.objectives.classify import Classify, hits
+
+TEACHER = "teacher"  # the model-state collection holding the teacher's variables
+
+
+def teacher_model(workdir: str, num_outputs: Any) -> tuple[nn.Module, ml_collections.ConfigDict]:
+  """The teacher's model and config; ConfigError if it is not a finished workdir of a model
+  with this run's number of outputs."""
+  from bigmodel_jax import checkpoint, models, sample
+  from bigmodel_jax.data import pipeline
+
+  try:
+    config = sample.workdir_config(workdir)
+  except ConfigError as e:
+    raise ConfigError(f"distill.teacher: {e}") from None
+  if not checkpoint.saved_steps(workdir):
+    raise ConfigError(f"distill.teacher: no checkpoints in {workdir}")
+  _, outputs = pipeline.input_spec(config.data)
+  if outputs != num_outputs:
+    raise ConfigError(f"distill.teacher {workdir} predicts {outputs} classes, this run's data "
+                      f"has {num_outputs}: the teacher must be trained on the same labels")
+  return models.build(config.model, outputs), config
+
+
+class Distill(Objective):
+  def __init__(self, student: Classify, teacher: nn.Module, temperature: float, alpha: float):
+    if student.kind not in ("classification", "lm"):
+      raise ConfigError(f"distillation trains classifiers and language models, not '{student.kind}'")
+    super().__init__(student.model, student.input_shape, student.num_classes)
+    self.student, self.teacher = student, teacher
+    self.temperature, self.alpha = float(temperature), float(alpha)
+
+  def weights(self, batch):
+    return self.student.weights(batch)
+
+  def extra_state(self, example_inputs: Any) -> dict[str, Any]:
+    return {TEACHER: self.teacher.init(jax.random.PRNGKey(0), example_inputs, train=False)}
+
+  def teacher_logits(self, teacher_vars: Any, inputs: Any, compute_dtype: Any) -> jax.Array:
+    state = {k: v for k, v in teacher_vars.items() if k != "params"}
+    return jax.lax.stop_gradient(apply(self.teacher, teacher_vars["params"], state, inputs,
+                                       compute_dtype=compute_dtype, train=False))
+
+  def loss(self, params, model_state, batch, rng, compute_dtype=None):
+    own = {k: v for k, v in model_state.items() if k != TEACHER}
+    rngs = {"dropout": rng} if rng is not None else {}
+    logits, own = apply(self.model, params, own, batch["inputs"], compute_dtype=compute_dtype,
+                        train=True, rngs=rngs, mutable=True)
+    t = self.temperature
+    teacher = self.teacher_logits(model_state[TEACHER], batch["inputs"], compute_dtype)
+    p_teacher = jax.nn.softmax(teacher / t)
+    kl = t * t * jnp.sum(p_teacher * (jax.nn.log_softmax(teacher / t)
+                                      - jax.nn.log_softmax(logits / t)), -1)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+    w = batch["weights"]
+    sums = {k: jnp.sum(v * w) for k, v in hits(logits, batch["label"]).items()}
+    sums.update(kl=jnp.sum(kl * w), cross_entropy=jnp.sum(ce * w))
+    loss = (1 - self.alpha) * ce + self.alpha * kl
+    return jnp.sum(loss * w), sums, {**own, TEACHER: model_state[TEACHER]}
+
+  def evaluate(self, variables, batch, rng, compute_dtype=None):
+    own = {k: v for k, v in variables.items() if k != TEACHER}
+    return self.student.evaluate(own, batch, rng, compute_dtype)
+
+  def finish(self, metrics):
+    return self.student.finish(metrics)
