@@ -35,12 +35,12 @@ def teacher_model(workdir: str, num_outputs: Any) -> tuple[nn.Module, ml_collect
     config = sample.workdir_config(workdir)
   except ConfigError as e:
     raise ConfigError(f"distill.teacher: {e}") from None
-  if not checkpoint.saved_steps(workdir):
-    raise ConfigError(f"distill.teacher: no checkpoints in {workdir}")
   _, outputs = pipeline.input_spec(config.data)
   if outputs != num_outputs:
     raise ConfigError(f"distill.teacher {workdir} predicts {outputs} classes, this run's data "
                       f"has {num_outputs}: the teacher must be trained on the same labels")
+  if not checkpoint.saved_steps(workdir):
+    raise ConfigError(f"distill.teacher: no checkpoints in {workdir}")
   return models.build(config.model, outputs), config
 
 
