@@ -31,10 +31,18 @@ QUANTIZABLE = ("classification", "lm", "seq2seq")
 DIR = "quantized"  # OUT's checkpoint of the quantized parameters
 
 
-def _check(workdir: str, out: str, weight_bits: int, act_bits: int) -> ml_collections.ConfigDict:
+def _check(workdir: str, out: str, weight_bits: int, act_bits: int,
+           modules: str) -> ml_collections.ConfigDict:
   """Every check before anything is read or written; the workdir's config."""
+  import re
+
   from bigmodel_jax import checkpoint, sample
   from bigmodel_jax.compression.config import BITS
+
+  try:
+    re.compile(modules)
+  except re.error as e:
+    raise ConfigError(f"--modules='{modules}' is not a regex: {e}") from None
 
   if weight_bits not in (0, *BITS):
     raise ConfigError(f"--weight_bits must be 4, 8 or 0 (float32: a LoRA export), got {weight_bits}")
@@ -91,7 +99,7 @@ def quantize_workdir(workdir: str, out: str, weight_bits: int = 8, act_bits: int
   from bigmodel_jax.compression import prune, ptq
   from bigmodel_jax.data import tasks
 
-  config = _check(workdir, out, weight_bits, act_bits)
+  config = _check(workdir, out, weight_bits, act_bits, modules)
   sources = tasks.load(config)
   saved = _variables(config, sources, workdir)
   plain = evaluated_config(config)
@@ -99,6 +107,9 @@ def quantize_workdir(workdir: str, out: str, weight_bits: int = 8, act_bits: int
   state, shardings = b.create_state(plain.seed)
   params = saved["params"]
   stored = ptq.quantize_params(params, weight_bits, modules) if weight_bits else params
+  if weight_bits and ptq.nbytes(stored) == ptq.nbytes(params):
+    raise ConfigError(f"--modules='{modules}' matches no kernel (2 or more dimensions) of "
+                      f"{workdir}'s model: nothing to quantize")
   evaluated = ptq.dequantize_params(stored, params) if weight_bits else params
   state = state.replace(params=jax.device_put(evaluated, shardings.params),
                         model_state=jax.device_put(saved["model_state"], shardings.model_state))
