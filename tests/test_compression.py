@@ -109,11 +109,13 @@ def _tiny(**overrides):
   return small_config("mlp", **{"batch_size": 32, "model.hidden": (24, 24), **overrides})
 
 
+# Two runs cover the four methods (each pair composes; compiling is most of the time).
 METHODS = {
-    "qat4": {"quantization.weight_bits": 4},  # act_bits: in the SIGKILL test (rounding the
-    # activations turns the programs' float32 reduction-order differences into whole steps)
-    "prune": {"pruning.sparsity": 0.5, "pruning.every": 1, "pruning.end_step": 2},
-    "lora": {"lora.rank": 2, "lora.modules": "dense"},
+    # act_bits: in the SIGKILL test (rounding the activations turns the programs' float32
+    # reduction-order differences into whole steps)
+    "qat4+prune": {"quantization.weight_bits": 4, "pruning.sparsity": 0.5, "pruning.every": 1,
+                   "pruning.end_step": 2},
+    "lora+distill": {"lora.rank": 2, "lora.modules": "hidden", "model.hidden": (16,)},
 }
 
 
@@ -126,31 +128,34 @@ def teacher(tmp_path_factory) -> str:
   return workdir
 
 
-@pytest.mark.parametrize("method", [*METHODS, "distill"])
+@pytest.mark.parametrize("method", METHODS)
 def test_each_method_trains_under_dp_and_fsdp_as_on_one_device(method, teacher):
-  overrides = METHODS.get(method, {"distill.teacher": teacher, "model.hidden": (16,)})
+  overrides = {**METHODS[method], **({"distill.teacher": teacher} if "distill" in method else {})}
   one, state = first_losses(_tiny(**overrides), jax.devices()[:1])
   for preset in ("dp", "fsdp"):
     eight, _ = first_losses(_tiny(sharding=preset, **overrides))
     np.testing.assert_allclose(eight, one, rtol=1e-4, err_msg=preset)
-  if method == "lora":  # the base is frozen, the adapters move
-    flat = flax.traverse_util.flatten_dict(jax.device_get(state.params), sep="/")
+  flat = flax.traverse_util.flatten_dict(jax.device_get(state.params), sep="/")
+  if "lora" in method:  # the base is frozen, the adapters move
     init = flax.traverse_util.flatten_dict(jax.device_get(first_losses(
         _tiny(**overrides), jax.devices()[:1], count=0)[1].params), sep="/")
+    assert any(k.endswith("_lora_b") for k in flat)
     for name, value in flat.items():
-      assert np.array_equal(value, init[name]) != name.endswith("_lora_b"), name
-  if method == "prune":
-    assert prune.sparsity(state.params, "stem") > 0.4
+      assert np.array_equal(value, init[name]) != qwix_wrap.is_adapter(name), name
+    assert "teacher" in state.model_state  # distilled from the frozen teacher
+  else:
+    assert prune.sparsity(state.params, "stem") == pytest.approx(0.5, abs=0.01)
 
 
 def test_qat_and_pruning_masks_resume_bit_identical_after_sigkill(tmp_path):
-  args = ["--config=configs/mnist1d.py:mlp", "--config.total_steps=120", "--config.batch_size=32",
-          "--config.model.hidden=(24, 24)", "--config.log_every=10", "--config.eval_every=120",
+  args = ["--config=configs/mnist1d.py:mlp", "--config.total_steps=60", "--config.batch_size=32",
+          "--config.model.hidden=(24, 24)", "--config.log_every=10", "--config.eval_every=60",
           "--config.checkpoint_every=10", "--config.quantization.weight_bits=4",
           "--config.quantization.act_bits=8",
-          "--config.pruning.sparsity=0.8", "--config.pruning.every=7"]
+          "--config.pruning.sparsity=0.8", "--config.pruning.every=7",
+          "--config.pruning.end_step=40"]
   a, b = kill_and_resume(args, tmp_path, 0.3)
-  assert 0 < a["start_step"] < 120
+  assert 0 < a["start_step"] < 60
   assert a["params_sha256"] == b["params_sha256"]
   assert a["sparsity"] == b["sparsity"] == pytest.approx(0.8, abs=0.01)
 
