@@ -83,9 +83,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   elif config.init_from:
     metrics.console(f"Initialized parameters from {config.init_from}"
                     + (f"; new (did not fit): {', '.join(fresh)}" if fresh else ""))
-  if frozen:
-    metrics.console(f"Frozen (not updated): {len(frozen)} parameters, "
-                    + ("all but the LoRA adapters" if config.lora.rank else ", ".join(frozen)))
+  if frozen and config.lora.rank:
+    metrics.console(f"LoRA: {len(frozen)} base parameters frozen, the adapters trained")
+  elif frozen:
+    metrics.console(f"Frozen (not updated): {', '.join(frozen)}")
   writer.truncate_after(start_step)
 
   # --- Loop (_train): one call per batch or per K batches; log, evaluate and checkpoint. ---

@@ -57,10 +57,10 @@ def test_caption_picks_are_random_per_example_and_repeat_on_resume():
   assert "references" not in after[0]
 
 
-def test_dp_and_fsdp_on_8_devices_give_the_first_losses_of_1_device():
+def test_fsdp_on_8_devices_gives_the_first_losses_of_1_device():
   # float32; only the order of float reductions differs between the programs
   one, _ = first_losses(_tiny("siglip"), jax.devices()[:1])
-  for preset in ("dp", "fsdp"):
+  for preset in ("fsdp",):  # shards the batch as dp does, and the parameters (suite time)
     eight, _ = first_losses(_tiny("siglip", sharding=preset))
     np.testing.assert_allclose(eight, one, rtol=1e-4, err_msg=preset)
 

@@ -74,10 +74,10 @@ def test_each_fusion_reads_the_modalities_it_claims(fusion):
   assert np.allclose(other_text, out) == (fusion == "image_only")
 
 
-def test_dp_and_fsdp_on_8_devices_give_the_first_losses_of_1_device():
+def test_fsdp_on_8_devices_gives_the_first_losses_of_1_device():
   # float32; only the order of float reductions differs between the programs
   one, _ = first_losses(_tiny("cross_attention"), jax.devices()[:1])
-  for preset in ("dp", "fsdp"):
+  for preset in ("fsdp",):  # shards the batch as dp does, and the parameters (suite time)
     eight, _ = first_losses(_tiny("cross_attention", sharding=preset))
     np.testing.assert_allclose(eight, one, rtol=1e-4, err_msg=preset)
 

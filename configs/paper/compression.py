@@ -74,10 +74,12 @@ def get_sweep(arg: str = ""):
   points = []
   for model in models:  # the float rows first: the distill and lora rows read them
     points += sweep.product({"arg": [f"{model}_float"], "seed": seeds})
-  for model in models:
-    points += sweep.product({"arg": [f"{model}_{r}" for r in ROWS[1:7]], "seed": seeds})
-    points += [{"arg": f"{model}_distill", "seed": s,
-                "distill.teacher": float_workdir(model, s, root)} for s in seeds]
+  for model in models:  # then the cheaper rows first
     points += [{"arg": f"{model}_lora", "seed": s, "init_from": float_workdir(model, s, root)}
                for s in seeds]
+    points += [{"arg": f"{model}_distill", "seed": s,
+                "distill.teacher": float_workdir(model, s, root)} for s in seeds]
+    points += sweep.product({"arg": [f"{model}_{r}" for r in ("student", "qat8", "qat4",
+                                                              "prune80", "prune50", "prune90")],
+                             "seed": seeds})
   return points
