@@ -1,22 +1,25 @@
 """Post-training quantization (in project; bigmodel_jax/quantize.py is the command).
 
 Weights: each kernel (2 or more dimensions, path matching `modules`) becomes integers with one
-float32 scale per output channel (the last axis; an embedding table's rows), symmetric absmax:
-q = round(w / s), s = max|w| / (2^(bits-1) - 1). int8 is stored as int8, int4 as two values per
-byte (uint8). Biases, norm scales and other 1-D parameters stay float32. For evaluation the
-integers are multiplied back by their scales (the float kernels then run: on CPU the int8 gain
-is in bytes, not in speed).
+float32 scale per output channel (the last axis; an embedding table's rows), symmetric absmax,
+rounded by qwix's own quantize (so a QAT run exports to exactly the weights it trained with):
+s = max|w| / (2^(bits-1) - 0.5), q = round(w / s) in [-2^(bits-1), 2^(bits-1) - 1]. int8 is
+stored as int8, int4 as two values per byte (uint8). Biases, norm scales and other 1-D
+parameters stay float32. For evaluation the integers are multiplied back by their scales (the
+float kernels then run: on CPU the int8 gain is in bytes, not in speed).
 
 Activations (act_bits=8): the input of every Dense, DenseGeneral and Conv is rounded to int8 with
 one static scale per layer, its absmax over calibration batches of the training split
 (simulated: rounded values in float).
 
-Why not qwix here (QAT and LoRA do use it): qwix 0.1.8's PtqProvider quantizes a convolution's
-weights only together with its activations ("conv_general_dilated requires same act_qtype and
-weight_qtype"), and its quantize_params fails on our Transformer's DenseGeneral attention
-("at least one array or dtype is required"); weight-only int8 of every family needs this path.
+Why not qwix's PtqProvider (its rounding is used; QAT and LoRA use its providers): in qwix
+0.1.8 it quantizes a convolution's weights only together with its activations
+("conv_general_dilated requires same act_qtype and weight_qtype"), and its quantize_params fails
+on our Transformer's DenseGeneral attention ("at least one array or dtype is required");
+weight-only int8 of every family needs this path.
 """
 
+import functools
 import re
 from typing import Any
 
@@ -25,21 +28,38 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import qwix
 
 QUANTIZED = ("qvalue", "scale")  # the keys of a quantized leaf in the saved tree
 
 
-def _per_row(name: str) -> bool:
-  return name.endswith("embedding")
+def _reduced_axes(name: str, ndim: int) -> tuple[int, ...]:
+  """The axes one scale spans: a kernel's input axes (all but the last: one scale per output
+  channel); an embedding table's row; an attention q/k/v kernel (D x H x Dh) per head and
+  channel. The same channels as qwix's QAT, so a QAT model exports to what it trained with."""
+  if name.endswith("embedding"):
+    return tuple(range(1, ndim))
+  if ndim == 3 and name.rpartition("/")[0].endswith(("query", "key", "value")):
+    return (0,)
+  return tuple(range(ndim - 1))
 
 
-def quantize_leaf(w: np.ndarray, bits: int, per_row: bool = False) -> dict[str, np.ndarray]:
-  qmax = 2 ** (bits - 1) - 1
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _qwix_quantize(w: jax.Array, bits: int, channelwise: tuple[int, ...]) -> tuple[jax.Array, ...]:
+  q = qwix.quantize(w, {4: jnp.int4, 8: jnp.int8}[bits], channelwise_axes=channelwise)
+  return q.qvalue.astype(jnp.int8), q.scale
+
+
+def quantize_leaf(w: np.ndarray, bits: int, axes: tuple[int, ...] | None = None
+                  ) -> dict[str, np.ndarray]:
+  """qwix's rounding (the same XLA program as its QAT, ties included): s = max|w| /
+  (2^(bits-1) - 0.5) over `axes` (default: all but the last), q = round(w / s) in
+  [-2^(bits-1), 2^(bits-1) - 1]. int4 values are packed two per byte."""
   w = np.asarray(w, np.float32)
-  axes = tuple(range(1, w.ndim)) if per_row else tuple(range(w.ndim - 1))
-  absmax = np.max(np.abs(w), axis=axes, keepdims=True)
-  scale = np.where(absmax > 0, absmax / qmax, 1.0).astype(np.float32)
-  q = np.clip(np.round(w / scale), -qmax, qmax).astype(np.int8)
+  axes = tuple(range(w.ndim - 1)) if axes is None else axes
+  q, scale = jax.device_get(_qwix_quantize(jnp.asarray(w), bits,
+                                           tuple(a for a in range(w.ndim) if a not in axes)))
+  q, scale = np.asarray(q), np.asarray(scale, np.float32)
   if bits == 4:  # two's-complement nibbles, two per byte
     flat = np.concatenate([q.reshape(-1), np.zeros(q.size % 2, np.int8)]).astype(np.uint8) & 0xF
     q = (flat[0::2] | (flat[1::2] << 4)).astype(np.uint8)
@@ -61,7 +81,7 @@ def quantize_params(params: Any, bits: int, modules: str = ".*") -> Any:
   out = {}
   for name, w in flat.items():
     if np.ndim(w) >= 2 and pattern.search(name):
-      for k, v in quantize_leaf(w, bits, _per_row(name)).items():
+      for k, v in quantize_leaf(w, bits, _reduced_axes(name, np.ndim(w))).items():
         out[f"{name}/{k}"] = v
     else:
       out[name] = np.asarray(w)
@@ -123,8 +143,8 @@ def act_quantizer(scales: dict[str, float], bits: int = 8):
     if _layer_input(context):
       absmax = scales.get("/".join(context.module.path))
       if absmax:
-        s = absmax / qmax
-        args = (jnp.clip(jnp.round(args[0] / s), -qmax, qmax) * s, *args[1:])
+        s = absmax / (qmax + 0.5)
+        args = (jnp.clip(jnp.round(args[0] / s), -qmax - 1, qmax) * s, *args[1:])
     return next_fun(*args, **kwargs)
 
   return fake_quant
