@@ -85,6 +85,21 @@ def test_int8_and_int4_weights_round_trip_within_half_a_step():
   assert emb["scale"].shape == (10, 1)
 
 
+@pytest.mark.parametrize("bits", [8, 4])
+def test_a_qat_model_exports_to_exactly_the_weights_it_computes_with(bits):
+  c = small_config("cnn")
+  c.quantization.weight_bits = bits
+  plain = models.build_for(c, 10)
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(16, 40)), jnp.float32)
+  params = flax.linen.unbox(plain.init(jax.random.PRNGKey(0), x, train=False))["params"]
+  qat = jax.jit(lambda p, x: qwix_wrap.wrap(c, plain).apply({"params": p}, x, train=False))
+  exported = ptq.dequantize_params(ptq.quantize_params(params, bits), params)
+  # the same integer weights (a rounding tie broken the other way moves a logit by ~1); only
+  # the float order of the fused and unfused programs may differ
+  np.testing.assert_allclose(plain.apply({"params": exported}, x, train=False), qat(params, x),
+                             rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("spec,shape", [("mnist1d.py:cnn", (2, 40)),
                                         ("pycode.py:transformer", (2, 16))])
 def test_merged_lora_weights_compute_what_the_adapted_model_computes(spec, shape):
