@@ -135,17 +135,20 @@ def quantize_workdir(workdir: str, out: str, weight_bits: int = 8, act_bits: int
       "eval_examples_per_sec": count / seconds})
   if config.pruning.sparsity or config.pruning.n_m:
     results["sparsity"] = prune.sparsity(evaluated, config.pruning.dense)
-  tmp = f"{out.rstrip('/')}.tmp{os.getpid()}"
+  tmp = f"{out.rstrip('/')}.tmp{os.getpid()}"  # OUT appears whole or not at all
   shutil.rmtree(tmp, ignore_errors=True)
-  os.makedirs(tmp)
-  workdir_lib.write_json(os.path.join(tmp, "config.json"), config_lib.to_dict(plain))
-  _save(os.path.join(tmp, DIR), {"params": stored, "model_state": saved["model_state"]})
-  results["disk_bytes"] = _du(os.path.join(tmp, DIR))
-  results = {k: metrics.json_value(v) for k, v in results.items()}
-  workdir_lib.write_json(os.path.join(tmp, "results.json"), results)
-  if os.path.isdir(out):
-    os.rmdir(out)  # empty (checked)
-  os.rename(tmp, out)
+  try:
+    os.makedirs(tmp)
+    workdir_lib.write_json(os.path.join(tmp, "config.json"), config_lib.to_dict(plain))
+    _save(os.path.join(tmp, DIR), {"params": stored, "model_state": saved["model_state"]})
+    results["disk_bytes"] = _du(os.path.join(tmp, DIR))
+    results = {k: metrics.json_value(v) for k, v in results.items()}
+    workdir_lib.write_json(os.path.join(tmp, "results.json"), results)
+    if os.path.isdir(out):
+      os.rmdir(out)  # empty (checked)
+    os.rename(tmp, out)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
   return results
 
 

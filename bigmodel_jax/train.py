@@ -99,22 +99,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if not eval_metrics:  # resumed a finished run: evaluate the final state again
     eval_metrics = evaluate(state, total_steps)
     guard.check_eval(total_steps, eval_metrics)
-  results = {
-      "step": total_steps,
-      **eval_metrics,
-      "num_params": n_params,
-      **_compression_results(config, state.params, frozen),
-      "flops_per_example": flops,  # forward pass, XLA cost analysis
-      "wall_time_s": round(time.time() - t_start, 3),
-      "steps_per_sec": timer.rate(total_steps - start_step),
-      # from the start of train_and_evaluate: data, model, state, compilation and the step
-      "time_to_first_step_s": (round(timer.t_first - t_start, 3) if timer.t_first is not None
-                               else None),
-      "start_step": start_step,
-      "nonfinite_updates": int(jax.device_get(state.nonfinite_updates)),
-      "params_sha256": state_lib.params_digest(state.params),
-  }
-  results = {k: metrics.json_value(v) for k, v in results.items()}
+  results = _results(config, state, {"step": total_steps, **eval_metrics, "num_params": n_params},
+                     frozen, flops, timer, t_start, start_step)
   workdir_lib.write_json(os.path.join(workdir, "results.json"), results)
   writer.close()
   ckpt.close()
@@ -231,16 +217,29 @@ class _Guard:
                              "rate")
 
 
-def _compression_results(config: ml_collections.ConfigDict, params: Any,
-                         frozen: list[str]) -> dict[str, Any]:
-  """trainable_params (all but the frozen ones: LoRA's base, config.freeze), and for a pruned
-  run the sparsity measured on the final parameters."""
+def _results(config: ml_collections.ConfigDict, state: Any, first: dict[str, Any],
+             frozen: list[str], flops: Any, timer: metrics.RateTimer, t_start: float,
+             start_step: int) -> dict[str, Any]:
+  """results.json: `first` (step, eval metrics, num_params), trainable_params (all but the
+  frozen ones: LoRA's base, config.freeze), sparsity (pruned runs, measured on the final
+  parameters), then cost and provenance."""
   sizes = {"/".join(str(k.key) for k in path): x.size
-           for path, x in jax.tree_util.tree_flatten_with_path(params)[0]}
-  out = {"trainable_params": sum(n for name, n in sizes.items() if name not in set(frozen))}
+           for path, x in jax.tree_util.tree_flatten_with_path(state.params)[0]}
+  out = {**first, "trainable_params": sum(n for name, n in sizes.items() if name not in frozen)}
   if config.pruning.sparsity or config.pruning.n_m:
-    out["sparsity"] = prune.sparsity(params, config.pruning.dense)
-  return out
+    out["sparsity"] = prune.sparsity(state.params, config.pruning.dense)
+  out.update({
+      "flops_per_example": flops,  # forward pass, XLA cost analysis
+      "wall_time_s": round(time.time() - t_start, 3),
+      "steps_per_sec": timer.rate(first["step"] - start_step),
+      # from the start of train_and_evaluate: data, model, state, compilation and the step
+      "time_to_first_step_s": (round(timer.t_first - t_start, 3) if timer.t_first is not None
+                               else None),
+      "start_step": start_step,
+      "nonfinite_updates": int(jax.device_get(state.nonfinite_updates)),
+      "params_sha256": state_lib.params_digest(state.params),
+  })
+  return {k: metrics.json_value(v) for k, v in out.items()}
 
 
 def _warm_start(config: ml_collections.ConfigDict, state: Any,

@@ -139,11 +139,17 @@ METHODS = {
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory) -> str:
-  """A small trained MLP classifier of MNIST-1D (a distillation teacher, a PTQ source)."""
-  workdir = str(tmp_path_factory.mktemp("teacher"))
-  train.train_and_evaluate(_tiny(total_steps=300, log_every=100, eval_every=300,
-                                 checkpoint_every=300), workdir)
-  return workdir
+  """A small trained MLP classifier of MNIST-1D (a distillation teacher, a PTQ source), trained
+  on one device in a process of its own: 300 tiny steps in this process, over 8 fake devices on
+  2 cores, sometimes stall XLA's CPU all-reduce past its 40 s rendezvous timeout (an abort)."""
+  workdir = tmp_path_factory.mktemp("teacher")
+  proc = run_main("--config=configs/mnist1d.py:mlp", f"--workdir={workdir}",
+                  "--config.batch_size=32", "--config.model.hidden=(24, 24)",
+                  "--config.total_steps=300", "--config.log_every=100",
+                  "--config.eval_every=300", "--config.checkpoint_every=300",
+                  env={"XLA_FLAGS": "--xla_force_host_platform_device_count=1"})
+  assert proc.returncode == 0, proc.stderr
+  return str(workdir)
 
 
 @pytest.mark.parametrize("method", METHODS)

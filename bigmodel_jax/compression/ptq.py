@@ -28,7 +28,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import qwix
 
 QUANTIZED = ("qvalue", "scale")  # the keys of a quantized leaf in the saved tree
 
@@ -46,6 +45,7 @@ def _reduced_axes(name: str, ndim: int) -> tuple[int, ...]:
 
 @functools.partial(jax.jit, static_argnums=(1, 2))
 def _qwix_quantize(w: jax.Array, bits: int, channelwise: tuple[int, ...]) -> tuple[jax.Array, ...]:
+  import qwix  # (it imports Pallas: only when something is quantized)
   q = qwix.quantize(w, {4: jnp.int4, 8: jnp.int8}[bits], channelwise_axes=channelwise)
   return q.qvalue.astype(jnp.int8), q.scale
 

@@ -18,7 +18,6 @@ import flax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import qwix
 
 from bigmodel_jax.config import ConfigError
 
@@ -32,17 +31,19 @@ def _search(regex: str) -> str:
 
 
 def wrap(config: ml_collections.ConfigDict, model: Any) -> Any:
-  """The model under QAT or LoRA when the config asks for either, else the model itself."""
+  """The model under QAT or LoRA when the config asks for either, else the model itself (qwix,
+  which imports Pallas, is imported only then)."""
   q, lora = config.quantization, config.lora
+  if not (q.weight_bits or lora.rank):
+    return model
+  import qwix
   if q.weight_bits:
     rule = qwix.QtRule(module_path=_search(q.modules), weight_qtype=_QTYPES[q.weight_bits],
                        act_qtype=_QTYPES[q.act_bits] if q.act_bits else None)
     return qwix.quantize_model(model, qwix.QtProvider([rule]))
-  if lora.rank:
-    provider = qwix.LoraProvider(module_path=_search(lora.modules), rank=lora.rank,
-                                 alpha=float(lora.alpha))
-    return qwix.quantize_model(model, provider)
-  return model
+  provider = qwix.LoraProvider(module_path=_search(lora.modules), rank=lora.rank,
+                               alpha=float(lora.alpha))
+  return qwix.quantize_model(model, provider)
 
 
 def is_adapter(path: str) -> bool:
