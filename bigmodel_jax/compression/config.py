@@ -1,7 +1,6 @@
 """The compression sections of the default config and their checks (no JAX: main.py checks a
 config before JAX is imported)."""
 
-import math
 import re
 from typing import Any
 
@@ -55,13 +54,12 @@ def n_m(text: str) -> tuple[int, int] | None:
   return int(m[1]), int(m[2])
 
 
-def _number(ok) -> Any:
-  return lambda v: (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                    and abs(v) <= 3.4e38 and ok(v))
+def _number(ok) -> Any:  # finite in float32 (config._is_finite), and ok
+  return lambda v: config_lib._is_finite(v) and ok(v)
 
 
 def _integer(ok) -> Any:
-  return lambda v: isinstance(v, int) and not isinstance(v, bool) and ok(v)
+  return lambda v: config_lib._is_int(v) and ok(v)
 
 
 # What each numeric key must be (the same contract as config.NUMERIC_RULES), checked whether or

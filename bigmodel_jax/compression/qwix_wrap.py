@@ -11,7 +11,6 @@ LoRA (qwix.LoraProvider): each matching kernel K gains K_lora_a (in x rank) and 
 x K + (alpha / rank) (x a) b. Sharding: the adapters inherit the kernel's logical axis names.
 """
 
-import re
 from typing import Any
 
 import flax
@@ -77,11 +76,3 @@ def merge(params: Any, alpha: float, rank: int) -> Any:
     out[base] = (np.asarray(kernel, np.float32) + alpha / rank * delta.reshape(kernel.shape)
                  ).astype(kernel.dtype)
   return flax.traverse_util.unflatten_dict(out, sep="/")
-
-
-def trainable_params(params: Any, freeze: str) -> int:
-  """Parameters the optimizer updates (all but those `freeze` matches)."""
-  patterns = [re.compile(p) for p in freeze.split(",") if p.strip()]
-  flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(params), sep="/")
-  return sum(int(np.prod(v.shape)) for k, v in flat.items()
-             if not any(p.search(k) for p in patterns))
