@@ -101,6 +101,18 @@ def freeze(tx: optax.GradientTransformation, freeze: str) -> optax.GradientTrans
                                lambda params: _labels(params, patterns))
 
 
+def freeze_regex(config: ml_collections.ConfigDict) -> str:
+  """What is frozen: config.freeze, or with LoRA every parameter but the adapters."""
+  return qwix_wrap.FREEZE_BASE if config.lora.rank else config.freeze
+
+
+def trainable_count(params: Any, frozen: list[str]) -> int:
+  """Parameters (elements) outside the paths frozen_paths returned."""
+  frozen = set(frozen)
+  return sum(x.size for path, x in jax.tree_util.tree_leaves_with_path(params)
+             if _name(path) not in frozen)
+
+
 def frozen_paths(params: Any, freeze: str) -> list[str]:
   """The paths `freeze` matches; ConfigError if it names something but matches nothing."""
   patterns = _patterns(freeze)
@@ -132,5 +144,4 @@ def for_networks(config: ml_collections.ConfigDict, networks: tuple[str, ...],
       cfg = config.optimizers[name]
       txs[name] = make_optimizer(cfg, make_schedule(cfg.schedule, cfg.learning_rate, total_steps))
     tx = optax.multi_transform(txs, lambda params: {k: k for k in params})
-  frozen = qwix_wrap.FREEZE_BASE if config.lora.rank else config.freeze  # LoRA: all but adapters
-  return prune.wrap(freeze(tx, frozen), config.pruning, total_steps), schedule
+  return prune.wrap(freeze(tx, freeze_regex(config)), config.pruning, total_steps), schedule

@@ -54,8 +54,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     state, fresh = _warm_start(config, state, state_shardings)
   if config.lora.rank:
     qwix_wrap.check_adapters(state.params, config.lora.modules)
-  frozen = optim.frozen_paths(state.params, qwix_wrap.FREEZE_BASE if config.lora.rank
-                              else config.freeze)
+  frozen = optim.frozen_paths(state.params, optim.freeze_regex(config))
 
   # --- Execution path (compiled steps, the state donated: updated in place) and evaluation. ---
   runner = runners.make(config, b, state_shardings, train_iter, sources.train, total_steps)
@@ -223,9 +222,7 @@ def _results(config: ml_collections.ConfigDict, state: Any, first: dict[str, Any
   """results.json: `first` (step, eval metrics, num_params), trainable_params (all but the
   frozen ones: LoRA's base, config.freeze), sparsity (pruned runs, measured on the final
   parameters), then cost and provenance."""
-  sizes = {"/".join(str(k.key) for k in path): x.size
-           for path, x in jax.tree_util.tree_flatten_with_path(state.params)[0]}
-  out = {**first, "trainable_params": sum(n for name, n in sizes.items() if name not in frozen)}
+  out = {**first, "trainable_params": optim.trainable_count(state.params, frozen)}
   if config.pruning.sparsity or config.pruning.n_m:
     out["sparsity"] = prune.sparsity(state.params, config.pruning.dense)
   out.update({
