@@ -69,7 +69,11 @@ def default_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict()
   c.data.name = ""  # a TFDS name: ours (mnist1d, digits, pycode) or the catalogue's (mnist, cifar10)
   c.data.kind = "classification"  # lm: next bytes; seq2seq: text -> text; paired: image + text
-  c.data.seq_len = 128  # lm: bytes per window; seq2seq: longest input
+  c.data.seq_len = 128  # lm: tokens per window; seq2seq: longest input
+  c.data.tokenizer = ""  # lm: "" bytes; "bpe:N" trained on the training split; a tokenizer.json
+  c.data.packing = False  # lm: documents in windows apart (segment ids); False: one running text
+  c.data.text_dir = ""  # data set textdir: a directory of .txt / .jsonl files
+  c.data.text_field = "text"  # textdir: the field of each .jsonl line that holds the text
   c.data.target_len = 16  # seq2seq: longest answer + 1 (EOS)
   c.data.data_dir = ""  # "" = TFDS default ($TFDS_DATA_DIR or ~/tensorflow_datasets)
   c.data.train_split = "train"

@@ -7,7 +7,10 @@ resize-256 / center-crop-224 evaluation.
   python -m bigmodel_jax.main --config=configs/imagenet2012.py:vit --workdir=runs/in1k_vit_b16
 
 Variants: resnet18, resnet34, resnet50, resnet101, resnet152 (torchvision v1.5 architectures),
-resnext50 (32x4d), densenet121, mobilenet (v1, width 1.0), vit (ViT-B/16).
+resnext50 (32x4d), wide_resnet50 (-2), densenet121, mobilenet (v1, width 1.0), vit (ViT-B/16).
+Each converts torchvision's weights (bigmodel_jax.convert; a ViT with --config.model.mlp=gelu_exact):
+
+  python -m bigmodel_jax.convert --source=resnet50.pth --config=configs/imagenet2012.py:resnet50 --workdir=runs/tv_resnet50
 
 Convnets: SGD with Nesterov momentum 0.9, learning rate 0.1 per 256 examples (0.4 at batch 1024),
 5 warm-up epochs then cosine to zero over 90 epochs, weight decay 1e-4 on kernels (4e-5 for
@@ -25,9 +28,13 @@ VARIANTS = {
        for d in (18, 34, 50, 101, 152)},
     "resnext50": dict(name="resnet", depth=50, groups=32, width_per_group=4,
                       zero_init_residual=True),
-    "densenet121": dict(name="densenet", depth=121),
+    "wide_resnet50": dict(name="resnet", depth=50, width_per_group=128, zero_init_residual=True),
+    "densenet121": dict(name="densenet", depth=121, block_sizes=(), growth=32, bn_size=4,
+                        stem_features=64),
     "mobilenet": dict(name="mobilenet"),
-    "vit": dict(name="vit", patch=(16, 16), dim=768, depth=12, num_heads=12, mlp_dim=3072),
+    # mlp: gelu (tanh approximation) trains as before; a torchvision ViT converts with gelu_exact
+    "vit": dict(name="vit", patch=(16, 16), dim=768, depth=12, num_heads=12, mlp_dim=3072,
+                mlp="gelu"),
 }
 
 

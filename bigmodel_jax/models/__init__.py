@@ -87,7 +87,7 @@ def build(model_config: ml_collections.ConfigDict, num_outputs: int) -> nn.Modul
 
 def _check_option(key: str, value: Any) -> None:
   """Numbers in a model's options: sizes and counts are positive integers (a depth may be 0),
-  rates finite, dropout in [0, 1). The model's own checks (and init) catch the rest."""
+  rates finite, dropout in [0, 1) (num_kv_heads may be 0: as many as the heads). The model's own checks (and init) catch the rest."""
   if isinstance(value, (tuple, list)):
     for v in value:
       _check_option(key, v)
@@ -98,7 +98,7 @@ def _check_option(key: str, value: Any) -> None:
     raise ConfigError(f"{key} must be a finite number, got {value}")
   if key.endswith("dropout") and not 0 <= value < 1:
     raise ConfigError(f"{key} must be in [0, 1), got {value}")
-  if isinstance(value, int) and value < (0 if key.endswith("depth") else 1):
+  if isinstance(value, int) and value < (0 if key.endswith(("depth", "num_kv_heads")) else 1):
     raise ConfigError(f"{key} must be a positive integer, got {value}")
 
 

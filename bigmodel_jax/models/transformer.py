@@ -3,7 +3,11 @@
 - TransformerClassifier: patches (1-D for sequences, 2-D for images: the ViT), a class token,
   learned positions, an encoder, a linear head. ViT-B/16 has torchvision's 86,567,656 parameters.
 - DecoderLM: a causal decoder-only language model, learned or rotary positions, optionally tied
-  embeddings. GPT-2 small (tied, learned) has 124,439,808 parameters.
+  embeddings. GPT-2 small (tied, learned) has 124,439,808 parameters. The options that imported
+  checkpoints need (convert.py) compute GPT-2 and Llama exactly: norm (layernorm | rmsnorm) and
+  norm_epsilon, mlp (gelu | gelu_exact | swiglu), use_bias, num_kv_heads (grouped-query
+  attention), rope_base. Packed inputs ({"tokens", "segment_ids", "positions"}) keep each
+  document's tokens from attending to another's.
 
 Shapes are in the names: B batch, L/S query/key length, D model width, N heads, H head width.
 """
@@ -24,9 +28,21 @@ def _partitioned(init, axes):
   return nn.with_logical_partitioning(init, axes)
 
 
-def layer_norm(name: str | None = None) -> nn.LayerNorm:
-  return nn.LayerNorm(epsilon=1e-6, name=name, scale_init=_partitioned(nn.initializers.ones_init(), ("embed",)),
+def layer_norm(name: str | None = None, kind: str = "layernorm",
+               epsilon: float = 1e-6) -> nn.Module:
+  """LayerNorm, or RMSNorm (a scale, no centring and no bias: Llama's)."""
+  scale_init = _partitioned(nn.initializers.ones_init(), ("embed",))
+  if kind == "rmsnorm":
+    return nn.RMSNorm(epsilon=epsilon, name=name, scale_init=scale_init)
+  if kind != "layernorm":
+    raise ValueError(f"norm '{kind}' unknown; known: layernorm, rmsnorm")
+  return nn.LayerNorm(epsilon=epsilon, name=name, scale_init=scale_init,
                       bias_init=_partitioned(_ZEROS, ("embed",)))
+
+
+# config.model.mlp: a block's feed-forward network. gelu is GPT-2's (tanh approximation), gelu_exact
+# torchvision ViT's (erf), swiglu Llama's: down(silu(gate(x)) * up(x)).
+MLPS = ("gelu", "gelu_exact", "swiglu")
 
 
 def rotary(x_BxLxNxH: jax.Array, positions_BxL: jax.Array, base: float = 10000.0) -> jax.Array:
@@ -62,6 +78,9 @@ class Attention(nn.Module):
   use_rotary: bool = False
   dropout: float = 0.0
   implementation: str = "auto"  # ATTENTION_IMPLEMENTATIONS
+  num_kv_heads: int = 0  # grouped-query attention: key/value heads shared by groups; 0 = num_heads
+  use_bias: bool = True
+  rope_base: float = 10000.0
 
   @nn.compact
   def __call__(self, x_BxLxD: jax.Array, context_BxSxD: jax.Array | None = None, *,
@@ -69,20 +88,24 @@ class Attention(nn.Module):
                positions_BxL: jax.Array | None = None, train: bool = False,
                decode: bool = False) -> jax.Array:
     context_BxSxD = x_BxLxD if context_BxSxD is None else context_BxSxD
-    proj = lambda name: nn.DenseGeneral(
-        (self.num_heads, self.head_dim), name=name,
+    kv_heads = self.num_kv_heads or self.num_heads
+    if self.num_heads % kv_heads:
+      raise ValueError(f"{self.num_heads} heads do not divide into {kv_heads} key/value heads")
+    proj = lambda name, heads: nn.DenseGeneral(
+        (heads, self.head_dim), name=name, use_bias=self.use_bias,
         kernel_init=_partitioned(_INIT, ("embed", "heads", "kv")),
         bias_init=_partitioned(_ZEROS, ("heads", "kv")))
-    q, k, v = proj("query")(x_BxLxD), proj("key")(context_BxSxD), proj("value")(context_BxSxD)
+    q = proj("query", self.num_heads)(x_BxLxD)
+    k, v = proj("key", kv_heads)(context_BxSxD), proj("value", kv_heads)(context_BxSxD)
     if self.use_rotary:
-      q, k = rotary(q, positions_BxL), rotary(k, positions_BxL)
+      q, k = rotary(q, positions_BxL, self.rope_base), rotary(k, positions_BxL, self.rope_base)
     if decode:  # causal self-attention over a key/value cache of the positions seen so far
       k, v, mask_Bx1xLxS = self._cached(k, v, positions_BxL)
       is_causal = False
     out_BxLxNxH = jax.nn.dot_product_attention(
         q, k, v, mask=mask_Bx1xLxS, is_causal=is_causal,
         implementation=attention_implementation(self.implementation, q, mask_Bx1xLxS))
-    out = nn.DenseGeneral(x_BxLxD.shape[-1], axis=(-2, -1), name="out",
+    out = nn.DenseGeneral(x_BxLxD.shape[-1], axis=(-2, -1), name="out", use_bias=self.use_bias,
                           kernel_init=_partitioned(_INIT, ("heads", "kv", "embed")),
                           bias_init=_partitioned(_ZEROS, ("embed",)))(out_BxLxNxH)
     return nn.Dropout(self.dropout, deterministic=not train)(out)
@@ -117,6 +140,12 @@ class Block(nn.Module):
   train: bool = False
   decode: bool = False
   attention: str = "auto"  # ATTENTION_IMPLEMENTATIONS
+  norm: str = "layernorm"  # layernorm | rmsnorm
+  norm_epsilon: float = 1e-6
+  mlp: str = "gelu"  # MLPS
+  use_bias: bool = True
+  num_kv_heads: int = 0  # 0 = num_heads
+  rope_base: float = 10000.0
 
   @nn.compact
   def __call__(self, x_BxLxD: jax.Array, mask_Bx1xLxL: jax.Array | None = None,
@@ -125,20 +154,33 @@ class Block(nn.Module):
     d = x_BxLxD.shape[-1]
     if d % self.num_heads:
       raise ValueError(f"transformer width {d} does not divide into {self.num_heads} heads")
-    attention = lambda name, rope: Attention(self.num_heads, d // self.num_heads, rope,
-                                             self.dropout, self.attention, name=name)
+    attention = lambda name, rope: Attention(
+        self.num_heads, d // self.num_heads, rope, self.dropout, self.attention,
+        self.num_kv_heads, self.use_bias, self.rope_base, name=name)
+    norm = lambda name: layer_norm(name, self.norm, self.norm_epsilon)
     x_BxLxD = constrain(x_BxLxD, ("batch", "length", "embed"))
     x = x_BxLxD + attention("attention", self.use_rotary)(
-        layer_norm("ln_attention")(x_BxLxD), mask_Bx1xLxS=mask_Bx1xLxL, is_causal=self.is_causal,
+        norm("ln_attention")(x_BxLxD), mask_Bx1xLxS=mask_Bx1xLxL, is_causal=self.is_causal,
         positions_BxL=positions_BxL, train=self.train, decode=self.decode)
     if self.cross:
       x = x + attention("cross_attention", False)(
-          layer_norm("ln_cross")(x), context_BxSxD, mask_Bx1xLxS=context_mask_Bx1xLxS,
+          norm("ln_cross")(x), context_BxSxD, mask_Bx1xLxS=context_mask_Bx1xLxS,
           train=self.train)
-    h = nn.gelu(dense(self.mlp_dim, ("embed", "mlp"), name="mlp_in")(layer_norm("ln_mlp")(x)))
-    h = constrain(h, ("batch", "length", "mlp"))
-    h = dense(d, ("mlp", "embed"), name="mlp_out")(h)
+    h = self._mlp(norm("ln_mlp")(x))
+    h = dense(d, ("mlp", "embed"), name="mlp_out", use_bias=self.use_bias)(h)
     return x + nn.Dropout(self.dropout, deterministic=not self.train)(h)
+
+  def _mlp(self, x_BxLxD: jax.Array) -> jax.Array:
+    """The feed-forward network's hidden activations (B x L x mlp_dim)."""
+    if self.mlp not in MLPS:
+      raise ValueError(f"mlp '{self.mlp}' unknown; known: {', '.join(MLPS)}")
+    up = dense(self.mlp_dim, ("embed", "mlp"), name="mlp_in", use_bias=self.use_bias)(x_BxLxD)
+    if self.mlp == "swiglu":
+      gate = dense(self.mlp_dim, ("embed", "mlp"), name="mlp_gate", use_bias=self.use_bias)(x_BxLxD)
+      h = nn.silu(gate) * up
+    else:
+      h = nn.gelu(up, approximate=self.mlp == "gelu")
+    return constrain(h, ("batch", "length", "mlp"))
 
 
 class _ScanBlock(Block):
@@ -192,6 +234,8 @@ class TransformerClassifier(nn.Module):
   remat: str = "none"  # none, full, dots (REMAT_POLICIES)
   scan_layers: bool = False
   attention: str = "auto"  # auto (cuDNN flash attention on GPUs where it applies), xla, cudnn
+  mlp: str = "gelu"  # MLPS; torchvision's ViT: gelu_exact
+  norm_epsilon: float = 1e-6
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
@@ -214,8 +258,9 @@ class TransformerClassifier(nn.Module):
     x_BxLxD = nn.Dropout(self.dropout, deterministic=not train)(x_BxLxD + pos)
     x_BxLxD = blocks(x_BxLxD, depth=self.depth, remat=self.remat, scan=self.scan_layers,
                      name="block", num_heads=self.num_heads, mlp_dim=self.mlp_dim,
-                     dropout=self.dropout, train=train, attention=self.attention)
-    x_BxLxD = layer_norm("ln_final")(x_BxLxD)
+                     dropout=self.dropout, train=train, attention=self.attention,
+                     mlp=self.mlp, norm_epsilon=self.norm_epsilon)
+    x_BxLxD = layer_norm("ln_final", epsilon=self.norm_epsilon)(x_BxLxD)
     pooled = x_BxLxD[:, 0] if self.pooling == "cls" else x_BxLxD.mean(axis=1)
     return dense(self.num_classes, ("embed", "classes"), name="head")(pooled)
 
@@ -226,6 +271,8 @@ class DecoderLM(nn.Module):
   Decoding with a key/value cache: `init(..., tokens_BxMaxLen, decode=True)` creates the cache;
   then each call with decode=True and `start` (the position of its first token) feeds the next
   tokens (a prompt at once, then one at a time) and updates the cache (mutable=["cache"]).
+  Packed windows (data.packing) come as {"tokens", "segment_ids", "positions"}: a token attends
+  only to earlier tokens of its own segment, and positions restart at each segment.
   """
 
   vocab_size: int
@@ -240,31 +287,46 @@ class DecoderLM(nn.Module):
   remat: str = "none"  # none, full, dots (REMAT_POLICIES)
   scan_layers: bool = False
   attention: str = "auto"  # auto (cuDNN flash attention on GPUs where it applies), xla, cudnn
+  norm: str = "layernorm"  # layernorm (GPT-2) | rmsnorm (Llama)
+  norm_epsilon: float = 1e-6  # GPT-2: 1e-5; Llama: its config's rms_norm_eps
+  mlp: str = "gelu"  # MLPS: gelu (GPT-2's tanh approximation) | gelu_exact | swiglu (Llama)
+  use_bias: bool = True  # Llama: False
+  num_kv_heads: int = 0  # grouped-query attention; 0 = num_heads
+  rope_base: float = 10000.0  # rotary positions' base (Llama's rope_theta)
 
   @nn.compact
-  def __call__(self, tokens_BxL: jax.Array, *, train: bool = False, decode: bool = False,
-               start: int | jax.Array = 0) -> jax.Array:
+  def __call__(self, tokens_BxL: jax.Array | dict[str, jax.Array], *, train: bool = False,
+               decode: bool = False, start: int | jax.Array = 0) -> jax.Array:
     if self.positions not in ("learned", "rotary"):
       raise ValueError(f"positions '{self.positions}' unknown; known: learned, rotary")
+    mask_Bx1xLxL = None
+    if isinstance(tokens_BxL, dict):  # a packed window
+      segments_BxL, positions_BxL = tokens_BxL["segment_ids"], tokens_BxL["positions"]
+      tokens_BxL = tokens_BxL["tokens"]
+      mask_Bx1xLxL = (segments_BxL[:, :, None] == segments_BxL[:, None, :])[:, None]
     length = tokens_BxL.shape[1]
     if length > self.max_len:
       raise ValueError(f"sequence length {length} exceeds max_len {self.max_len}")
+    if mask_Bx1xLxL is None:
+      positions_BxL = jnp.broadcast_to(start + jnp.arange(length), tokens_BxL.shape)
     embed = nn.Embed(self.vocab_size, self.dim, name="token_embedding",
                      embedding_init=_partitioned(nn.initializers.normal(0.02), ("vocab", "embed")))
     x_BxLxD = embed(tokens_BxL)
-    positions_BxL = jnp.broadcast_to(start + jnp.arange(length), tokens_BxL.shape)
     if self.positions == "learned":
       pos = self.param("position_embedding",
                        _partitioned(nn.initializers.normal(0.01), ("length", "embed")),
                        (self.max_len, self.dim))
-      x_BxLxD = x_BxLxD + jax.lax.dynamic_slice_in_dim(pos, start, length)
+      x_BxLxD = x_BxLxD + (jax.lax.dynamic_slice_in_dim(pos, start, length)
+                           if mask_Bx1xLxL is None else pos[positions_BxL])
     x_BxLxD = nn.Dropout(self.dropout, deterministic=not train)(x_BxLxD)
-    x_BxLxD = blocks(x_BxLxD, None, positions_BxL, depth=self.depth, remat=self.remat,
+    x_BxLxD = blocks(x_BxLxD, mask_Bx1xLxL, positions_BxL, depth=self.depth, remat=self.remat,
                      scan=self.scan_layers, name="block", num_heads=self.num_heads,
                      mlp_dim=self.mlp_dim, dropout=self.dropout,
                      use_rotary=self.positions == "rotary", is_causal=True, train=train,
-                     decode=decode, attention=self.attention)
-    x_BxLxD = layer_norm("ln_final")(x_BxLxD)
+                     decode=decode, attention=self.attention, norm=self.norm,
+                     norm_epsilon=self.norm_epsilon, mlp=self.mlp, use_bias=self.use_bias,
+                     num_kv_heads=self.num_kv_heads, rope_base=self.rope_base)
+    x_BxLxD = layer_norm("ln_final", self.norm, self.norm_epsilon)(x_BxLxD)
     if self.tie_embeddings:
       return embed.attend(x_BxLxD)
     return dense(self.vocab_size, ("embed", "vocab"), name="lm_head", use_bias=False)(x_BxLxD)
