@@ -277,6 +277,11 @@ def check_values(config: ml_collections.ConfigDict) -> None:
                       f"{config.grad_accum_steps} must be a whole micro-batch")
   if config.data.on_device and config.parallel.strategy == "pmap":
     raise ConfigError("data.on_device needs parallel.strategy=jit")
+  if (config.data.tokenizer or config.data.packing) and config.data.kind != "lm":
+    raise ConfigError(f"data.tokenizer and data.packing are for data.kind=lm, not {config.data.kind}")
+  if config.data.packing and config.model.name != "decoder_lm":
+    raise ConfigError(f"data.packing feeds document boundaries to a decoder_lm, not model "
+                      f"'{config.model.name}'")
   _check_modalities(config)
   _check_objective(config)
   compression.check(config)

@@ -1,4 +1,5 @@
-"""Samples of a trained model: text from a byte-level language model, images (or 1-D signals)
+"""Samples of a trained model: text from a language model (bytes, or the run's tokenizer:
+WORKDIR/tokenizer.json; a converted Hugging Face model too), images (or 1-D signals)
 from a generative one (objectives vae, gan, diffusion), captions of test images from a
 captioner (objective captioning).
 
@@ -98,19 +99,26 @@ def workdir_config(workdir: str) -> ml_collections.ConfigDict:
     return config
 
 
-def load(workdir: str) -> tuple[nn.Module, Any]:
-  """The model of a workdir's config.json and the parameters of its newest checkpoint."""
-  from bigmodel_jax import checkpoint, models
+def load(workdir: str) -> tuple[nn.Module, Any, Any]:
+  """The language model of a workdir (trained or converted), the parameters of its newest
+  checkpoint, and its tokenizer (WORKDIR/tokenizer.json; None: bytes)."""
+  from bigmodel_jax import convert
+  from bigmodel_jax.data import tokenizer
 
   config = workdir_config(workdir)
   if config.data.kind != "lm":
     raise config_lib.ConfigError(f"{workdir} holds a {config.data.kind} run, not a language model")
-  model = models.build(config.model, 256)
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  abstract = jax.eval_shape(lambda: nn.unbox(model.init(
-      jax.random.PRNGKey(0), jnp.zeros((1, config.data.seq_len), jnp.int32))["params"]))
-  abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), abstract)
-  return model, checkpoint.load_params(workdir, abstract)[0]
+  _, model, variables = convert.load(workdir)
+  path = os.path.join(workdir, "tokenizer.json")
+  return model, variables["params"], tokenizer.load_file(path) if os.path.exists(path) else None
+
+
+def encode(tok: Any, text: str) -> list[int]:
+  return list(text.encode()) if tok is None else tok.encode(text, add_special_tokens=False).ids
+
+
+def decode(tok: Any, tokens: list[int]) -> str:
+  return bytes(tokens).decode("utf-8", errors="replace") if tok is None else tok.decode(tokens)
 
 
 def tuples(x: Any) -> Any:
@@ -242,11 +250,11 @@ def main(argv: list[str]) -> None:
       return
     if f.temperature < 0 or f.top_k < 0 or f.length < 1:
       raise config_lib.ConfigError("--temperature and --top_k must be >= 0, --length >= 1")
-    model, params = load(f.workdir)
-    tokens = generate(model, params, list(f.prompt.encode()), f.length,
+    model, params, tok = load(f.workdir)
+    tokens = generate(model, params, encode(tok, f.prompt), f.length,
                       temperature=f.temperature, top_k=f.top_k, seed=f.seed,
                       use_cache=not f.no_cache)
-    print(bytes(tokens).decode("utf-8", errors="replace"))
+    print(decode(tok, tokens))
 
   cli.run_command(argv, body)
 
@@ -257,9 +265,9 @@ def run() -> None:
   flags.DEFINE_integer("num", 10, "Images: samples per class (per row); captions: images.")
   flags.DEFINE_string("out", "", "Images: the PNG to write (default WORKDIR/samples/sampled.png).")
   flags.DEFINE_string("prompt", "def ", "Text to continue.")
-  flags.DEFINE_integer("length", 100, "Bytes to generate (prompt + length <= the model's max_len).")
+  flags.DEFINE_integer("length", 100, "Tokens to generate (prompt + length <= the model's max_len).")
   flags.DEFINE_float("temperature", 0.0, "0 = greedy.")
-  flags.DEFINE_integer("top_k", 0, "Sample among the k most likely bytes (0 = all).")
+  flags.DEFINE_integer("top_k", 0, "Sample among the k most likely tokens (0 = all).")
   flags.DEFINE_integer("seed", 0, "Sampling seed.")
   flags.DEFINE_bool("no_cache", False, "Recompute the whole sequence each step.")
   app.run(main)

@@ -63,6 +63,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   # --- Workdir: every check passed; from here on files are written. ---
   workdir_lib.create(workdir)
   workdir_lib.write_json(os.path.join(workdir, "config.json"), config_lib.to_dict(config))
+  workdir_lib.keep_tokenizer(workdir, getattr(sources.train, "tokenizer_path", ""))
   writer = metrics.MetricWriter(workdir)
   ckpt = checkpoint.Checkpointer(workdir, config.checkpoint_keep)
   data_name = " + ".join(f"{n} ({cfg.name})" for n, (_, cfg) in tasks.task_configs(config).items()

@@ -29,6 +29,9 @@ def check(workdir: str, config: ml_collections.ConfigDict, allow_change: bool) -
     existing = os.path.dirname(os.path.abspath(existing))
   if not os.access(existing, os.W_OK | os.X_OK):
     raise ConfigError(f"workdir {workdir} is not writable ({existing})")
+  if os.path.exists(os.path.join(workdir, "convert.json")):
+    raise ConfigError(f"workdir {workdir} holds converted weights (convert.json); train in a new "
+                      f"workdir with --config.init_from={workdir}")
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path) or allow_change:
     return
@@ -68,3 +71,13 @@ def write_json(path: str, obj: Any) -> None:
   with open(path + ".tmp", "w") as f:
     json.dump(obj, f, indent=2)
   os.replace(path + ".tmp", path)
+
+
+def keep_tokenizer(workdir: str, path: str) -> None:
+  """A copy of the run's tokenizer as WORKDIR/tokenizer.json (sample and convert read it)."""
+  if not path or jax.process_index() != 0:
+    return
+  import shutil
+  out = os.path.join(workdir, "tokenizer.json")
+  shutil.copy(path, out + ".tmp")
+  os.replace(out + ".tmp", out)

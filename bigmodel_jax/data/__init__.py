@@ -4,4 +4,4 @@ Importing this package registers the builders, so `tfds.data_source("mnist1d")` 
 `tfds.data_source("digits")` (and digit_scenes, digit_captions: paired_digits.py) work exactly as for the catalogue's data sets.
 """
 
-from bigmodel_jax.data import addition, digits, mnist1d, paired_digits, pycode  # noqa: F401
+from bigmodel_jax.data import addition, digits, mnist1d, paired_digits, pycode, textdir  # noqa: F401

@@ -5,12 +5,14 @@ A split becomes an *examples* object: `len()`, `gather(indices, rngs) -> batch o
 is a cheap array index: no reader threads) and, for a mixture of tasks, `sampler`:
   Records       TFDS records, preprocessed one by one (any size of data set; images.py)
   InMemory      the same, decoded once into memory (data.cache, for small data sets)
-  TokenWindows  a text split's bytes concatenated and cut into fixed windows (data.kind="lm")
+  TokenWindows  a text split's tokens concatenated and cut into fixed windows, optionally packed
+                with document boundaries (data.kind="lm"; tokenizer.py: bytes or BPE)
   TextPairs     question/answer texts as padded bytes (data.kind="seq2seq")
   Paired        an image and a text of word ids, with a class label (data.kind="paired";
                 paired.py)
 Classification batches are {"inputs": float32, "label": int32}; language-model batches are
-{"inputs": int32 B x L, "label": int32 B x L}, the label being the next byte; seq2seq batches are
+{"inputs": int32 B x L, "label": int32 B x L}, the label being the next token (packed: inputs
+{"tokens", "segment_ids", "positions"} and "weights"; with a tokenizer also "label_bytes"); seq2seq batches are
 {"inputs": {"encoder": B x S, "decoder": B x T}, "label": B x T, "weights": B x T} (bytes, with
 PAD 0, BOS 1, EOS 2; the decoder reads BOS + answer, the label is answer + EOS); paired batches
 are {"inputs": {"image": float32, "text": int32 B x T}, "label": int32 B}, and an eval batch of
@@ -42,8 +44,8 @@ import tensorflow_datasets as tfds
 
 from bigmodel_jax import faults
 from bigmodel_jax.config import ConfigError
-from bigmodel_jax.data import addition, digits, mnist1d, paired_digits, pycode  # noqa: F401  (registers the offline builders)
-from bigmodel_jax.data import images
+from bigmodel_jax.data import addition, digits, mnist1d, paired_digits, pycode, textdir  # noqa: F401  (registers the offline builders)
+from bigmodel_jax.data import images, tokenizer
 
 tfds.disable_progress_bar()  # builders announce their preparation themselves
 
@@ -110,22 +112,53 @@ class InMemory:
 
 
 class TokenWindows:
-  """A text split as bytes, concatenated in record order and cut into windows of seq_len + 1:
-  window i covers bytes [i * seq_len, (i + 1) * seq_len + 1)."""
+  """A text split as tokens (bytes, or data.tokenizer's ids with <|endoftext|> after each
+  document), concatenated in record order and cut into windows of seq_len + 1: window i covers
+  tokens [i * seq_len, (i + 1) * seq_len + 1).
+
+  Packed (data.packing): inputs are {"tokens", "segment_ids", "positions"}, a segment being one
+  document's part of the window (positions restart at 0 in each), and "weights" is 0 for a
+  label of another document than its input (the loss is on each document's own next tokens).
+  With a tokenizer, "label_bytes" holds the bytes of text each label stands for."""
 
   in_memory = True
 
-  def __init__(self, source: Any, key: str, seq_len: int):
-    self.tokens = np.frombuffer(b"".join(bytes(source[i][key]) for i in range(len(source))), np.uint8)
-    self.seq_len = seq_len
+  def __init__(self, source: Any, cfg: ml_collections.ConfigDict, tok: Any = None,
+               tokenizer_path: str = ""):
+    texts = [bytes(source[i][cfg.input_key]) for i in range(len(source))]
+    if tok is None:
+      docs = [np.frombuffer(t, np.uint8) for t in texts]
+      self.byte_lengths = None
+    else:
+      eos = tokenizer.eos_id(tok)
+      docs = tokenizer.encode(tok, [t.decode("utf-8", "replace") for t in texts])
+      if eos is not None:
+        docs = [np.append(d, np.int32(eos)) for d in docs]
+      self.byte_lengths = tokenizer.byte_lengths(tok, tokenizer.vocab_size(cfg.tokenizer))
+    self.tokens = np.concatenate(docs) if docs else np.zeros(0, np.int32)
+    self.doc = (np.repeat(np.arange(len(docs), dtype=np.int32), [len(d) for d in docs])
+                if cfg.packing else None)
+    self.seq_len, self.tokenizer_path = cfg.seq_len, tokenizer_path
 
   def __len__(self) -> int:
     return max((len(self.tokens) - 1) // self.seq_len, 0)
 
   def gather(self, indices: np.ndarray, rngs: Rngs = None) -> Batch:
-    window = self.tokens[indices[:, None] * self.seq_len + np.arange(self.seq_len + 1)]
-    window = window.astype(np.int32)
-    return {"inputs": window[:, :-1], "label": window[:, 1:]}
+    at = indices[:, None] * self.seq_len + np.arange(self.seq_len + 1)
+    window = self.tokens[at].astype(np.int32)
+    batch = {"inputs": window[:, :-1], "label": window[:, 1:]}
+    if self.doc is not None:
+      doc = self.doc[at]
+      segments = doc[:, :-1] - doc[:, :1]
+      t = np.arange(self.seq_len)
+      starts = np.where(np.concatenate([np.ones((len(at), 1), bool),
+                                        segments[:, 1:] != segments[:, :-1]], 1), t, 0)
+      batch["inputs"] = {"tokens": window[:, :-1], "segment_ids": segments,
+                         "positions": (t - np.maximum.accumulate(starts, axis=1)).astype(np.int32)}
+      batch["weights"] = (doc[:, 1:] == doc[:, :-1]).astype(np.float32)
+    if self.byte_lengths is not None:
+      batch["label_bytes"] = self.byte_lengths[batch["label"]]
+    return batch
 
 
 PAD, BOS, EOS = 0, 1, 2
@@ -168,7 +201,7 @@ class Sources:
 def _builder_and_outputs(cfg: ml_collections.ConfigDict) -> tuple[Any, int]:
   """The TFDS builder of config.data (nothing read or prepared) and the number of outputs."""
   try:
-    builder = tfds.builder(cfg.name, data_dir=cfg.data_dir or None)
+    builder = tfds.builder(cfg.name, data_dir=cfg.data_dir or None, **_builder_kwargs(cfg))
   except tfds.core.registered.DatasetNotFoundError as e:
     raise ConfigError(f"unknown data set '{cfg.name}': {str(e).splitlines()[0]}") from e
   except Exception as e:  # noqa: BLE001 (a malformed name, an unknown version or builder config)
@@ -189,7 +222,7 @@ def _builder_and_outputs(cfg: ml_collections.ConfigDict) -> tuple[Any, int]:
       if not isinstance(features[key], tfds.features.Text):
         raise ConfigError(f"data.kind={cfg.kind} reads text, but feature '{key}' of data set "
                           f"'{cfg.name}' is {type(features[key]).__name__}")
-    return builder, 256  # bytes
+    return builder, tokenizer.vocab_size(cfg.tokenizer) if cfg.kind == "lm" else 256
   if cfg.kind == "classification":
     num_outputs = getattr(features[cfg.label_key], "num_classes", None) if cfg.label_key else 1
     if not num_outputs:
@@ -203,11 +236,20 @@ def _builder_and_outputs(cfg: ml_collections.ConfigDict) -> tuple[Any, int]:
   raise ConfigError(f"unknown data.kind '{cfg.kind}'; known: classification, lm, seq2seq, paired")
 
 
+def _builder_kwargs(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
+  """textdir's builder config: the directory data.text_dir (checked and hashed)."""
+  if cfg.name.split(":")[0] == "textdir":
+    return {"config": textdir.config_for(cfg.text_dir, cfg.text_field)}
+  return {}
+
+
 def input_spec(cfg: ml_collections.ConfigDict) -> tuple[Any, int]:
   """(inputs of one example as ShapeDtypeStructs with a batch axis of 1, number of outputs),
   from the data set's metadata alone: what --dry_run plans with, without the data."""
   builder, num_outputs = _builder_and_outputs(cfg)
   spec = lambda *shape: jax.ShapeDtypeStruct((1, *shape), np.int32)  # noqa: E731
+  if cfg.kind == "lm" and cfg.packing:
+    return {k: spec(cfg.seq_len) for k in ("tokens", "segment_ids", "positions")}, num_outputs
   if cfg.kind == "lm":
     return spec(cfg.seq_len), num_outputs
   if cfg.kind == "seq2seq":
@@ -226,17 +268,26 @@ def input_spec(cfg: ml_collections.ConfigDict) -> tuple[Any, int]:
 
 def load(cfg: ml_collections.ConfigDict) -> Sources:
   """The train and eval examples of config.data; prepares an offline data set on first use."""
-  kwargs = {"data_dir": cfg.data_dir or None, "builder_kwargs": {"file_format": "array_record"}}
-  _, num_outputs = _builder_and_outputs(cfg)
+  kwargs = {"data_dir": cfg.data_dir or None,
+            "builder_kwargs": {"file_format": "array_record", **_builder_kwargs(cfg)}}
+  builder, num_outputs = _builder_and_outputs(cfg)
 
   def sources() -> tuple[Any, Any]:
     try:
       with _preparation_lock(cfg):
         splits = (tfds.data_source(cfg.name, split=cfg.train_split, **kwargs),
                   tfds.data_source(cfg.name, split=cfg.eval_split, **kwargs))
-      for split in splits:  # read a record of each: damaged files fail here, not mid-run
-        split[len(split) - 1]
+        for split in splits:  # read a record of each: damaged files fail here, not mid-run
+          split[len(split) - 1]
+        if cfg.kind == "lm" and cfg.tokenizer:  # trained on first use, beside the data set
+          path = tokenizer.stored_path(cfg.tokenizer, builder.data_dir)
+          if cfg.tokenizer.startswith("bpe:") and not os.path.exists(path):
+            train = splits[0]
+            tokenizer.train_bpe((bytes(train[i][cfg.input_key]).decode("utf-8", "replace")
+                                 for i in range(len(train))), num_outputs, path)
       return splits
+    except ConfigError:
+      raise
     except Exception as e:  # missing or damaged files, no download possible, unknown split, ...
       raise ConfigError(f"data set '{cfg.name}' could not be loaded: "
                         f"{type(e).__name__}: {faults.first_line(e)}") from e
@@ -250,7 +301,12 @@ def load(cfg: ml_collections.ConfigDict) -> Sources:
     multihost_utils.sync_global_devices(f"data set {cfg.name} prepared")
     if jax.process_index() != 0:
       train, eval_ = sources()
-  return Sources(train=_examples(train, cfg), eval=_examples(eval_, cfg), num_outputs=num_outputs)
+  tok, path = None, ""
+  if cfg.kind == "lm" and cfg.tokenizer:
+    path = tokenizer.stored_path(cfg.tokenizer, builder.data_dir)
+    tok = tokenizer.load_file(path)
+  return Sources(train=_examples(train, cfg, tok, path), eval=_examples(eval_, cfg, tok, path),
+                 num_outputs=num_outputs)
 
 
 @contextlib.contextmanager
@@ -275,9 +331,10 @@ def _preparation_lock(cfg: ml_collections.ConfigDict) -> Iterator[None]:
       fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _examples(source: Any, cfg: ml_collections.ConfigDict) -> Any:
+def _examples(source: Any, cfg: ml_collections.ConfigDict, tok: Any = None,
+              tokenizer_path: str = "") -> Any:
   if cfg.kind == "lm":
-    return TokenWindows(source, cfg.input_key, cfg.seq_len)
+    return TokenWindows(source, cfg, tok, tokenizer_path)
   if cfg.kind == "seq2seq":
     examples = TextPairs(source, cfg)
   elif cfg.kind == "paired":

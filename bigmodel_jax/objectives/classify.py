@@ -1,5 +1,6 @@
 """Softmax cross entropy of one model's logits against integer labels: classifiers (a label per
-example), language models (the next byte at every position) and seq2seq (the answer's bytes,
+example), language models (the next token at every position; loss, perplexity and bits per byte
+of text) and seq2seq (the answer's bytes,
 weighted 0 on padding, plus exact match of greedy decoding at eval)."""
 
 import math
@@ -40,13 +41,23 @@ class Classify(Objective):
     losses = {"loss": optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]),
               **hits(logits, batch["label"])}
     out = {k: _per_example(v, weights) for k, v in losses.items()}
+    if "label_bytes" in batch:  # a tokenizer's LM: bits per byte from nats and bytes per example
+      w = jnp.ones_like(losses["loss"]) if weights is None else weights
+      out["nats"] = jnp.sum(losses["loss"] * w, axis=1)
+      out["bytes"] = jnp.sum(batch["label_bytes"] * w, axis=1)
     if self.kind == "seq2seq":  # the share of answers decoded right at every weighted position
       predicted = greedy_decode(self.model, variables, batch["inputs"])
       out["exact_match"] = jnp.all((predicted == batch["label"]) | (weights == 0), axis=1)
     return out
 
   def finish(self, metrics: dict[str, float]) -> dict[str, float]:
-    if self.kind == "lm":  # byte-level: nats per byte -> bits per byte
+    if self.kind != "lm":
+      return metrics
+    metrics["eval/perplexity"] = math.exp(min(metrics["eval/loss"], 700.0))  # per token
+    if "eval/bytes" in metrics:  # the text's bytes, whatever the tokens: byte and BPE compare
+      metrics["eval/bits_per_byte"] = (metrics.pop("eval/nats") / max(metrics.pop("eval/bytes"), 1e-9)
+                                       / math.log(2))
+    else:  # byte-level: nats per byte -> bits per byte
       metrics["eval/bits_per_byte"] = metrics["eval/loss"] / math.log(2)
     return metrics
 

@@ -1,0 +1,136 @@
+"""The user's own text: the textdir data set, BPE tokenizers, packed windows, bits per byte, and
+fine-tuning a converted GPT-2 on a text directory with sampling afterwards."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import REPO, kill_and_resume, run_main, small_config
+
+FIXTURES = os.path.join(REPO, "tests", "fixtures", "pretrained")
+TEXTS = ["def add(a, b):\n    return a + b\n", "class Café:\n    prix = '3 €'\n",
+         "import os\nprint(os.sep)\n", "for i in range(3):\n    print(i * i)\n",
+         "x = [1, 2, 3]\ny = sum(x)\n", "while True:\n    break\n"]
+
+
+def text_dir(path, copies: int = 20):
+  path.mkdir()
+  for i, text in enumerate(TEXTS):
+    (path / f"doc{i}.txt").write_text(text * copies)
+  with open(path / "more.jsonl", "w") as f:
+    for i, text in enumerate(TEXTS):
+      f.write(json.dumps({"body": text * copies, "id": i}) + "\n")
+  return path
+
+
+def test_textdir_splits_by_file_and_names_its_contents(tmp_path):
+  import tensorflow_datasets as tfds
+
+  from bigmodel_jax.data import textdir
+  d = text_dir(tmp_path / "text")
+  c = textdir.config_for(str(d), "body")
+  assert c.name.startswith("text_") and len(c.files) == 7
+  splits = textdir.split_files(list(c.files))
+  assert sorted(sum(splits.values(), [])) == sorted(c.files) and splits["validation"]
+  builder = tfds.builder("textdir", config=c, data_dir=str(tmp_path / "tfds"))
+  builder.download_and_prepare()
+  train = tfds.data_source("textdir", split="train", data_dir=str(tmp_path / "tfds"),
+                           builder_kwargs={"config": c})
+  paths = {bytes(train[i]["path"]).decode() for i in range(len(train))}
+  assert {p.split(":")[0] for p in paths} == set(splits["train"])
+  if "more.jsonl" in splits["train"]:  # one record per line
+    assert {f"more.jsonl:{n}" for n in range(1, 7)} <= paths
+  assert builder.info.metadata["sha256"] == c.sha256
+  (d / "doc0.txt").write_text("changed")
+  assert textdir.config_for(str(d), "body").name != c.name  # edited files: a new data set
+
+
+def test_packed_windows_restart_positions_and_mask_the_loss_at_boundaries():
+  import ml_collections
+
+  from bigmodel_jax.data import pipeline
+  source = [{"text": b"abc"}, {"text": b"defgh"}, {"text": b"ij"}]
+  cfg = ml_collections.ConfigDict({"input_key": "text", "seq_len": 4, "packing": True,
+                                   "tokenizer": ""})
+  batch = pipeline.TokenWindows(source, cfg).gather(np.array([0, 1]))
+  # window 0: a b c d | e ; window 1: e f g h | i
+  np.testing.assert_array_equal(batch["inputs"]["segment_ids"], [[0, 0, 0, 1], [0, 0, 0, 0]])
+  np.testing.assert_array_equal(batch["inputs"]["positions"], [[0, 1, 2, 0], [0, 1, 2, 3]])
+  np.testing.assert_array_equal(batch["weights"], [[1, 1, 0, 1], [1, 1, 1, 0]])
+
+
+@pytest.mark.parametrize("positions", ["learned", "rotary"])
+def test_a_packed_document_is_computed_as_if_alone(positions):
+  from bigmodel_jax.models.transformer import DecoderLM
+  model = DecoderLM(vocab_size=50, max_len=16, dim=32, depth=2, num_heads=4, mlp_dim=64,
+                    positions=positions)
+  a, b = jnp.arange(3, 9)[None], jnp.arange(20, 30)[None]  # 6 + 10 tokens
+  packed = {"tokens": jnp.concatenate([a, b], 1),
+            "segment_ids": jnp.asarray([[0] * 6 + [1] * 10]),
+            "positions": jnp.asarray([list(range(6)) + list(range(10))])}
+  variables = model.init(jax.random.PRNGKey(0), b)
+  together = model.apply(variables, packed)
+  np.testing.assert_allclose(together[:, 6:], model.apply(variables, b), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(together[:, :6], model.apply(variables, a), rtol=1e-5, atol=1e-5)
+
+
+def test_bpe_tokens_count_the_bytes_they_stand_for(tmp_path):
+  from bigmodel_jax.data import tokenizer
+  path = str(tmp_path / "tok.json")
+  tokenizer.train_bpe(iter(TEXTS * 5), 300, path)
+  tok = tokenizer.load_file(path)
+  lengths = tokenizer.byte_lengths(tok, 300)
+  assert lengths[tokenizer.eos_id(tok)] == 0
+  for text in TEXTS:  # multi-byte characters (é, €) included
+    ids = tokenizer.encode(tok, [text])[0]
+    assert lengths[ids].sum() == len(text.encode()) and len(ids) < len(text.encode())
+
+
+def test_bad_text_input_is_one_line_exit_2_and_nothing_written(tmp_path):
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  (empty / "notes.md").write_text("not text of ours")
+  d = text_dir(tmp_path / "text")
+  cases = {
+      f"--config.data.text_dir={empty}": "has 0 .txt / .jsonl files",
+      f"--config.data.text_dir={d}": "line 1 has no text field 'text'",
+      f"--config.data.tokenizer={tmp_path}/missing.json": "no such tokenizer file",
+  }
+  for i, (flag, message) in enumerate(cases.items()):
+    args = [flag] if "text_dir" in flag else [flag, f"--config.data.text_dir={d}",
+                                               "--config.data.text_field=body"]
+    r = run_main("--config=configs/text.py:gpt2_tiny", *args, f"--workdir={tmp_path}/w{i}")
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert r.stderr.strip().count("\n") == 0, r.stderr
+    assert not (tmp_path / f"w{i}").exists()
+
+
+def test_fine_tune_a_converted_gpt2_on_a_text_dir_resumes_exactly_and_samples(tmp_path):
+  """The README's recipe: convert, fine-tune (GPT-2's tokenizer, packed), sample."""
+  d = text_dir(tmp_path / "text")
+  converted = tmp_path / "gpt2"
+  r = subprocess.run([sys.executable, "-m", "bigmodel_jax.convert", f"--source={FIXTURES}/gpt2",
+                      "--config=configs/text.py:gpt2_tiny", f"--workdir={converted}"],
+                     cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert r.returncode == 0, r.stderr
+  args = ["--config=configs/text.py:gpt2_tiny", f"--config.data.text_dir={d}",
+          "--config.data.text_field=body", f"--config.init_from={converted}",
+          f"--config.data.tokenizer={converted}/tokenizer.json", "--config.total_steps=24",
+          "--config.batch_size=8", "--config.checkpoint_every=4", "--config.eval_every=12",
+          "--config.log_every=4"]
+  killed, reference = kill_and_resume(args, tmp_path, 0.5)
+  for key in ("eval/loss", "eval/bits_per_byte", "eval/perplexity"):
+    assert killed[key] == reference[key], key
+  assert reference["eval/bits_per_byte"] < 8  # below a uniform guess over bytes
+  with open(tmp_path / "reference" / "metrics.jsonl") as f:
+    losses = [row["train/loss"] for row in map(json.loads, f) if "train/loss" in row]
+  assert losses[-1] < losses[0]
+  r = subprocess.run([sys.executable, "-m", "bigmodel_jax.sample",
+                      f"--workdir={tmp_path / 'reference'}", "--prompt=def ", "--length=20"],
+                     cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert r.returncode == 0 and r.stdout.startswith("def "), r.stderr
