@@ -43,7 +43,7 @@ def test_torch_files_read_without_torch_exactly():
     np.testing.assert_array_equal(tensors[name], value, err_msg=name)
 
 
-@pytest.mark.parametrize("variant,fixture", [("resnet50", "resnet50"),
+@pytest.mark.parametrize("variant,fixture", [("resnet18", "resnet18"), ("resnet50", "resnet50"),
                                              ("resnext50", "resnext50_32x4d"),
                                              ("wide_resnet50", "wide_resnet50_2")])
 def test_torchvision_resnets_compute_torchvision_logits(tmp_path, variant, fixture):
