@@ -70,10 +70,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.name = ""  # a TFDS name: ours (mnist1d, digits, pycode) or the catalogue's (mnist, cifar10)
   c.data.kind = "classification"  # lm: next bytes; seq2seq: text -> text; paired: image + text
   c.data.seq_len = 128  # lm: tokens per window; seq2seq: longest input
-  c.data.tokenizer = ""  # lm: "" bytes; "bpe:N" trained on the training split; a tokenizer.json
-  c.data.packing = False  # lm: documents in windows apart (segment ids); False: one running text
-  c.data.text_dir = ""  # data set textdir: a directory of .txt / .jsonl files
-  c.data.text_field = "text"  # textdir: the field of each .jsonl line that holds the text
+  c.data.tokenizer = ""  # lm (data/tokenizer.py): "" bytes, "bpe:N" (trained), a tokenizer.json
+  c.data.packing = False  # lm: documents kept apart in the windows (segment ids)
+  c.data.text_dir, c.data.text_field = "", "text"  # textdir: the directory; .jsonl's text field
   c.data.target_len = 16  # seq2seq: longest answer + 1 (EOS)
   c.data.data_dir = ""  # "" = TFDS default ($TFDS_DATA_DIR or ~/tensorflow_datasets)
   c.data.train_split = "train"
@@ -277,11 +276,8 @@ def check_values(config: ml_collections.ConfigDict) -> None:
                       f"{config.grad_accum_steps} must be a whole micro-batch")
   if config.data.on_device and config.parallel.strategy == "pmap":
     raise ConfigError("data.on_device needs parallel.strategy=jit")
-  if (config.data.tokenizer or config.data.packing) and config.data.kind != "lm":
-    raise ConfigError(f"data.tokenizer and data.packing are for data.kind=lm, not {config.data.kind}")
-  if config.data.packing and config.model.name != "decoder_lm":
-    raise ConfigError(f"data.packing feeds document boundaries to a decoder_lm, not model "
-                      f"'{config.model.name}'")
+  if config.data.packing and (config.data.kind, config.model.name) != ("lm", "decoder_lm"):
+    raise ConfigError("data.packing feeds document boundaries to a decoder_lm (data.kind=lm)")
   _check_modalities(config)
   _check_objective(config)
   compression.check(config)

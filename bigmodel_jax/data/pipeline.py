@@ -5,15 +5,15 @@ A split becomes an *examples* object: `len()`, `gather(indices, rngs) -> batch o
 is a cheap array index: no reader threads) and, for a mixture of tasks, `sampler`:
   Records       TFDS records, preprocessed one by one (any size of data set; images.py)
   InMemory      the same, decoded once into memory (data.cache, for small data sets)
-  TokenWindows  a text split's tokens concatenated and cut into fixed windows, optionally packed
+  TokenWindows  (text.py) a text split's tokens cut into fixed windows, optionally packed
                 with document boundaries (data.kind="lm"; tokenizer.py: bytes or BPE)
-  TextPairs     question/answer texts as padded bytes (data.kind="seq2seq")
+  TextPairs     (text.py) question/answer texts as padded bytes (data.kind="seq2seq")
   Paired        an image and a text of word ids, with a class label (data.kind="paired";
                 paired.py)
 Classification batches are {"inputs": float32, "label": int32}; language-model batches are
 {"inputs": int32 B x L, "label": int32 B x L}, the label being the next token (packed: inputs
-{"tokens", "segment_ids", "positions"} and "weights"; with a tokenizer also "label_bytes"); seq2seq batches are
-{"inputs": {"encoder": B x S, "decoder": B x T}, "label": B x T, "weights": B x T} (bytes, with
+{"tokens", "segment_ids", "positions"} and "weights"; with a tokenizer "label_bytes"); seq2seq
+batches are {"inputs": {"encoder": B x S, "decoder": B x T}, "label": B x T, "weights": B x T} (bytes, with
 PAD 0, BOS 1, EOS 2; the decoder reads BOS + answer, the label is answer + EOS); paired batches
 are {"inputs": {"image": float32, "text": int32 B x T}, "label": int32 B}, and an eval batch of
 a data set with several captions per image also has "references" B x K x T (all of them).
@@ -46,6 +46,7 @@ from bigmodel_jax import faults
 from bigmodel_jax.config import ConfigError
 from bigmodel_jax.data import addition, digits, mnist1d, paired_digits, pycode, textdir  # noqa: F401  (registers the offline builders)
 from bigmodel_jax.data import images, tokenizer
+from bigmodel_jax.data.text import BOS, EOS, PAD, TextPairs, TokenWindows  # noqa: F401
 
 tfds.disable_progress_bar()  # builders announce their preparation themselves
 
@@ -111,86 +112,6 @@ class InMemory:
     return self.examples.finish(batch, rngs) if isinstance(self.examples, Records) else batch
 
 
-class TokenWindows:
-  """A text split as tokens (bytes, or data.tokenizer's ids with <|endoftext|> after each
-  document), concatenated in record order and cut into windows of seq_len + 1: window i covers
-  tokens [i * seq_len, (i + 1) * seq_len + 1).
-
-  Packed (data.packing): inputs are {"tokens", "segment_ids", "positions"}, a segment being one
-  document's part of the window (positions restart at 0 in each), and "weights" is 0 for a
-  label of another document than its input (the loss is on each document's own next tokens).
-  With a tokenizer, "label_bytes" holds the bytes of text each label stands for."""
-
-  in_memory = True
-
-  def __init__(self, source: Any, cfg: ml_collections.ConfigDict, tok: Any = None,
-               tokenizer_path: str = ""):
-    texts = [bytes(source[i][cfg.input_key]) for i in range(len(source))]
-    if tok is None:
-      docs = [np.frombuffer(t, np.uint8) for t in texts]
-      self.byte_lengths = None
-    else:
-      eos = tokenizer.eos_id(tok)
-      docs = tokenizer.encode(tok, [t.decode("utf-8", "replace") for t in texts])
-      if eos is not None:
-        docs = [np.append(d, np.int32(eos)) for d in docs]
-      self.byte_lengths = tokenizer.byte_lengths(tok, tokenizer.vocab_size(cfg.tokenizer))
-    self.tokens = np.concatenate(docs) if docs else np.zeros(0, np.int32)
-    self.doc = (np.repeat(np.arange(len(docs), dtype=np.int32), [len(d) for d in docs])
-                if cfg.packing else None)
-    self.seq_len, self.tokenizer_path = cfg.seq_len, tokenizer_path
-
-  def __len__(self) -> int:
-    return max((len(self.tokens) - 1) // self.seq_len, 0)
-
-  def gather(self, indices: np.ndarray, rngs: Rngs = None) -> Batch:
-    at = indices[:, None] * self.seq_len + np.arange(self.seq_len + 1)
-    window = self.tokens[at].astype(np.int32)
-    batch = {"inputs": window[:, :-1], "label": window[:, 1:]}
-    if self.doc is not None:
-      doc = self.doc[at]
-      segments = doc[:, :-1] - doc[:, :1]
-      t = np.arange(self.seq_len)
-      starts = np.where(np.concatenate([np.ones((len(at), 1), bool),
-                                        segments[:, 1:] != segments[:, :-1]], 1), t, 0)
-      batch["inputs"] = {"tokens": window[:, :-1], "segment_ids": segments,
-                         "positions": (t - np.maximum.accumulate(starts, axis=1)).astype(np.int32)}
-      batch["weights"] = (doc[:, 1:] == doc[:, :-1]).astype(np.float32)
-    if self.byte_lengths is not None:
-      batch["label_bytes"] = self.byte_lengths[batch["label"]]
-    return batch
-
-
-PAD, BOS, EOS = 0, 1, 2
-
-
-class TextPairs:
-  """Question/answer text records -> padded byte sequences (data.seq_len, data.target_len)."""
-
-  def __init__(self, source: Any, cfg: ml_collections.ConfigDict):
-    self.source, self.input_key, self.label_key = source, cfg.input_key, cfg.label_key
-    self.seq_len, self.target_len = cfg.seq_len, cfg.target_len
-
-  def __len__(self) -> int:
-    return len(self.source)
-
-  def gather(self, indices: np.ndarray, rngs: Rngs = None) -> Batch:
-    n, t = len(indices), self.target_len
-    encoder = np.zeros((n, self.seq_len), np.int32)
-    label = np.zeros((n, t), np.int32)
-    for row, i in enumerate(indices.tolist()):
-      example = self.source[i]
-      question, answer = bytes(example[self.input_key]), bytes(example[self.label_key])
-      if len(question) > self.seq_len or len(answer) + 1 > t:
-        raise ConfigError(f"example {i} ({len(question)} + {len(answer)} bytes) does not fit "
-                          f"data.seq_len={self.seq_len} / data.target_len={t} (answer + EOS)")
-      encoder[row, :len(question)] = np.frombuffer(question, np.uint8)
-      label[row, :len(answer) + 1] = [*answer, EOS]
-    decoder = np.concatenate([np.full((n, 1), BOS, np.int32), label[:, :-1]], axis=1)
-    weights = (np.arange(t) <= (label != PAD).sum(1, keepdims=True) - 1).astype(np.float32)
-    return {"inputs": {"encoder": encoder, "decoder": decoder}, "label": label, "weights": weights}
-
-
 @dataclasses.dataclass(frozen=True)
 class Sources:
   train: Any  # examples objects (above)
@@ -208,6 +129,8 @@ def _builder_and_outputs(cfg: ml_collections.ConfigDict) -> tuple[Any, int]:
     raise ConfigError(f"data set '{cfg.name}' cannot be opened: {type(e).__name__}: "
                       f"{faults.first_line(e)}") from e
   features = builder.info.features
+  if cfg.tokenizer and cfg.kind != "lm":
+    raise ConfigError(f"data.tokenizer is for data.kind=lm, not {cfg.kind}")
   if cfg.kind == "paired":
     from bigmodel_jax.data import paired  # paired.py builds on this file
     return builder, paired.outputs(cfg, builder)
