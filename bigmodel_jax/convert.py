@@ -111,8 +111,7 @@ def convert_in(source: str, config: ml_collections.ConfigDict, workdir: str) -> 
 
   from bigmodel_jax import models, quantize, workdir as workdir_lib
 
-  if os.path.exists(workdir) and (not os.path.isdir(workdir) or os.listdir(workdir)):
-    raise ConfigError(f"--workdir {workdir} exists and is not empty; choose a new directory")
+  workdir_lib.check_new_directory(workdir, "--workdir")
   if config.model.get("scan_layers"):
     raise ConfigError("convert writes one parameter set per layer: set "
                       "--config.model.scan_layers=False (a run may scan after init_from)")
@@ -130,21 +129,13 @@ def convert_in(source: str, config: ml_collections.ConfigDict, workdir: str) -> 
   variables = {"params": tree.pop("params"), "model_state": tree}
   report = {"source": os.path.abspath(source), "family": family, "num_outputs": outputs, **report}
   tokenizer = os.path.join(source, "tokenizer.json") if os.path.isdir(source) else ""
-  tmp = f"{workdir.rstrip('/')}.tmp{os.getpid()}"  # W appears whole or not at all
-  shutil.rmtree(tmp, ignore_errors=True)
-  try:
-    os.makedirs(tmp)
+  with workdir_lib.whole_directory(workdir) as tmp:
     workdir_lib.write_json(os.path.join(tmp, "config.json"), config_lib.to_dict(config))
     quantize._save(os.path.join(tmp, "checkpoints", "0", "state"), variables)
     if tokenizer and os.path.exists(tokenizer):
       shutil.copy(tokenizer, os.path.join(tmp, "tokenizer.json"))
       report["tokenizer"] = "tokenizer.json"
     workdir_lib.write_json(os.path.join(tmp, REPORT), report)
-    if os.path.isdir(workdir):
-      os.rmdir(workdir)  # empty (checked)
-    os.rename(tmp, workdir)
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
   return report
 
 
@@ -176,8 +167,8 @@ def convert_out(workdir: str, to: str, out: str) -> dict[str, Any]:
 
   if not out:
     raise ConfigError("--to needs --out, the new directory to write")
-  if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
-    raise ConfigError(f"--out {out} exists and is not empty; choose a new directory")
+  from bigmodel_jax import workdir as workdir_lib
+  workdir_lib.check_new_directory(out, "--out")
   config, model, variables = load(workdir)
   family = families.family_of(config.model, None)
   if (to == "hf") != (families.FAMILIES[family][2] == "hf"):
@@ -197,10 +188,7 @@ def convert_out(workdir: str, to: str, out: str) -> dict[str, Any]:
   if family.startswith("torchvision"):  # BatchNorm's counter, which load_state_dict expects
     for name in [n for n in tensors if n.endswith(".running_mean")]:
       tensors[name[:-len("running_mean")] + "num_batches_tracked"] = np.zeros((), np.int64)
-  tmp = f"{out.rstrip('/')}.tmp{os.getpid()}"
-  shutil.rmtree(tmp, ignore_errors=True)
-  try:
-    os.makedirs(tmp)
+  with workdir_lib.whole_directory(out) as tmp:
     files.write_safetensors(os.path.join(tmp, "model.safetensors"), tensors, {"format": "pt"})
     if to == "hf":
       with open(os.path.join(tmp, "config.json"), "w") as f:
@@ -208,11 +196,6 @@ def convert_out(workdir: str, to: str, out: str) -> dict[str, Any]:
     tokenizer = os.path.join(workdir, "tokenizer.json")
     if os.path.exists(tokenizer):
       shutil.copy(tokenizer, os.path.join(tmp, "tokenizer.json"))
-    if os.path.isdir(out):
-      os.rmdir(out)
-    os.rename(tmp, out)
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
   return {"family": family, "tensors": len(tensors)}
 
 

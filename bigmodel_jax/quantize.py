@@ -14,7 +14,6 @@ eval_examples_per_sec, ...). OUT is written whole or not at all; WORKDIR is only
 """
 
 import os
-import shutil
 import time
 from typing import Any
 
@@ -58,8 +57,8 @@ def _check(workdir: str, out: str, weight_bits: int, act_bits: int,
                       f"evaluates {', '.join(QUANTIZABLE)} runs")
   if not out or os.path.abspath(out) == os.path.abspath(workdir):
     raise ConfigError("--out must name a new directory, not the workdir")
-  if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
-    raise ConfigError(f"--out {out} exists and is not empty; choose a new directory")
+  from bigmodel_jax import workdir as workdir_lib
+  workdir_lib.check_new_directory(out, "--out")
   return config
 
 
@@ -135,20 +134,12 @@ def quantize_workdir(workdir: str, out: str, weight_bits: int = 8, act_bits: int
       "eval_examples_per_sec": count / seconds})
   if config.pruning.sparsity or config.pruning.n_m:
     results["sparsity"] = prune.sparsity(evaluated, config.pruning.dense)
-  tmp = f"{out.rstrip('/')}.tmp{os.getpid()}"  # OUT appears whole or not at all
-  shutil.rmtree(tmp, ignore_errors=True)
-  try:
-    os.makedirs(tmp)
+  with workdir_lib.whole_directory(out) as tmp:
     workdir_lib.write_json(os.path.join(tmp, "config.json"), config_lib.to_dict(plain))
     _save(os.path.join(tmp, DIR), {"params": stored, "model_state": saved["model_state"]})
     results["disk_bytes"] = _du(os.path.join(tmp, DIR))
     results = {k: metrics.json_value(v) for k, v in results.items()}
     workdir_lib.write_json(os.path.join(tmp, "results.json"), results)
-    if os.path.isdir(out):
-      os.rmdir(out)  # empty (checked)
-    os.rename(tmp, out)
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
   return results
 
 

@@ -3,8 +3,11 @@
 What a workdir holds and how runs resume in it: WORKSPACE.md.
 """
 
+import contextlib
 import json
 import os
+import shutil
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -77,7 +80,27 @@ def keep_tokenizer(workdir: str, path: str) -> None:
   """A copy of the run's tokenizer as WORKDIR/tokenizer.json (sample and convert read it)."""
   if not path or jax.process_index() != 0:
     return
-  import shutil
   out = os.path.join(workdir, "tokenizer.json")
   shutil.copy(path, out + ".tmp")
   os.replace(out + ".tmp", out)
+
+
+def check_new_directory(path: str, flag: str) -> None:
+  if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
+    raise ConfigError(f"{flag} {path} exists and is not empty; choose a new directory")
+
+
+@contextlib.contextmanager
+def whole_directory(path: str) -> Iterator[str]:
+  """Yields a temporary directory beside `path` to fill; renamed to `path` (new or empty) if the
+  block succeeds, removed otherwise: the directory appears whole or not at all."""
+  tmp = f"{path.rstrip('/')}.tmp{os.getpid()}"
+  shutil.rmtree(tmp, ignore_errors=True)
+  try:
+    os.makedirs(tmp)
+    yield tmp
+    if os.path.isdir(path):
+      os.rmdir(path)  # empty (checked by the caller)
+    os.rename(tmp, path)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
