@@ -38,15 +38,15 @@ def test_each_gan_network_is_trained_by_its_own_optimizer():
   assert all(jax.tree.leaves(same)) and all(jax.tree.leaves(moved))
 
 
-GAN_ARGS = ["--config=configs/generative.py:gan", "--config.total_steps=50",
+GAN_ARGS = ["--config=configs/generative.py:gan", "--config.total_steps=25",
             "--config.batch_size=32", "--config.log_every=5", "--config.checkpoint_every=5",
-            "--config.eval_every=50", "--config.samples.per_class=10",
+            "--config.eval_every=25", "--config.samples.per_class=10",
             "--config.model.latents=16", "--config.model.generator_channels=(32, 16)",
             "--config.model.discriminator_channels=(16, 32)"]
 
 
 def test_a_gan_killed_at_a_random_moment_resumes_to_the_same_parameters(tmp_path, digits_judge):
   a, b = kill_and_resume([*GAN_ARGS, f"--config.samples.judge={digits_judge}"], tmp_path, 0.5)
-  assert 0 < a["start_step"] < 50
+  assert 0 < a["start_step"] < 25
   assert a["params_sha256"] == b["params_sha256"]
   assert a["eval/sample_accuracy"] == b["eval/sample_accuracy"]

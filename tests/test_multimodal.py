@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from conftest import first_losses, kill_and_resume, run_main, small_config
+from conftest import first_losses, run_main, small_config
 
 from bigmodel_jax import build as build_lib
 from bigmodel_jax import models
@@ -99,21 +99,6 @@ def test_captioner_decodes_the_same_with_and_without_the_cache():
   after_eos = jnp.cumsum(jnp.cumsum(tokens == 2, 1), 1) > 1  # PAD after the first EOS
   np.testing.assert_array_equal(cached, jnp.where(after_eos, 0, tokens))
   assert isinstance(b.objective, objectives.Captioning)
-
-
-CROSS_ARGS = ["--config=configs/multimodal.py:cross_attention", "--config.total_steps=20",
-              "--config.batch_size=32", "--config.log_every=5", "--config.checkpoint_every=5",
-              "--config.eval_every=20", "--config.schedule.warmup_steps=5",
-              "--config.model.dim=16", "--config.model.num_heads=2", "--config.model.mlp_dim=32",
-              "--config.model.depth=1", "--config.data.eval_split=test[:96]",
-              "--config.eval_batch_size=96"]
-
-
-def test_a_question_model_killed_at_a_random_moment_resumes_to_the_same_parameters(tmp_path):
-  a, b = kill_and_resume(CROSS_ARGS, tmp_path, 0.2)
-  assert 0 < a["start_step"] < 20
-  assert a["params_sha256"] == b["params_sha256"]
-  assert a["eval/accuracy"] == b["eval/accuracy"]
 
 
 @pytest.mark.parametrize("args, message", [
