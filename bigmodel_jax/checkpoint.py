@@ -179,6 +179,14 @@ def load_params(workdir: str, abstract_params: Any,
   return unflatten_dict(params, sep="/"), misfits
 
 
+def save_tree(path: str, tree: Any) -> None:
+  """A pytree of host arrays as one Orbax checkpoint at path (load_variables / load_params read
+  it as WORKDIR/checkpoints/STEP/state): quantize's and convert's outputs."""
+  import numpy as np
+  with ocp.PyTreeCheckpointer() as ckpt:
+    ckpt.save(os.path.abspath(path), jax.tree.map(np.asarray, tree))
+
+
 def load_variables(workdir: str, abstract: dict[str, Any]) -> dict[str, Any]:
   """{"params", "model_state"} of a workdir's newest checkpoint (a generator's BatchNorm
   statistics with its parameters), placed like `abstract`."""

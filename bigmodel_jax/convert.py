@@ -109,7 +109,7 @@ def _example(config: ml_collections.ConfigDict) -> Any:
 def convert_in(source: str, config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   from flax.traverse_util import unflatten_dict
 
-  from bigmodel_jax import models, quantize, workdir as workdir_lib
+  from bigmodel_jax import checkpoint, models, workdir as workdir_lib
 
   workdir_lib.check_new_directory(workdir, "--workdir")
   if config.model.get("scan_layers"):
@@ -131,7 +131,7 @@ def convert_in(source: str, config: ml_collections.ConfigDict, workdir: str) -> 
   tokenizer = os.path.join(source, "tokenizer.json") if os.path.isdir(source) else ""
   with workdir_lib.whole_directory(workdir) as tmp:
     workdir_lib.write_json(os.path.join(tmp, "config.json"), config_lib.to_dict(config))
-    quantize._save(os.path.join(tmp, "checkpoints", "0", "state"), variables)
+    checkpoint.save_tree(os.path.join(checkpoint.directory(tmp), "0", "state"), variables)
     if tokenizer and os.path.exists(tokenizer):
       shutil.copy(tokenizer, os.path.join(tmp, "tokenizer.json"))
       report["tokenizer"] = "tokenizer.json"

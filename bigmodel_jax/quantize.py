@@ -136,17 +136,12 @@ def quantize_workdir(workdir: str, out: str, weight_bits: int = 8, act_bits: int
     results["sparsity"] = prune.sparsity(evaluated, config.pruning.dense)
   with workdir_lib.whole_directory(out) as tmp:
     workdir_lib.write_json(os.path.join(tmp, "config.json"), config_lib.to_dict(plain))
-    _save(os.path.join(tmp, DIR), {"params": stored, "model_state": saved["model_state"]})
+    checkpoint.save_tree(os.path.join(tmp, DIR), {"params": stored,
+                                                  "model_state": saved["model_state"]})
     results["disk_bytes"] = _du(os.path.join(tmp, DIR))
     results = {k: metrics.json_value(v) for k, v in results.items()}
     workdir_lib.write_json(os.path.join(tmp, "results.json"), results)
   return results
-
-
-def _save(path: str, tree: Any) -> None:
-  import orbax.checkpoint as ocp
-  with ocp.PyTreeCheckpointer() as ckpt:
-    ckpt.save(os.path.abspath(path), jax.tree.map(np.asarray, tree))
 
 
 def _du(path: str) -> int:
