@@ -36,7 +36,7 @@ def plan(config: ml_collections.ConfigDict, budget_gb: float | None = None) -> d
   state = b.planned_state()
 
   batch = {"inputs": example, "label": _label_spec(config.data, example)}
-  if config.data.kind == "seq2seq":
+  if config.data.kind == "seq2seq" or config.data.packing:
     batch["weights"] = jax.ShapeDtypeStruct(batch["label"].shape, "float32")
   batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct((config.batch_size, *x.shape[1:]), x.dtype,
                                                       sharding=mesh_plan.batch_sharding), batch)
@@ -70,8 +70,8 @@ def plan(config: ml_collections.ConfigDict, budget_gb: float | None = None) -> d
 
 
 def _label_spec(cfg: ml_collections.ConfigDict, example: Any) -> jax.ShapeDtypeStruct:
-  if cfg.kind == "lm":
-    return jax.ShapeDtypeStruct(example.shape, "int32")
+  if cfg.kind == "lm":  # packed: {"tokens", "segment_ids", "positions"}
+    return jax.ShapeDtypeStruct((example["tokens"] if cfg.packing else example).shape, "int32")
   if cfg.kind == "seq2seq":
     return jax.ShapeDtypeStruct(example["decoder"].shape, "int32")
   return jax.ShapeDtypeStruct((1,), "int32")

@@ -15,6 +15,9 @@ def test_plan_reports_state_bytes_from_the_shardings():
   # biases and norms (< 1024 values) stay whole: 6% over an eighth for this 826k model
   assert 1 / 8 <= (fsdp["params_bytes"] + fsdp["opt_state_bytes"]) / full < 1 / 8 * 1.1
   assert dp["peak_bytes"] > full and dp["flops_per_step_per_device"] > 0
+  c.sharding, c.data.packing = "dp", True  # packed windows: {"tokens", "segment_ids", "positions"}
+  packed = dry_run.plan(c)
+  assert packed["num_params"] == dp["num_params"] and packed["flops_per_step_per_device"] > 0
 
 
 def test_plans_a_mesh_larger_than_the_machine_and_checks_a_budget(tmp_path):
