@@ -119,10 +119,13 @@ class Sources:
   num_outputs: int  # classes, or the vocabulary size of a language model
 
 
-def _builder_and_outputs(cfg: ml_collections.ConfigDict) -> tuple[Any, int]:
+def _builder_and_outputs(cfg: ml_collections.ConfigDict,
+                         builder_kwargs: dict[str, Any] | None = None) -> tuple[Any, int]:
   """The TFDS builder of config.data (nothing read or prepared) and the number of outputs."""
+  if builder_kwargs is None:
+    builder_kwargs = _builder_kwargs(cfg)
   try:
-    builder = tfds.builder(cfg.name, data_dir=cfg.data_dir or None, **_builder_kwargs(cfg))
+    builder = tfds.builder(cfg.name, data_dir=cfg.data_dir or None, **builder_kwargs)
   except tfds.core.registered.DatasetNotFoundError as e:
     raise ConfigError(f"unknown data set '{cfg.name}': {str(e).splitlines()[0]}") from e
   except Exception as e:  # noqa: BLE001 (a malformed name, an unknown version or builder config)
@@ -191,9 +194,10 @@ def input_spec(cfg: ml_collections.ConfigDict) -> tuple[Any, int]:
 
 def load(cfg: ml_collections.ConfigDict) -> Sources:
   """The train and eval examples of config.data; prepares an offline data set on first use."""
+  extra = _builder_kwargs(cfg)  # textdir: its files read and hashed once
   kwargs = {"data_dir": cfg.data_dir or None,
-            "builder_kwargs": {"file_format": "array_record", **_builder_kwargs(cfg)}}
-  builder, num_outputs = _builder_and_outputs(cfg)
+            "builder_kwargs": {"file_format": "array_record", **extra}}
+  builder, num_outputs = _builder_and_outputs(cfg, extra)
 
   def sources() -> tuple[Any, Any]:
     try:
