@@ -7,8 +7,12 @@ import os
 import sys
 import tempfile
 
+# XLA:CPU aborts the process when the 8 devices' threads do not all reach a collective within
+# 40 s; on 2 cores shared with the other test worker's compiles that happens now and then (a
+# training test aborted in an eval's all-reduce), so the tests give the rendezvous 10 minutes.
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                           " --xla_force_host_platform_device_count=8").strip()
+                           " --xla_force_host_platform_device_count=8"
+                           " --xla_cpu_collective_call_terminate_timeout_seconds=600").strip()
 os.environ["JAX_PLATFORMS"] = "cpu"
 # Offline data sets are prepared once per test session, exercising the first-use path.
 os.environ.setdefault("TFDS_DATA_DIR", tempfile.mkdtemp(prefix="bigmodel_tfds_"))
