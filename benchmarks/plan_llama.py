@@ -1,0 +1,81 @@
+"""Plans Llama-2-shaped 7B and 70B training past one machine: --dry_run on 64 and 256 virtual
+devices under fsdp and fsdp_tp, and the step time the single-GPU MFU measured here predicts.
+
+  .venv/bin/python benchmarks/plan_llama.py            # the table (one process per device count)
+
+Per device: parameters and optimizer state (exact, from the shardings), the compiled step's peak
+(the CPU compiler's estimate), against 80 GB. FLOPs per step are the model's (6 x parameters +
+attention, per token, PaLM's count), not XLA's: with scanned blocks XLA's cost analysis counts
+the loop body once. Predicted step time = FLOPs / (devices x 989.4 TFLOP/s x MFU), MFU = 51.6%
+(the 1.07B LM on one H100, benchmarks/RESULTS.md), i.e. assuming the communication hides behind
+the compute, which a real cluster only approaches.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+H100_BF16 = 989.4e12
+MFU = 0.516
+PLANS = [("7b", "fsdp"), ("7b", "fsdp_tp"), ("70b", "fsdp"), ("70b", "fsdp_tp")]
+
+
+def model_flops_per_step(c) -> float:
+  """6N + 12 * depth * width * seq_len per token (PaLM, appendix B), times tokens per step."""
+  m = c.model
+  kv = m.num_kv_heads or m.num_heads
+  head = m.dim // m.num_heads
+  vocab = 32000
+  n = (m.depth * (m.dim * head * (m.num_heads + 2 * kv) + m.num_heads * head * m.dim
+                  + 3 * m.dim * m.mlp_dim + 2 * m.dim) + 2 * vocab * m.dim + m.dim)
+  tokens = c.batch_size * c.data.seq_len
+  return (6 * n + 12 * m.depth * m.dim * c.data.seq_len) * tokens, n
+
+
+def plan_all(devices: int) -> None:
+  from bigmodel_jax import dry_run
+  from bigmodel_jax.config import load_config_file
+  for size, preset in PLANS:
+    c = load_config_file(os.path.join(REPO, "configs", f"llama.py:{size}"))
+    c.sharding = preset
+    r = dry_run.plan(c, budget_gb=80)
+    flops, n = model_flops_per_step(c)
+    step_s = flops / (devices * H100_BF16 * MFU)
+    print(json.dumps({"size": size, "sharding": preset, "devices": devices, "mesh": r["mesh"],
+                      "num_params": r["num_params"], "analytic_params": n,
+                      "params_gib": r["params_bytes"] / 2**30,
+                      "opt_state_gib": r["opt_state_bytes"] / 2**30,
+                      "peak_gib": r["peak_bytes"] / 2**30, "fits_80gb": r["fits"],
+                      "model_flops_per_step": flops, "predicted_step_s": step_s,
+                      "predicted_tokens_per_s": c.batch_size * c.data.seq_len / step_s}),
+          flush=True)
+
+
+def main() -> None:
+  if len(sys.argv) > 1:
+    n = int(sys.argv[1])
+    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={n}"
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    plan_all(n)
+    return
+  rows = []
+  for n in (64, 256):
+    out = subprocess.run([sys.executable, __file__, str(n)], capture_output=True, text=True,
+                         cwd=REPO, check=True).stdout
+    rows += [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+  print("| model | devices | preset (mesh) | parameters / device | optimizer state / device | "
+        "peak / device (CPU estimate) | fits 80 GiB | model FLOPs / step | predicted step | "
+        "predicted tokens/s |")
+  print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+  for r in rows:
+    print(f"| {r['size']} ({r['num_params'] / 1e9:.2f}B) | {r['devices']} | {r['sharding']} "
+          f"{r['mesh']} | {r['params_gib']:.2f} GiB | {r['opt_state_gib']:.2f} GiB | "
+          f"{r['peak_gib']:.1f} GiB | {'yes' if r['fits_80gb'] else 'no'} | "
+          f"{r['model_flops_per_step']:.3g} | {r['predicted_step_s']:.2f} s | "
+          f"{r['predicted_tokens_per_s']:,.0f} |")
+
+
+if __name__ == "__main__":
+  main()
