@@ -174,6 +174,9 @@ def convert_out(workdir: str, to: str, out: str) -> dict[str, Any]:
   if (to == "hf") != (families.FAMILIES[family][2] == "hf"):
     raise ConfigError(f"model '{config.model.name}' exports to "
                       f"{families.FAMILIES[family][2]}, not {to}")
+  if to == "hf":  # the model must be one that transformers computes the same way
+    hf_config.check(family, hf_config.of(family, config.model, variables), config.model,
+                    exporting=True)
   flat = flatten_dict({"params": variables["params"],
                        **{k: v for k, v in variables.items() if k != "params"}}, sep="/")
   parts: dict[str, dict[int, np.ndarray]] = {}

@@ -145,6 +145,9 @@ def test_a_checkpoint_of_another_architecture_is_named_and_nothing_written(tmp_p
   out = tmp_path / "w"
   r = run("convert", f"--source={FIXTURES}/vit.pth", "--config=configs/imagenet2012.py:vit",
           "--config.data.image_size=32", f"--workdir={out}")
+  assert r.returncode == 2 and "--config.model.mlp=gelu_exact" in r.stderr and not out.exists()
+  r = run("convert", f"--source={FIXTURES}/vit.pth", "--config=configs/imagenet2012.py:vit",
+          "--config.data.image_size=32", "--config.model.mlp=gelu_exact", f"--workdir={out}")
   assert r.returncode == 2, r.stderr
   assert r.stderr.strip().count("\n") == 0 and "class_token has shape (1, 1, 64)" in r.stderr
   assert "(1, 1, 768)" in r.stderr and not out.exists()
@@ -171,3 +174,20 @@ def test_predict_command_writes_the_logits(tmp_path):
   r = run("predict", f"--workdir={tmp_path}/w", f"--inputs={tmp_path}/floats.npy",
           f"--out={tmp_path}/bad.npy")
   assert r.returncode == 2 and "token ids" in r.stderr and not (tmp_path / "bad.npy").exists()
+
+
+def test_a_model_transformers_would_compute_otherwise_is_not_exported(tmp_path):
+  import shutil
+
+  from bigmodel_jax import convert
+  from bigmodel_jax.config import ConfigError
+  workdir = tmp_path / "w"
+  convert.convert_in(os.path.join(FIXTURES, "gpt2"), small_config("gpt2_tiny", "text"), str(workdir))
+  config = json.loads((workdir / "config.json").read_text())
+  config["model"]["positions"] = "rotary"  # GPT-2's shapes, but rotary: not a GPT-2
+  rotary = tmp_path / "rotary"
+  shutil.copytree(workdir, rotary)
+  (rotary / "config.json").write_text(json.dumps(config))
+  with pytest.raises(ConfigError, match="positions='learned'.*cannot be exported as gpt2"):
+    convert.convert_out(str(rotary), "hf", str(tmp_path / "out"))
+  assert not (tmp_path / "out").exists()

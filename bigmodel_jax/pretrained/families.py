@@ -106,7 +106,11 @@ def family_of(model_config: Any, hf_config: dict[str, Any] | None) -> str:
                         f"not '{name}'")
     return kind
   if name == "decoder_lm":
-    return "llama" if model_config.norm == "rmsnorm" else "gpt2"
+    return "llama" if model_config.get("norm") == "rmsnorm" else "gpt2"
+  if name == "vit" and (model_config.get("mlp") != "gelu_exact"
+                        or model_config.get("pooling", "cls") != "cls"):
+    raise ConfigError("a torchvision ViT computes GELU exactly and reads its class token: set "
+                      "--config.model.mlp=gelu_exact (and model.pooling=cls)")
   for family, (_, model, _) in FAMILIES.items():
     if model == name and family.startswith("torchvision"):
       return family

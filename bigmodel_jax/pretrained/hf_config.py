@@ -56,8 +56,10 @@ def options(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict({**fields, **model.to_dict()})
 
 
-def check(family: str, hf: dict[str, Any], model: ml_collections.ConfigDict) -> None:
-  """ConfigError naming the first model option that differs from what config.json says."""
+def check(family: str, hf: dict[str, Any], model: ml_collections.ConfigDict,
+          exporting: bool = False) -> None:
+  """ConfigError naming the first model option that differs from what config.json says (on
+  export: from what transformers' model of that family computes)."""
   model = options(model)
   try:
     expected = _expected(family, hf)
@@ -69,6 +71,9 @@ def check(family: str, hf: dict[str, Any], model: ml_collections.ConfigDict) -> 
       ours = ours or model.num_heads
     same = (np.isclose(ours, value, rtol=1e-12, atol=0) if isinstance(value, float)
             else ours == value)
+    if not same and exporting:
+      raise ConfigError(f"transformers' {family} computes model.{key}={value!r}; this model has "
+                        f"{ours!r}, so it cannot be exported as {family}")
     if not same:
       raise ConfigError(f"the checkpoint's config.json needs model.{key}={value!r}, the config "
                         f"has {ours!r}: set --config.model.{key}={value}")
@@ -82,7 +87,7 @@ def of(family: str, model: ml_collections.ConfigDict, variables: dict[str, Any])
     return {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": vocab,
             "n_positions": model.max_len, "n_embd": model.dim, "n_layer": model.depth,
             "n_head": model.num_heads, "n_inner": model.mlp_dim,
-            "activation_function": {"gelu": "gelu_new", "gelu_exact": "gelu"}[model.mlp],
+            "activation_function": {"gelu": "gelu_new", "gelu_exact": "gelu"}.get(model.mlp, model.mlp),
             "layer_norm_epsilon": model.norm_epsilon, "resid_pdrop": 0.0, "embd_pdrop": 0.0,
             "attn_pdrop": 0.0, "tie_word_embeddings": model.tie_embeddings}
   return {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": vocab,
