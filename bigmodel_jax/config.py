@@ -20,7 +20,7 @@ from bigmodel_jax.compression import config as compression  # its ConfigError: t
 # Keys that may differ between a workdir's config.json and a rerun on it: they change how long a
 # run goes and how often it reports, not what one step computes.
 RESUME_SAFE_KEYS = ("total_steps", "total_epochs", "log_every", "eval_every", "checkpoint_every",
-                    "checkpoint_keep", "nan_policy", "steps_per_call")
+                    "checkpoint_keep", "nan_policy", "steps_per_call", "data.workers")
 
 
 class ConfigError(ValueError):
@@ -73,6 +73,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.tokenizer = ""  # lm (data/tokenizer.py): "" bytes, "bpe:N" (trained), a tokenizer.json
   c.data.packing = False  # lm: documents kept apart in the windows (segment ids)
   c.data.text_dir, c.data.text_field = "", "text"  # textdir: the directory; .jsonl's text field
+  c.data.path = ""  # image_folder: a folder of SPLIT/CLASS/images (train/, val/)
   c.data.target_len = 16  # seq2seq: longest answer + 1 (EOS)
   c.data.data_dir = ""  # "" = TFDS default ($TFDS_DATA_DIR or ~/tensorflow_datasets)
   c.data.train_split = "train"
@@ -89,6 +90,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.cache = False  # decode the training split into memory once (small data sets)
   c.data.on_device = False  # keep that split on the devices; each step samples its batch there
   # (data/on_device.py: same order, no host work per step; needs cache and no random augment)
+  c.data.workers = -1  # Grain worker processes making training batches (data/iterator.py);
+  # -1: one per core where images are decoded from files, else none (reader threads); same batches
 
   # Multi-task (data/tasks.py, models/multitask.py): name -> {"weight": w, data overrides...};
   # empty = config.data is the one task. The model becomes the shared trunk with
@@ -212,6 +215,8 @@ NUMERIC_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
                  "channel (or one for all), e.g. (0.229, 0.224, 0.225)"),
     "data.image_size": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0: images as stored)"),
     "data.eval_crop": (lambda v: _is_finite(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "data.workers": (lambda v: _is_int(v) and v >= -1, "an integer >= 0, or -1 (one per core "
+                     "where images are decoded from files)"),
 }
 # Objectives (objectives/): the data kinds each trains on, the networks after the first that
 # need an optimizer of their own (config.optimizers.NAME), and the model it trains ("": any

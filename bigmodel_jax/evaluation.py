@@ -27,7 +27,8 @@ class Evaluator:
     b.plan.check_batch_size("eval_batch_size", config.eval_batch_size)
     self.workdir = workdir
     self.step = jax.jit(functools.partial(steps.eval_step, objective=b.objective,
-                                          compute_dtype=b.step_options["compute_dtype"]),
+                                          compute_dtype=b.step_options["compute_dtype"],
+                                          normalize=b.step_options["normalize"]),
                         in_shardings=(state_shardings, b.plan.batch_sharding, None))
     self.scorer = None  # the judge, loaded at the first evaluation
     if b.objective.can_sample:

@@ -39,6 +39,9 @@ _BUDGET = flags.DEFINE_float("memory_budget_gb", None,
 _HEARTBEAT = flags.DEFINE_integer(
     "heartbeat_timeout_s", 100, "Multi-process: a process silent this long counts as dead and "
     "JAX's distributed service ends the others (exit status 134).")
+_PROFILE = flags.DEFINE_string(
+    "profile_steps", "", "A:B: write a jax.profiler trace of updates A to B into WORKDIR/profile "
+    "(TensorBoard's profile plugin, Perfetto).")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Initialize jax.distributed from the environment (TPU VM, SLURM, ...) "
     "even where it is not detected.")
@@ -104,7 +107,8 @@ def main(argv: list[str]) -> None:
       raise config_lib.ConfigError("--workdir is required")
     init_distributed()
     train.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
-                             allow_config_change=_ALLOW_CONFIG_CHANGE.value)
+                             allow_config_change=_ALLOW_CONFIG_CHANGE.value,
+                             profile_steps=_PROFILE.value)
 
   cli.run_command(argv, body)
 

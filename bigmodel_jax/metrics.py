@@ -136,7 +136,8 @@ class RateTimer:
   def interval_rate(self) -> float | None:
     """Updates per second since the last call of this (None before any were timed)."""
     now = time.time()
-    rate = self.timed / (now - self.t_interval) if self.timed else None
+    self.interval_s = now - self.t_interval
+    rate = self.timed / self.interval_s if self.timed else None
     self.t_interval, self.timed = now, 0
     return rate
 

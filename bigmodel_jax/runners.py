@@ -11,6 +11,7 @@ for the data position to checkpoint; checkpoints and evaluation see `canonical(s
 """
 
 import functools
+import time
 from typing import Any
 
 import jax
@@ -32,6 +33,18 @@ class JitRunner:
                                           **b.step_options) for k in {1, self.k}}
     self.stacked_sharding = jax.sharding.NamedSharding(  # K x B x ...
         b.plan.mesh, jax.sharding.PartitionSpec(None, b.plan.batch_axes))
+    self.waited = 0.0  # seconds blocked on the input pipeline (train/input_wait_fraction)
+
+  def _next(self) -> Any:
+    t = time.perf_counter()
+    batch = next(self.train_iter)
+    self.waited += time.perf_counter() - t
+    return batch
+
+  def take_waited(self) -> float:
+    """Seconds blocked on the input pipeline since the last take."""
+    waited, self.waited = self.waited, 0.0
+    return waited
 
   def call_size(self, done: int) -> int:
     """Updates the call after `done` updates makes."""
@@ -40,8 +53,8 @@ class JitRunner:
   def next_batch(self, done: int) -> Any:
     k = self.call_size(done)
     if k == 1:
-      return sharding.global_batch(next(self.train_iter), self.plan.batch_sharding)
-    local = jax.tree.map(lambda *b: np.stack(b), *(next(self.train_iter) for _ in range(k)))
+      return sharding.global_batch(self._next(), self.plan.batch_sharding)
+    local = jax.tree.map(lambda *b: np.stack(b), *(self._next() for _ in range(k)))
     return sharding.global_batch(local, self.stacked_sharding)
 
   def call(self, state: Any, batch: Any, k: int) -> tuple[Any, Any]:
@@ -76,10 +89,11 @@ class OnDeviceRunner(JitRunner):
 class PmapRunner(JitRunner):
   def __init__(self, config, b, state_shardings, train_iter, total_steps):
     self.plan, self.train_iter, self.total_steps, self.k = b.plan, train_iter, total_steps, 1
+    self.waited = 0.0
     self.strategy = pmap.Strategy(state_shardings, **b.step_options)
 
   def next_batch(self, done: int) -> Any:
-    return next(self.train_iter)  # this process's rows
+    return self._next()  # this process's rows
 
   def call(self, state: Any, batch: Any, k: int) -> tuple[Any, Any]:
     return self.strategy.step(state, batch)

@@ -11,6 +11,7 @@ import ml_collections
 import optax
 
 from bigmodel_jax import sharding
+from bigmodel_jax.data import images
 from bigmodel_jax.objectives.base import Objective
 from bigmodel_jax.state import TrainState
 
@@ -22,8 +23,8 @@ Batch = dict[str, Any]
 def train_step(state: TrainState, batch: Batch, *, objective: Objective,
                tx: optax.GradientTransformation, schedule: optax.Schedule,
                grad_accum_steps: int = 1, compute_dtype: Any = None,
-               micro_sharding: Any = None, axis_name: str | None = None
-               ) -> tuple[TrainState, dict[str, jax.Array]]:
+               micro_sharding: Any = None, axis_name: str | None = None,
+               normalize: Any = None) -> tuple[TrainState, dict[str, jax.Array]]:
   """One update on the batch, of the objective's loss.
 
   The loss is sum(loss * weight) / sum(weight) over the whole batch, so that
@@ -33,8 +34,10 @@ def train_step(state: TrainState, batch: Batch, *, objective: Objective,
   devices. axis_name: under pmap, the named axis that sums are taken over (lax.psum), so the
   update equals jit's over the global batch. compute_dtype (mixed precision): parameters and
   floating inputs are cast to it for the forward pass; the float32 parameters, their gradients,
-  the optimizer and the loss stay float32.
+  the optimizer and the loss stay float32. normalize: uint8 images -> float32 (data.scale, mean,
+  std), here on the device rather than on the host (images.Normalize).
   """
+  batch = normalized(batch, normalize)
   rng = jax.random.fold_in(state.rng, state.step)
   psum = (lambda x: jax.lax.psum(x, axis_name)) if axis_name else (lambda x: x)
   label_weights = objective.weights(batch)  # per row (or label: B x L); 0 on padding
@@ -101,12 +104,21 @@ def train_step(state: TrainState, batch: Batch, *, objective: Objective,
 EVAL_STREAM = 2**31 - 1  # eval's random numbers (VAE samples, diffusion noise): apart from steps'
 
 
+def normalized(batch: Batch, normalize: Any) -> Batch:
+  """The batch with uint8 "inputs" normalized (a pipeline's images); others as they are."""
+  inputs = batch.get("inputs")
+  if normalize is None or getattr(inputs, "dtype", None) != jnp.uint8:
+    return batch
+  return {**batch, "inputs": normalize(inputs)}
+
+
 def eval_step(state: TrainState, batch: Batch, index: jax.Array, *, objective: Objective,
-              compute_dtype: Any = None) -> dict[str, jax.Array]:
+              compute_dtype: Any = None, normalize: Any = None) -> dict[str, jax.Array]:
   """Sums over the real (mask 1) examples of the objective's per-example metrics; the caller
   divides by "count" at the end. Values named "collect/..." come back per row, with
   "collect/mask", for metrics of the whole split (retrieval: Objective.finish_collected).
   index: the batch's number in the split (its random numbers, the same at every evaluation)."""
+  batch = normalized(batch, normalize)
   rng = jax.random.fold_in(jax.random.fold_in(state.rng, EVAL_STREAM), index)
   per_example = objective.evaluate({"params": state.params, **state.model_state}, batch, rng,
                                    compute_dtype)
@@ -123,7 +135,8 @@ def step_options(config: ml_collections.ConfigDict, objective: Objective, tx: An
   """The static arguments of train_step that a config decides."""
   return dict(objective=objective, tx=tx, schedule=schedule,
               grad_accum_steps=config.grad_accum_steps,
-              compute_dtype=None if config.dtype == "float32" else jnp.dtype(config.dtype))
+              compute_dtype=None if config.dtype == "float32" else jnp.dtype(config.dtype),
+              normalize=None if config.tasks else images.Normalize.of(config.data))
 
 
 def jit_train_step(plan: sharding.Plan, state_shardings: Any, sample: Any = None,

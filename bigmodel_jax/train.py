@@ -17,7 +17,8 @@ import jax
 import ml_collections
 
 from bigmodel_jax import build as build_lib
-from bigmodel_jax import checkpoint, evaluation, faults, metrics, optim, runners, summary
+from bigmodel_jax import (checkpoint, evaluation, faults, metrics, optim, profiling, runners,
+                          summary)
 from bigmodel_jax import config as config_lib
 from bigmodel_jax import state as state_lib
 from bigmodel_jax import workdir as workdir_lib
@@ -27,16 +28,20 @@ from bigmodel_jax.objectives.distill import TEACHER
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       allow_config_change: bool = False) -> dict[str, Any]:
+                       allow_config_change: bool = False, profile_steps: str = ""
+                       ) -> dict[str, Any]:
+  """profile_steps "A:B": a jax.profiler trace of updates A to B in WORKDIR/profile."""
   t_start = time.time()
   config_lib.check_values(config)
+  profile = profiling.Window.parse(profile_steps, workdir)
   workdir_lib.check(workdir, config, allow_config_change)
 
   # --- Input: TFDS sources (one data set, or a mixture of tasks), a checkpointable Grain
   # iterator over this process's shard. ---
   sources = tasks.load(config)
   total_steps = config_lib.total_steps(config, len(sources.train))
-  train_iter = pipeline.train_iterator(sources.train, config.batch_size, config.seed)
+  train_iter = pipeline.train_iterator(sources.train, config.batch_size, config.seed,
+                                       config.data.workers)
 
   # --- Build: the mesh plan, model, objective, optimizer and schedule (shared with --dry_run,
   # summary and the benchmarks). ---
@@ -91,8 +96,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   # --- Loop (_train): one call per batch or per K batches; log, evaluate and checkpoint. ---
   guard = _Guard(config.nan_policy, ckpt)
-  state, eval_metrics, timer = _train(config, runner, evaluate, guard, ckpt, writer,
-                                      runner.to_loop(state), start_step, total_steps)
+  try:
+    state, eval_metrics, timer = _train(config, runner, evaluate, guard, ckpt, writer,
+                                        runner.to_loop(state), start_step, total_steps, profile)
+  finally:
+    train_iter.close()  # its worker processes, if any
 
   # --- Results. ---
   state = runner.canonical(state)
@@ -110,7 +118,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
 def _train(config: ml_collections.ConfigDict, runner: runners.JitRunner, evaluate: Any,
            guard: "_Guard", ckpt: checkpoint.Checkpointer, writer: metrics.MetricWriter,
-           state: Any, start_step: int, total_steps: int) -> tuple[Any, dict[str, float], Any]:
+           state: Any, start_step: int, total_steps: int,
+           profile: "profiling.Window") -> tuple[Any, dict[str, float], Any]:
   """The loop: one call per batch (steps_per_call > 1: per K batches); log, evaluate and
   checkpoint on their cadences, which fall between calls. The next call's input is read and
   placed while a call runs (dispatch is asynchronous); a checkpoint saves the data position
@@ -130,7 +139,10 @@ def _train(config: ml_collections.ConfigDict, runner: runners.JitRunner, evaluat
       saves = step % config.checkpoint_every == 0 or last or stop
       position = runner.position(step) if saves else None  # the data position after this call
       try:
-        state, step_metrics = runner.call(state, batch, k)
+        profile.before(done + 1, step)
+        with profile.annotate(step):
+          state, step_metrics = runner.call(state, batch, k)
+        profile.after(step, state)
         if not (last or stop):
           batch = runner.next_batch(step)
       except jax.errors.JaxRuntimeError as e:
@@ -143,6 +155,7 @@ def _train(config: ml_collections.ConfigDict, runner: runners.JitRunner, evaluat
       if timer.t_first is None:  # compile the metrics' stacking before timing starts
         pending.warm_up(step_metrics, config.log_every // config.steps_per_call)
         guard.warm_up(step_metrics, config.log_every // config.steps_per_call)
+        runner.take_waited()  # input waits count from the end of the first call
       timer.called(k)
       row = {}  # one metrics.jsonl line per step that logs or evaluates
       if step % config.log_every == 0 or last:
@@ -151,6 +164,8 @@ def _train(config: ml_collections.ConfigDict, runner: runners.JitRunner, evaluat
         rate = timer.interval_rate()
         if rate is not None:
           row["train/steps_per_sec"] = rate
+          # the share of the interval this process sat blocked on the input pipeline
+          row["train/input_wait_fraction"] = min(1.0, runner.take_waited() / timer.interval_s)
       with timer.pause():  # evaluation and checkpointing do not count in train/steps_per_sec
         evaluates = step % config.eval_every == 0 or last
         if evaluates:
@@ -172,6 +187,7 @@ def _train(config: ml_collections.ConfigDict, runner: runners.JitRunner, evaluat
       progress.update(step)
       done = step
   timer.stop()
+  profile.close()
   ckpt.wait()
   return state, eval_metrics, timer
 

@@ -30,10 +30,11 @@ def _eight_devices():
   assert jax.device_count() == 8, "tests expect 8 fake CPU devices; is jax imported before conftest?"
 
 
-def run_main(*args: str, env: dict | None = None, timeout: float = 300):
-  """Runs `python -m bigmodel_jax.main ARGS` from the repo root; returns the CompletedProcess."""
+def run_main(*args: str, env: dict | None = None, timeout: float = 300,
+             module: str = "bigmodel_jax.main"):
+  """Runs `python -m MODULE ARGS` from the repo root; returns the CompletedProcess."""
   import subprocess
-  return subprocess.run([sys.executable, "-m", "bigmodel_jax.main", *args], cwd=REPO,
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO,
                         capture_output=True, text=True, timeout=timeout,
                         env={**os.environ, **(env or {})})
 

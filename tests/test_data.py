@@ -222,8 +222,9 @@ def test_catalogue_data_sets_go_through_the_same_pipeline(name, shape):
   with tfds.testing.mock_data(num_examples=64):
     sources = pipeline.load(cfg)
     assert sources.num_outputs == 10
-    batch = next(pipeline.train_iterator(sources.train, 16, seed=0))
-    assert batch["inputs"].shape == (16, *shape) and batch["inputs"].max() <= 1.0
+    batch = next(pipeline.train_iterator(sources.train, 16, seed=0))  # uint8: the step normalizes
+    assert batch["inputs"].shape == (16, *shape) and batch["inputs"].dtype == np.uint8
+    assert sources.train.gather(np.arange(16))["inputs"].max() <= 1.0  # normalized
     assert sum(b["mask"].sum() for b in pipeline.eval_batches(sources.eval, 24)) == 64
 
 

@@ -56,6 +56,9 @@ class Paired(pipeline.Records):
     return {"inputs": {"image": batch["inputs"], "text": texts}, "label": batch["label"],
             "index": indices.astype(np.int64)}
 
+  def finish_uint8(self, batch: Batch, rngs: Rngs = None) -> Batch:
+    return self.finish(batch, rngs)  # the image normalized here (a dict of inputs)
+
   def finish(self, batch: Batch, rngs: Rngs = None) -> Batch:
     inputs = dict(batch["inputs"], image=self.preprocess.batch(batch["inputs"]["image"], rngs))
     out = {"inputs": inputs, "label": batch["label"]}

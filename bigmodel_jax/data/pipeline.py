@@ -32,7 +32,6 @@ import hashlib
 import math
 import os
 import tempfile
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -44,8 +43,10 @@ import tensorflow_datasets as tfds
 
 from bigmodel_jax import faults
 from bigmodel_jax.config import ConfigError
-from bigmodel_jax.data import addition, digits, mnist1d, paired_digits, pycode, textdir  # noqa: F401  (registers the offline builders)
-from bigmodel_jax.data import images, tokenizer
+from bigmodel_jax.data import (addition, digits, image_folder, mnist1d, paired_digits,  # noqa: F401
+                               pycode, textdir)  # (registers the offline builders)
+from bigmodel_jax.data import images, iterator, tokenizer
+from bigmodel_jax.data.iterator import Gather, GlobalBatch, trainer_batch  # noqa: F401
 from bigmodel_jax.data.text import BOS, EOS, PAD, TextPairs, TokenWindows  # noqa: F401
 
 tfds.disable_progress_bar()  # builders announce their preparation themselves
@@ -58,12 +59,14 @@ class Records:
   """TFDS records -> classification examples, read and preprocessed on demand (images.py).
 
   `decode` reads and crops examples into a stacked batch; `finish` augments and normalizes it.
+  `gather_uint8` leaves uint8 images unnormalized: the trainer's batches, normalized in the step.
   """
 
   def __init__(self, source: Any, cfg: ml_collections.ConfigDict):
     self.source, self.input_key, self.label_key = source, cfg.input_key, cfg.label_key
     self.preprocess = images.Preprocess(cfg)
     self.random = bool(cfg.augment)  # training batches need per-example RNGs
+    self.decodes_files = False  # images read encoded and decoded per batch (load sets it)
 
   def __len__(self) -> int:
     return len(self.source)
@@ -74,7 +77,7 @@ class Records:
 
   def decode_records(self, examples: list[Any], rngs: Rngs = None) -> Batch:
     rngs = rngs or [None] * len(examples)
-    inputs = [self.preprocess.example(np.asarray(e[self.input_key]), rng)
+    inputs = [self.preprocess.example(_image(e[self.input_key]), rng)
               for e, rng in zip(examples, rngs)]
     labels = ([e[self.label_key] for e in examples] if self.label_key  # "": unlabeled, 0
               else np.zeros(len(examples)))
@@ -85,6 +88,19 @@ class Records:
 
   def gather(self, indices: np.ndarray, rngs: Rngs = None) -> Batch:
     return self.finish(self.decode(indices, rngs), rngs)
+
+  def finish_uint8(self, batch: Batch, rngs: Rngs = None) -> Batch:
+    inputs = batch["inputs"]
+    if inputs.dtype != np.uint8:  # float features: normalized here
+      return self.finish(batch, rngs)
+    return {**batch, "inputs": self.preprocess.augment_batch(inputs, rngs)}
+
+  def gather_uint8(self, indices: np.ndarray, rngs: Rngs = None) -> Batch:
+    return self.finish_uint8(self.decode(indices, rngs), rngs)
+
+
+def _image(value: Any) -> Any:
+  return value if isinstance(value, bytes) else np.asarray(value)  # bytes: encoded (SkipDecoding)
 
 
 class InMemory:
@@ -110,6 +126,10 @@ class InMemory:
   def gather(self, indices: np.ndarray, rngs: Rngs = None) -> Batch:
     batch = jax.tree.map(lambda v: v[indices], self.arrays)
     return self.examples.finish(batch, rngs) if isinstance(self.examples, Records) else batch
+
+  def gather_uint8(self, indices: np.ndarray, rngs: Rngs = None) -> Batch:
+    batch = jax.tree.map(lambda v: v[indices], self.arrays)
+    return self.examples.finish_uint8(batch, rngs) if isinstance(self.examples, Records) else batch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,9 +183,23 @@ def _builder_and_outputs(cfg: ml_collections.ConfigDict,
 
 
 def _builder_kwargs(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
-  """textdir's builder config: the directory data.text_dir (checked and hashed)."""
-  if cfg.name.split(":")[0] == "textdir":
+  """The builder config of a user's files: textdir's data.text_dir, image_folder's data.path
+  (checked and hashed)."""
+  name = cfg.name.split(":")[0].split("/")[0]
+  if name == "textdir":
     return {"config": textdir.config_for(cfg.text_dir, cfg.text_field)}
+  if name == "image_folder":
+    return {"config": image_folder.config_for(cfg.path)}
+  return {}
+
+
+def _decoders(cfg: ml_collections.ConfigDict, builder: Any) -> dict[str, Any]:
+  """Images to crop (data.image_size) are read encoded, and decoded at the size the crop needs
+  (images.decode_crop); everything else as TFDS decodes it."""
+  feature = builder.info.features[cfg.input_key] if cfg.input_key in builder.info.features else None
+  if (cfg.kind == "classification" and cfg.image_size > 0
+      and isinstance(feature, tfds.features.Image)):
+    return {"decoders": {cfg.input_key: tfds.decode.SkipDecoding()}}
   return {}
 
 
@@ -198,14 +232,19 @@ def load(cfg: ml_collections.ConfigDict) -> Sources:
   kwargs = {"data_dir": cfg.data_dir or None,
             "builder_kwargs": {"file_format": "array_record", **extra}}
   builder, num_outputs = _builder_and_outputs(cfg, extra)
+  kwargs.update(_decoders(cfg, builder))
 
   def sources() -> tuple[Any, Any]:
     try:
       with _preparation_lock(cfg):
-        splits = (tfds.data_source(cfg.name, split=cfg.train_split, **kwargs),
-                  tfds.data_source(cfg.name, split=cfg.eval_split, **kwargs))
-        for split in splits:  # read a record of each: damaged files fail here, not mid-run
-          split[len(split) - 1]
+        try:
+          splits = _open_splits(cfg, kwargs)
+        except ModuleNotFoundError:
+          if "decoders" not in kwargs:
+            raise
+          # tfds.testing.mock_data skips decoding only with TensorFlow: decoded arrays instead
+          del kwargs["decoders"]
+          splits = _open_splits(cfg, kwargs)
         if cfg.kind == "lm" and cfg.tokenizer:  # trained on first use, beside the data set
           path = tokenizer.stored_path(cfg.tokenizer, builder.data_dir)
           if cfg.tokenizer.startswith("bpe:") and not os.path.exists(path):
@@ -234,6 +273,14 @@ def load(cfg: ml_collections.ConfigDict) -> Sources:
     tok = tokenizer.load_file(path)
   return Sources(train=_examples(train, cfg, tok, path), eval=_examples(eval_, cfg, tok, path),
                  num_outputs=num_outputs)
+
+
+def _open_splits(cfg: ml_collections.ConfigDict, kwargs: dict[str, Any]) -> tuple[Any, Any]:
+  splits = (tfds.data_source(cfg.name, split=cfg.train_split, **kwargs),
+            tfds.data_source(cfg.name, split=cfg.eval_split, **kwargs))
+  for split in splits:  # read a record of each: damaged files fail here, not mid-run
+    split[len(split) - 1]
+  return splits
 
 
 @contextlib.contextmanager
@@ -269,67 +316,19 @@ def _examples(source: Any, cfg: ml_collections.ConfigDict, tok: Any = None,
     examples = paired.Paired(source, cfg, captions=np.ndim(source[0][cfg.text_key]) == 2)
   else:
     examples = Records(source, cfg)
+    examples.decodes_files = isinstance(source[0][cfg.input_key], bytes)  # encoded images
   return InMemory(examples) if cfg.cache else examples
 
 
-class GlobalBatch(grain.transforms.Map):
-  """Batch number b -> (example indices, stream positions) of global batch b: positions
-  [b * B, (b + 1) * B) of an endless stream that visits the split in a new random order each
-  epoch (a permutation seeded by (seed, epoch), or (seed, epoch, stream) for stream > 0: one of
-  several independent orders, as a mixture of tasks needs). Vectorized: one Grain element per batch."""
-
-  def __init__(self, num_examples: int, global_batch: int, seed: int, stream: int = 0):
-    self.n, self.batch = num_examples, global_batch
-    self.key = (seed,) if stream == 0 else (seed, stream)
-    self._orders: dict[int, np.ndarray] = {}  # the permutations of the last epochs used
-    self._lock = threading.Lock()  # Grain maps on several threads
-
-  def _order(self, epoch: int) -> np.ndarray:
-    with self._lock:
-      if epoch not in self._orders:
-        if len(self._orders) >= 3:
-          del self._orders[min(self._orders)]
-        rng = np.random.default_rng((self.key[0], epoch, *self.key[1:]))
-        self._orders[epoch] = rng.permutation(self.n)
-      return self._orders[epoch]
-
-  def map(self, b: int) -> tuple[np.ndarray, np.ndarray]:
-    positions = int(b) * self.batch + np.arange(self.batch, dtype=np.int64)
-    epochs, within = np.divmod(positions, self.n)
-    if epochs[0] == epochs[-1]:  # the usual case: the batch lies within one epoch
-      return self._order(int(epochs[0]))[within], positions
-    indices = np.empty_like(positions)
-    for epoch in np.unique(epochs):
-      rows = epochs == epoch
-      indices[rows] = self._order(int(epoch))[within[rows]]
-    return indices, positions
-
-
-class Gather(grain.transforms.Map):
-  """A global batch of (example indices, stream positions) -> this process's rows of the batch.
-
-  When the examples are augmented at random, each one's RNG is seeded from (seed, position), so a
-  resumed iterator, or the same run on another number of processes or devices, repeats it
-  exactly."""
-
-  def __init__(self, examples: Any, seed: int, rows: slice):
-    self.examples, self.seed, self.rows = examples, seed, rows
-
-  def map(self, element: tuple[np.ndarray, np.ndarray]) -> Batch:
-    indices, positions = (np.asarray(a)[self.rows] for a in element)
-    rngs = None
-    if getattr(self.examples, "random", False):
-      rngs = [np.random.default_rng((self.seed, int(p))) for p in positions]
-    return self.examples.gather(indices, rngs)
-
-
-def train_iterator(examples: Any, global_batch: int, seed: int) -> grain.DatasetIterator:
-  """Endless shuffled batches; `get_state`/`set_state` checkpoint it.
+def train_iterator(examples: Any, global_batch: int, seed: int,
+                   workers: int = 0) -> iterator.TrainIterator:
+  """Endless shuffled batches; `get_state`/`set_state` checkpoint it (iterator.py).
 
   Every process walks the same global order (a permutation of the split per epoch, from the
   seed) and cuts the same global batches; process p reads only rows [p * b, (p + 1) * b) of
   each, b = global_batch / processes. So the data order does not depend on how many processes
-  or devices run, and a checkpoint resumes on any number of them.
+  or devices run, nor on the worker processes (workers > 0: Grain's multiprocessing, -1 one
+  per core where examples decode files), and a checkpoint resumes on any number of them.
   """
   count, index = jax.process_count(), jax.process_index()
   local_batch = global_batch // count
@@ -338,14 +337,12 @@ def train_iterator(examples: Any, global_batch: int, seed: int) -> grain.Dataset
                       f"({len(examples)} examples)")
   sampler = getattr(examples, "sampler", None)  # a mixture of tasks draws its own batches
   batches = sampler(global_batch, seed) if sampler else GlobalBatch(len(examples), global_batch, seed)
-  dataset = (grain.MapDataset.range(2**62)  # batch numbers: endless
-             .map(batches)
-             .map(Gather(examples, seed, slice(index * local_batch, (index + 1) * local_batch))))
+  gather = Gather(examples, seed, slice(index * local_batch, (index + 1) * local_batch))
   # Reader threads pay off when gathering decodes records; for arrays in memory, handing batches
   # between threads costs more than making them (and takes CPU from the step).
   threads = 0 if getattr(examples, "in_memory", False) else 2
-  return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=threads,
-                                                        prefetch_buffer_size=2 * threads)))
+  workers = iterator.default_workers(examples) if workers < 0 else workers
+  return iterator.TrainIterator(lambda numbers: numbers.map(batches).map(gather), workers, threads)
 
 
 def eval_batches(examples: Any, global_batch: int) -> Iterator[Batch]:
@@ -360,6 +357,6 @@ def eval_batches(examples: Any, global_batch: int) -> Iterator[Batch]:
   for b in range(math.ceil(per_process / local_batch)):
     indices = np.arange(start + b * local_batch, min(stop, start + (b + 1) * local_batch))
     real = len(indices)
-    batch = examples.gather(np.pad(indices, (0, local_batch - real)))  # pads with example 0
+    batch = trainer_batch(examples, np.pad(indices, (0, local_batch - real)))  # pads: example 0
     batch["mask"] = (np.arange(local_batch) < real).astype(np.float32)
     yield batch
