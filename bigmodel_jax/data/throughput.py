@@ -39,28 +39,29 @@ def stages(examples: Any, seed: int, batch: int, rounds: int = 4) -> dict[str, f
 def _stages(examples: Any, seed: int, indices: np.ndarray) -> dict[str, float]:
   from bigmodel_jax.data import images, pipeline
 
-  rngs = ([np.random.default_rng((seed, int(p))) for p in indices] if examples.random else
+  random = getattr(examples, "random", False)
+  rngs = ([np.random.default_rng((seed, int(p))) for p in indices] if random else
           [None] * len(indices))
   per = 1e3 / len(indices)
   if not (isinstance(examples, pipeline.Records) and getattr(examples, "decodes_files", False)):
     t = time.perf_counter()
-    pipeline.trainer_batch(examples, indices, rngs if examples.random else None)
+    pipeline.trainer_batch(examples, indices, rngs if random else None)
     return {"gather": (time.perf_counter() - t) * per}
   p = examples.preprocess
-  random = p.augment == "inception_crop"
+  inception = p.augment == "inception_crop"
   t0 = time.perf_counter()
   records = [examples.source[i] for i in indices.tolist()]
   t1 = time.perf_counter()
-  decoded = [images.decode_scaled(r[examples.input_key], p.size, rng if random else None,
+  decoded = [images.decode_scaled(r[examples.input_key], p.size, rng if inception else None,
                                   p.eval_crop) for r, rng in zip(records, rngs)]
   t2 = time.perf_counter()
-  crops = [images.crop_resize(pil, box, p.size, flip=random and rng.random() < 0.5)
+  crops = [images.crop_resize(pil, box, p.size, flip=inception and rng.random() < 0.5)
            for (pil, box), rng in zip(decoded, rngs)]
   t3 = time.perf_counter()
   stacked = np.stack(crops)
   labels = np.asarray([r[examples.label_key] for r in records], np.int32)
   t4 = time.perf_counter()
-  p.augment_batch(stacked, rngs if examples.random else None)
+  p.augment_batch(stacked, rngs if random else None)
   t5 = time.perf_counter()
   del labels
   return {"read": (t1 - t0) * per, "decode": (t2 - t1) * per,
@@ -96,7 +97,7 @@ def measure(config: ml_collections.ConfigDict, batches: int, warmup: int) -> dic
           "batches_per_sec": round(batches / (t2 - t1), 3),
           "startup_s": round(t1 - t0, 2),
           "stages_ms_per_example": {k: round(v, 3) for k, v in split.items()},
-          "one_thread_examples_per_sec": round(1e3 / sum(split.values()), 1)}
+          "one_thread_examples_per_sec": round(1e3 / max(sum(split.values()), 1e-6), 1)}
 
 
 def main(argv: list[str]) -> None:
@@ -111,7 +112,7 @@ def main(argv: list[str]) -> None:
           f"batches/s of {r['batch_size']} ({how}; {r['batches']} batches after "
           f"{flags.FLAGS.warmup} taking {r['startup_s']} s)")
     stages_ms = r["stages_ms_per_example"]
-    total = sum(stages_ms.values())
+    total = max(sum(stages_ms.values()), 1e-6)
     print("one example on one thread: " + ", ".join(
         f"{k} {v:.3f} ms ({v / total:.0%})" for k, v in stages_ms.items())
         + f" = {r['one_thread_examples_per_sec']:,.1f} examples/s")
