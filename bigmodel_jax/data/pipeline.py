@@ -197,8 +197,8 @@ def _decoders(cfg: ml_collections.ConfigDict, builder: Any) -> dict[str, Any]:
   """Images to crop (data.image_size) are read encoded, and decoded at the size the crop needs
   (images.decode_crop); everything else as TFDS decodes it."""
   feature = builder.info.features[cfg.input_key] if cfg.input_key in builder.info.features else None
-  if (cfg.kind == "classification" and cfg.image_size > 0
-      and isinstance(feature, tfds.features.Image)):
+  if (cfg.kind == "classification" and cfg.image_size > 0  # RGB: what decode_crop gives
+      and isinstance(feature, tfds.features.Image) and feature.shape[-1] == 3):
     return {"decoders": {cfg.input_key: tfds.decode.SkipDecoding()}}
   return {}
 
