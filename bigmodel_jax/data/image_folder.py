@@ -22,7 +22,7 @@ import sys
 import tensorflow_datasets as tfds
 
 from bigmodel_jax.config import ConfigError
-from bigmodel_jax.data.offline import OfflineBuilder, generated_with
+from bigmodel_jax.data.offline import OfflineBuilder, generated_with, user_directory
 from bigmodel_jax.data.textdir import _NoCustomConfigWarning  # noqa: F401  (quiets TFDS for us too)
 
 SUFFIXES = (".jpeg", ".jpg", ".png")
@@ -43,12 +43,8 @@ def _images(directory: str) -> list[str]:
 
 def config_for(directory: str) -> ImageFolderConfig:
   """The builder config of a folder: its layout checked and hashed (nothing read or written)."""
-  if not directory:
-    raise ConfigError("data set image_folder reads data.path: set it to a folder of "
-                      "SPLIT/CLASS/image files (train/, val/)")
-  if not os.path.isdir(directory):
-    raise ConfigError(f"data.path {directory} is not a directory")
-  directory = os.path.abspath(directory)
+  directory = user_directory(directory, "image_folder", "path",
+                             "a folder of SPLIT/CLASS/image files (train/, val/)")
   splits = sorted(n for n in os.listdir(directory) if os.path.isdir(os.path.join(directory, n)))
   if not splits:
     raise ConfigError(f"data.path {directory} has no split folders (train/, val/) of CLASS/image "

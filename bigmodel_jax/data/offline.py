@@ -1,9 +1,12 @@
 """The base of this package's TFDS builders: data made on this machine, no download."""
 
 import importlib.metadata
+import os
 import platform
 
 import tensorflow_datasets as tfds
+
+from bigmodel_jax.config import ConfigError
 
 
 class OfflineBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -21,3 +24,13 @@ def generated_with(*packages: str) -> dict[str, str]:
   out = {name: importlib.metadata.version(name) for name in packages}
   return {**out, "python": platform.python_version(), "machine": platform.machine(),
           "processor": platform.processor() or "unknown"}
+
+
+def user_directory(directory: str, name: str, key: str, what: str) -> str:
+  """The absolute path of the directory a data set of the user's files reads (config key
+  data.KEY), or a ConfigError that says what to give."""
+  if not directory:
+    raise ConfigError(f"data set {name} reads data.{key}: set it to {what}")
+  if not os.path.isdir(directory):
+    raise ConfigError(f"data.{key} {directory} is not a directory")
+  return os.path.abspath(directory)

@@ -22,7 +22,7 @@ import sys
 import tensorflow_datasets as tfds
 
 from bigmodel_jax.config import ConfigError
-from bigmodel_jax.data.offline import OfflineBuilder, generated_with
+from bigmodel_jax.data.offline import OfflineBuilder, generated_with, user_directory
 
 SPLITS = (("train", 90), ("validation", 95), ("test", 100))  # cumulative percent
 SUFFIXES = (".txt", ".jsonl")
@@ -82,12 +82,8 @@ def documents(directory: str, path: str, field: str):
 
 def config_for(directory: str, field: str) -> TextDirConfig:
   """The builder config of a directory: its files checked and hashed (nothing written)."""
-  if not directory:
-    raise ConfigError("data set textdir reads data.text_dir: set it to a directory of .txt / "
-                      ".jsonl files")
-  if not os.path.isdir(directory):
-    raise ConfigError(f"data.text_dir {directory} is not a directory")
-  directory = os.path.abspath(directory)
+  directory = user_directory(directory, "textdir", "text_dir",
+                             "a directory of .txt / .jsonl files")
   files = sorted(os.path.relpath(os.path.join(d, n), directory)
                  for d, _, names in os.walk(directory) for n in names if n.endswith(SUFFIXES))
   if len(files) < 2:

@@ -71,13 +71,10 @@ def _stages(examples: Any, seed: int, indices: np.ndarray) -> dict[str, float]:
 def measure(config: ml_collections.ConfigDict, batches: int, warmup: int) -> dict[str, Any]:
   import jax
 
-  from bigmodel_jax.data import iterator, pipeline, tasks
+  from bigmodel_jax.data import pipeline, tasks
 
   sources = tasks.load(config)
-  workers = config.data.workers
-  if workers < 0:
-    workers = iterator.default_workers(sources.train)
-  it = pipeline.train_iterator(sources.train, config.batch_size, config.seed, workers)
+  it = pipeline.train_iterator(sources.train, config.batch_size, config.seed, config.data.workers)
   local = config.batch_size // jax.process_count()
   try:
     t0 = time.perf_counter()
@@ -91,8 +88,7 @@ def measure(config: ml_collections.ConfigDict, batches: int, warmup: int) -> dic
     it.close()
   split = stages(sources.train, config.seed, local)
   return {"data": config.data.name or "tasks", "batch_size": local, "batches": batches,
-          "workers": workers, "threads": 0 if workers else (
-              0 if getattr(sources.train, "in_memory", False) else 2),
+          "workers": it.workers, "threads": 0 if it.workers else it.threads,
           "examples_per_sec": round(batches * local / (t2 - t1), 1),
           "batches_per_sec": round(batches / (t2 - t1), 3),
           "startup_s": round(t1 - t0, 2),
