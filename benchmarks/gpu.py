@@ -4,14 +4,19 @@
   * the chip's bf16 matrix-product rate (an 8192^3 product), the ceiling MFU is read against too;
   * a decoder-only Transformer LM of about 1B parameters in bfloat16 (cuDNN flash attention via
     jax.nn.dot_product_attention): tokens/s and model FLOPs utilization;
+  * the same LM Llama-shaped (--lm_shape=llama: RMSNorm, SwiGLU, grouped-query attention,
+    untied embeddings, no biases; by default TinyLlama-1.1B's shape: width 2048, 22 blocks,
+    32 heads of 64 over 4 key/value heads, SwiGLU 5632, vocabulary 32,000);
   * ResNet-50 on synthetic 224x224 ImageNet-sized batches in bfloat16: images/s.
 
   python benchmarks/gpu.py                       # everything, on the default device
+  python benchmarks/gpu.py --only=lm --lm_shape=llama --lm_batch=16,32
   python benchmarks/gpu.py --only=lm --lm_batch=8,16 --remat=none,dots
   python benchmarks/gpu.py --tiny                # the same code at toy sizes (a CPU smoke test)
 
-Model FLOPs of the LM per token: 6 N (N: all parameters; the tied embedding is also the output
-layer) plus causal attention 6 * depth * dim * seq_len (half of PaLM's 12 L d T: the masked half
+Model FLOPs of the LM per token: 6 N (N: the parameters that multiply: all of them with a tied
+embedding, which is also the output layer; without the input embedding table when untied, as a
+lookup is no product) plus causal attention 6 * depth * dim * seq_len (half of PaLM's 12 L d T: the masked half
 is never computed by flash attention). XLA's own count of the compiled step is printed beside it
 (it includes what remat recomputes, but on GPUs it leaves out the matrix products and attention
 that run as cuBLAS/cuDNN library calls, so there it is far below the model's count).
@@ -91,6 +96,10 @@ def time_steps(run: dict, warmup: int, steps_per_window: int, windows: int) -> f
   return statistics.median(per_step)
 
 
+# --lm_shape=llama defaults: TinyLlama-1.1B (Llama 2's design at width 2048).
+LLAMA_1B = dict(lm_dim=2048, lm_depth=22, lm_heads=32, lm_kv_heads=4, lm_mlp=5632, lm_vocab=32000)
+
+
 def lm_config(args, batch: int, remat: str) -> ml_collections.ConfigDict:
   c = config_lib.default_config()
   c.dtype = "bfloat16"
@@ -100,8 +109,11 @@ def lm_config(args, batch: int, remat: str) -> ml_collections.ConfigDict:
   c.optimizer.weight_decay = 0.1
   c.model = ml_collections.ConfigDict(dict(
       name="decoder_lm", dim=args.lm_dim, depth=args.lm_depth, num_heads=args.lm_heads,
-      mlp_dim=4 * args.lm_dim, max_len=args.lm_seq, positions="rotary", tie_embeddings=True,
-      remat=remat, scan_layers=args.scan_layers, attention=args.attention))
+      mlp_dim=args.lm_mlp or 4 * args.lm_dim, max_len=args.lm_seq, positions="rotary",
+      tie_embeddings=True, remat=remat, scan_layers=args.scan_layers, attention=args.attention))
+  if args.lm_shape == "llama":
+    c.model.update(norm="rmsnorm", norm_epsilon=1e-5, mlp="swiglu", use_bias=False,
+                   rope_base=10000.0, tie_embeddings=False, num_kv_heads=args.lm_kv_heads)
   return c
 
 
@@ -110,7 +122,8 @@ def bench_lm(args, peak: float, measured: float) -> list[dict]:
   for batch in args.lm_batch:
     for remat in args.remat:
       c = lm_config(args, batch, remat)
-      name = f"LM d{args.lm_dim} x{args.lm_depth} seq {args.lm_seq} batch {batch} remat {remat}"
+      name = (f"{'Llama' if args.lm_shape == 'llama' else 'LM'} d{args.lm_dim} x{args.lm_depth} "
+              f"seq {args.lm_seq} batch {batch} remat {remat}")
       try:
         tokens = jax.random.randint(jax.random.PRNGKey(1), (batch, args.lm_seq + 1), 0,
                                     args.lm_vocab, jnp.int32)
@@ -122,7 +135,9 @@ def bench_lm(args, peak: float, measured: float) -> list[dict]:
         print(rows[-1], flush=True)
         continue
       n, tokens_per_step = run["num_params"], batch * args.lm_seq
-      model_flops = tokens_per_step * (6 * n + 6 * args.lm_depth * args.lm_dim * args.lm_seq)
+      untied_lookup = args.lm_vocab * args.lm_dim if args.lm_shape == "llama" else 0
+      model_flops = tokens_per_step * (6 * (n - untied_lookup)
+                                       + 6 * args.lm_depth * args.lm_dim * args.lm_seq)
       rows.append(dict(
           name=name, params=n, step_s=sec, compile_s=run["compile_s"],
           tokens_per_s=tokens_per_step / sec, model_tflops=model_flops / sec / 1e12,
@@ -165,9 +180,12 @@ def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--only", default="matmul,lm,resnet")
   p.add_argument("--tiny", action="store_true", help="toy sizes: check the script on a CPU")
+  p.add_argument("--lm_shape", default="gpt", help="gpt (LayerNorm, GELU, tied) | llama")
   p.add_argument("--lm_dim", type=int, default=2048)
   p.add_argument("--lm_depth", type=int, default=20)
   p.add_argument("--lm_heads", type=int, default=16)
+  p.add_argument("--lm_kv_heads", type=int, default=0, help="llama: key/value heads")
+  p.add_argument("--lm_mlp", type=int, default=0, help="0: 4 x lm_dim")
   p.add_argument("--lm_seq", type=int, default=2048)
   p.add_argument("--lm_vocab", type=int, default=32768)
   p.add_argument("--lm_batch", type=ints, default=[16])
@@ -183,8 +201,13 @@ def main() -> None:
   p.add_argument("--peak_tflops", type=float, default=0.0, help="0: by device kind")
   p.add_argument("--json", default="", help="also write the rows here")
   args = p.parse_args()
+  if args.lm_shape == "llama":  # TinyLlama's shape unless given
+    for k, v in LLAMA_1B.items():
+      if f"--{k}" not in " ".join(sys.argv):
+        setattr(args, k, v)
   if args.tiny:
     args.lm_dim, args.lm_depth, args.lm_heads, args.lm_seq, args.lm_vocab = 64, 2, 4, 64, 256
+    args.lm_mlp, args.lm_kv_heads = 128, 2
     args.lm_batch, args.resnet_batch, args.image_size = [2], [2], 64
     args.warmup, args.steps, args.windows = 1, 2, 1
   device = jax.devices()[0]
