@@ -115,7 +115,7 @@ def main() -> None:
     rows.append(row)
     print(json.dumps(row), flush=True)
 
-  print(f"\n| data.workers | synthetic images/s | pipeline images/s | ratio | input wait |")
+  print("\n| data.workers | synthetic images/s | pipeline images/s | ratio | input wait |")
   print("| --- | --- | --- | --- | --- |")
   for r in rows:
     print(f"| {r['workers']} | {r['synthetic_images_per_s']:,.0f} | "
