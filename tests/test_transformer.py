@@ -110,3 +110,55 @@ def test_attention_auto_takes_cudnn_only_where_it_applies(monkeypatch):
   assert attention_implementation("xla", q, None) == "xla"
   with pytest.raises(ValueError, match="attention 'flash' unknown; known: auto, xla, cudnn"):
     attention_implementation("flash", q, None)
+
+
+@pytest.mark.parametrize("causal, masked, kv_heads, queries, dtype", [
+    (True, False, 4, 16, jnp.float32),     # the decoder's self-attention
+    (False, True, 4, 16, jnp.float32),     # padding mask
+    (True, True, 2, 16, jnp.float32),      # grouped-query attention, both masks
+    (False, True, 4, 8, jnp.float32),      # cross-attention: 8 queries over 16 keys
+    (True, False, 1, 16, jnp.bfloat16),    # mixed precision, one key/value head
+])
+def test_softmax_attention_computes_what_jax_dot_product_attention_does(causal, masked, kv_heads,
+                                                                        queries, dtype):
+  from bigmodel_jax.models.transformer import softmax_attention
+  kq, kk, kv, km, kg = jax.random.split(jax.random.PRNGKey(1), 5)
+  q = jax.random.normal(kq, (2, queries, 4, 8), dtype)
+  k, v = (jax.random.normal(key, (2, 16, kv_heads, 8), dtype) for key in (kk, kv))
+  mask = jax.random.bernoulli(km, 0.7, (2, 1, queries, 16)).at[..., 0].set(True) if masked else None
+  g = jax.random.normal(kg, (2, queries, 4, 8), jnp.float32)
+
+  def loss(f):
+    return lambda q, k, v: (f(q, k, v).astype(jnp.float32) * g).sum()
+
+  ours = lambda q, k, v: softmax_attention(q, k, v, mask, causal)
+  ref = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal,
+                                                     implementation="xla")
+  tol = 2e-2 if dtype == jnp.bfloat16 else 1e-5
+  np.testing.assert_allclose(np.asarray(ours(q, k, v), np.float32),
+                             np.asarray(ref(q, k, v), np.float32), atol=tol, rtol=tol)
+  for a, b in zip(jax.grad(loss(ours), (0, 1, 2))(q, k, v), jax.grad(loss(ref), (0, 1, 2))(q, k, v)):
+    np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32),
+                               atol=5 * tol, rtol=5 * tol)
+
+
+@pytest.mark.parametrize("lhs_shape, rhs_shape, dims", [
+    ((2, 3, 5), (5, 7), (((2,), (0,)), ((), ()))),            # Dense over B x L x D
+    ((2, 3, 4, 5), (4, 5, 6), (((2, 3), (0, 1)), ((), ()))),  # attention's output projection
+    ((2, 3, 5), (5, 4, 6), (((2,), (0,)), ((), ()))),          # query/key/value projections
+    ((3, 5), (5, 7), (((1,), (0,)), ((), ()))),                # already a matrix: unchanged
+    ((2, 3, 5), (2, 5, 7), (((2,), (1,)), ((0,), (0,)))),      # batch dimensions: unchanged
+    ((5, 3), (5, 7), (((0,), (0,)), ((), ()))),                # contracting a leading axis
+])
+def test_token_dot_general_is_dot_general_with_the_tokens_merged(lhs_shape, rhs_shape, dims):
+  from bigmodel_jax.models.layers import token_dot_general
+  a = jax.random.normal(jax.random.PRNGKey(0), lhs_shape)
+  b = jax.random.normal(jax.random.PRNGKey(1), rhs_shape)
+  want = jax.lax.dot_general(a, b, dims)
+  got = token_dot_general(a, b, dims)
+  assert got.shape == want.shape
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  grads = [jax.grad(lambda a, b: (f(a, b, dims) * want).sum(), (0, 1))(a, b)
+           for f in (token_dot_general, jax.lax.dot_general)]
+  for g1, g2 in zip(*grads):
+    np.testing.assert_allclose(g1, g2, rtol=1e-5, atol=1e-5)

@@ -1,4 +1,5 @@
-"""Transformers: pre-LN blocks with multi-head attention over `jax.nn.dot_product_attention`.
+"""Transformers: pre-LN blocks with multi-head attention (softmax_attention in XLA operations, or
+cuDNN's flash attention through `jax.nn.dot_product_attention` on GPUs).
 
 - TransformerClassifier: patches (1-D for sequences, 2-D for images: the ViT), a class token,
   learned positions, an encoder, a linear head. ViT-B/16 has torchvision's 86,567,656 parameters.
@@ -18,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bigmodel_jax.models.layers import constrain, conv, dense
+from bigmodel_jax.models.layers import constrain, conv, dense, token_dot_general
 
 _INIT = nn.initializers.xavier_uniform()
 _ZEROS = nn.initializers.zeros_init()
@@ -55,10 +56,38 @@ def rotary(x_BxLxNxH: jax.Array, positions_BxL: jax.Array, base: float = 10000.0
   return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).astype(x_BxLxNxH.dtype)
 
 
-# config.model.attention: how jax.nn.dot_product_attention computes attention. "cudnn" is cuDNN's
-# fused flash attention (NVIDIA GPUs; bf16/fp16; head size a multiple of 8 up to 128; no explicit
-# mask); "auto" takes it wherever it applies and XLA's otherwise.
+# config.model.attention: how attention is computed. "xla" is softmax_attention below (XLA
+# operations, any backend); "cudnn" is cuDNN's fused flash attention through
+# jax.nn.dot_product_attention (NVIDIA GPUs; bf16/fp16; head size a multiple of 8 up to 128; no
+# explicit mask); "auto" takes cuDNN wherever it applies and XLA's otherwise.
 ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn")
+
+
+def softmax_attention(q_BxLxNxH: jax.Array, k_BxSxKxH: jax.Array, v_BxSxKxH: jax.Array,
+                      mask_Bx1xLxS: jax.Array | None = None, is_causal: bool = False) -> jax.Array:
+  """softmax(q k^T / sqrt(H), masked) v in plain XLA operations: what jax.nn.dot_product_attention
+  computes with implementation="xla" (logits and softmax in float32, grouped-query attention),
+  written so that XLA:CPU runs it faster: q scaled before the product (L x H values, not L x S),
+  key/value heads repeated to the query heads (4-D products; the 5-D grouped form runs at half
+  speed there), the mask a select against a large finite negative. The pycode Transformer's
+  attention (32 x 128 tokens, 4 heads of 32) forward + backward on the project's 2-core CPU:
+  12.3 ms against jax.nn.dot_product_attention's 16.9 (benchmarks/RESULTS.md)."""
+  heads, kv_heads = q_BxLxNxH.shape[2], k_BxSxKxH.shape[2]
+  if heads != kv_heads:
+    k_BxSxKxH = jnp.repeat(k_BxSxKxH, heads // kv_heads, axis=2)
+    v_BxSxKxH = jnp.repeat(v_BxSxKxH, heads // kv_heads, axis=2)
+  scale = jnp.asarray(q_BxLxNxH.shape[-1] ** -0.5, q_BxLxNxH.dtype)
+  logits_BxNxLxS = jnp.einsum("blnh,bsnh->bnls", q_BxLxNxH * scale, k_BxSxKxH,
+                              preferred_element_type=jnp.float32)
+  length, keys = logits_BxNxLxS.shape[-2:]
+  keep = mask_Bx1xLxS
+  if is_causal:
+    causal_LxS = jnp.tril(jnp.ones((length, keys), bool))  # as jax.nn.dot_product_attention
+    keep = causal_LxS if keep is None else keep & causal_LxS
+  if keep is not None:
+    logits_BxNxLxS = jnp.where(keep, logits_BxNxLxS, -0.7 * jnp.finfo(jnp.float32).max)
+  probs = jax.nn.softmax(logits_BxNxLxS, axis=-1).astype(v_BxSxKxH.dtype)
+  return jnp.einsum("bnls,bsnh->blnh", probs, v_BxSxKxH)
 
 
 def attention_implementation(name: str, q_BxLxNxH: jax.Array, mask: jax.Array | None) -> str:
@@ -94,7 +123,7 @@ class Attention(nn.Module):
     proj = lambda name, heads: nn.DenseGeneral(
         (heads, self.head_dim), name=name, use_bias=self.use_bias,
         kernel_init=_partitioned(_INIT, ("embed", "heads", "kv")),
-        bias_init=_partitioned(_ZEROS, ("heads", "kv")))
+        bias_init=_partitioned(_ZEROS, ("heads", "kv")), dot_general=token_dot_general)
     q = proj("query", self.num_heads)(x_BxLxD)
     k, v = proj("key", kv_heads)(context_BxSxD), proj("value", kv_heads)(context_BxSxD)
     if self.use_rotary:
@@ -102,12 +131,15 @@ class Attention(nn.Module):
     if decode:  # causal self-attention over a key/value cache of the positions seen so far
       k, v, mask_Bx1xLxS = self._cached(k, v, positions_BxL)
       is_causal = False
-    out_BxLxNxH = jax.nn.dot_product_attention(
-        q, k, v, mask=mask_Bx1xLxS, is_causal=is_causal,
-        implementation=attention_implementation(self.implementation, q, mask_Bx1xLxS))
+    if attention_implementation(self.implementation, q, mask_Bx1xLxS) == "cudnn":
+      out_BxLxNxH = jax.nn.dot_product_attention(q, k, v, mask=mask_Bx1xLxS, is_causal=is_causal,
+                                                 implementation="cudnn")
+    else:
+      out_BxLxNxH = softmax_attention(q, k, v, mask_Bx1xLxS, is_causal)
     out = nn.DenseGeneral(x_BxLxD.shape[-1], axis=(-2, -1), name="out", use_bias=self.use_bias,
                           kernel_init=_partitioned(_INIT, ("heads", "kv", "embed")),
-                          bias_init=_partitioned(_ZEROS, ("embed",)))(out_BxLxNxH)
+                          bias_init=_partitioned(_ZEROS, ("embed",)),
+                          dot_general=token_dot_general)(out_BxLxNxH)
     return nn.Dropout(self.dropout, deterministic=not train)(out)
 
   def _cached(self, k_BxLxNxH: jax.Array, v_BxLxNxH: jax.Array, positions_BxL: jax.Array):
