@@ -69,7 +69,7 @@ def test_lit_starts_its_image_tower_from_a_classifier_and_keeps_it_locked(tmp_pa
   small = ["--config.model.channels=(8, 8, 8)", "--config.model.dense=(16,)"]
   classifier = tmp_path / "cnn"
   r = run_main("--config=configs/digits.py:cnn", f"--workdir={classifier}", *small,
-               "--config.total_steps=10", "--config.schedule.warmup_steps=2")
+               "--config.total_epochs=0.44", "--config.schedule.warmup_steps=2")  # 10 steps of 64
   assert r.returncode == 0, r.stderr
   lit = tmp_path / "lit"
   r = run_main("--config=configs/multimodal.py:lit", f"--workdir={lit}",
