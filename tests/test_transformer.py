@@ -99,7 +99,7 @@ def test_tiny_language_models_train_on_pycode(tmp_path, model):
 
 
 def test_attention_auto_takes_cudnn_only_where_it_applies(monkeypatch):
-  from bigmodel_jax.models.transformer import attention_implementation
+  from bigmodel_jax.models.attention import attention_implementation
   q = jnp.zeros((2, 16, 4, 64), jnp.bfloat16)
   assert attention_implementation("auto", q, None) == "xla"  # this CPU
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
@@ -121,7 +121,7 @@ def test_attention_auto_takes_cudnn_only_where_it_applies(monkeypatch):
 ])
 def test_softmax_attention_computes_what_jax_dot_product_attention_does(causal, masked, kv_heads,
                                                                         queries, dtype):
-  from bigmodel_jax.models.transformer import softmax_attention
+  from bigmodel_jax.models.attention import softmax_attention
   kq, kk, kv, km, kg = jax.random.split(jax.random.PRNGKey(1), 5)
   q = jax.random.normal(kq, (2, queries, 4, 8), dtype)
   k, v = (jax.random.normal(key, (2, 16, kv_heads, 8), dtype) for key in (kk, kv))
