@@ -8,6 +8,7 @@ Logical names used so far (sharding.py maps them to mesh axes):
 
 import contextlib
 import contextvars
+import math
 from collections.abc import Iterator
 
 import flax.linen as nn
@@ -24,14 +25,14 @@ def token_dot_general(lhs: jax.Array, rhs: jax.Array, dimension_numbers, precisi
   per token, which compilers handle at their best rate. XLA:CPU otherwise runs a
   B x L x D input's products, and above all their gradients (contracted over B and L at once),
   at about half the rate of the same products over a (B * L) x D matrix
-  (benchmarks/cpu_transformer.py). Layers with dot_general=token_dot_general keep their
+  (benchmarks/RESULTS.md). Layers with dot_general=token_dot_general keep their
   parameters; qwix (QAT, LoRA) sees the same kernels."""
   (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = dimension_numbers
   free = lhs.ndim - len(lhs_contract)
   if lhs_batch or rhs_batch or free < 2 or tuple(lhs_contract) != tuple(range(free, lhs.ndim)):
     return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision, preferred_element_type,
                                **kwargs)
-  flat = lhs.reshape(-1, *lhs.shape[free:])
+  flat = lhs.reshape(math.prod(lhs.shape[:free]), *lhs.shape[free:])  # any size, zero too
   out = jax.lax.dot_general(flat, rhs, ((tuple(range(1, flat.ndim)), rhs_contract), ((), ())),
                             precision, preferred_element_type, **kwargs)
   return out.reshape(*lhs.shape[:free], *out.shape[1:])
