@@ -96,8 +96,12 @@ def time_steps(run: dict, warmup: int, steps_per_window: int, windows: int) -> f
   return statistics.median(per_step)
 
 
-# --lm_shape=llama defaults: TinyLlama-1.1B (Llama 2's design at width 2048).
-LLAMA_1B = dict(lm_dim=2048, lm_depth=22, lm_heads=32, lm_kv_heads=4, lm_mlp=5632, lm_vocab=32000)
+# Sizes a flag leaves unset, by --lm_shape: the issue-7 LM, and TinyLlama-1.1B (Llama 2's design
+# at width 2048).
+SHAPES = {"gpt": dict(lm_dim=2048, lm_depth=20, lm_heads=16, lm_kv_heads=0, lm_mlp=0,
+                      lm_vocab=32768),
+          "llama": dict(lm_dim=2048, lm_depth=22, lm_heads=32, lm_kv_heads=4, lm_mlp=5632,
+                        lm_vocab=32000)}
 
 
 def lm_config(args, batch: int, remat: str) -> ml_collections.ConfigDict:
@@ -180,14 +184,14 @@ def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--only", default="matmul,lm,resnet")
   p.add_argument("--tiny", action="store_true", help="toy sizes: check the script on a CPU")
-  p.add_argument("--lm_shape", default="gpt", help="gpt (LayerNorm, GELU, tied) | llama")
-  p.add_argument("--lm_dim", type=int, default=2048)
-  p.add_argument("--lm_depth", type=int, default=20)
-  p.add_argument("--lm_heads", type=int, default=16)
-  p.add_argument("--lm_kv_heads", type=int, default=0, help="llama: key/value heads")
-  p.add_argument("--lm_mlp", type=int, default=0, help="0: 4 x lm_dim")
+  p.add_argument("--lm_shape", default="gpt", choices=sorted(SHAPES), help="gpt (LayerNorm, GELU, tied) | llama")
+  p.add_argument("--lm_dim", type=int, default=None)
+  p.add_argument("--lm_depth", type=int, default=None)
+  p.add_argument("--lm_heads", type=int, default=None)
+  p.add_argument("--lm_kv_heads", type=int, default=None, help="llama: key/value heads")
+  p.add_argument("--lm_mlp", type=int, default=None, help="0: 4 x lm_dim")
   p.add_argument("--lm_seq", type=int, default=2048)
-  p.add_argument("--lm_vocab", type=int, default=32768)
+  p.add_argument("--lm_vocab", type=int, default=None)
   p.add_argument("--lm_batch", type=ints, default=[16])
   p.add_argument("--remat", type=lambda s: s.split(","), default=["none"])
   p.add_argument("--attention", default="auto", help="auto (cuDNN on GPU where it applies), "
@@ -201,10 +205,9 @@ def main() -> None:
   p.add_argument("--peak_tflops", type=float, default=0.0, help="0: by device kind")
   p.add_argument("--json", default="", help="also write the rows here")
   args = p.parse_args()
-  if args.lm_shape == "llama":  # TinyLlama's shape unless given
-    for k, v in LLAMA_1B.items():
-      if f"--{k}" not in " ".join(sys.argv):
-        setattr(args, k, v)
+  for k, v in SHAPES[args.lm_shape].items():  # the shape's size where no flag gives one
+    if getattr(args, k) is None:
+      setattr(args, k, v)
   if args.tiny:
     args.lm_dim, args.lm_depth, args.lm_heads, args.lm_seq, args.lm_vocab = 64, 2, 4, 64, 256
     args.lm_mlp, args.lm_kv_heads = 128, 2
