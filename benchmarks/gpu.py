@@ -184,7 +184,8 @@ def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--only", default="matmul,lm,resnet")
   p.add_argument("--tiny", action="store_true", help="toy sizes: check the script on a CPU")
-  p.add_argument("--lm_shape", default="gpt", choices=sorted(SHAPES), help="gpt (LayerNorm, GELU, tied) | llama")
+  p.add_argument("--lm_shape", default="gpt", choices=sorted(SHAPES),
+                 help="gpt (LayerNorm, GELU, tied) | llama")
   p.add_argument("--lm_dim", type=int, default=None)
   p.add_argument("--lm_depth", type=int, default=None)
   p.add_argument("--lm_heads", type=int, default=None)
