@@ -112,15 +112,17 @@ def test_attention_auto_takes_cudnn_only_where_it_applies(monkeypatch):
     attention_implementation("flash", q, None)
 
 
-@pytest.mark.parametrize("causal, masked, kv_heads, queries, dtype", [
-    (True, False, 4, 16, jnp.float32),     # the decoder's self-attention
-    (False, True, 4, 16, jnp.float32),     # padding mask
-    (True, True, 2, 16, jnp.float32),      # grouped-query attention, both masks
-    (False, True, 4, 8, jnp.float32),      # cross-attention: 8 queries over 16 keys
-    (True, False, 1, 16, jnp.bfloat16),    # mixed precision, one key/value head
+@pytest.mark.parametrize("causal, masked, kv_heads, queries, dtype, blocks", [
+    (True, False, 4, 16, jnp.float32, None),  # the decoder's self-attention (one block at 16)
+    (True, False, 4, 16, jnp.float32, 3),     # ... in 3 query blocks of 5, 5, 6 (keys skipped)
+    (True, False, 4, 16, jnp.float32, 16),    # ... one query per block
+    (False, True, 4, 16, jnp.float32, None),  # padding mask
+    (True, True, 2, 16, jnp.float32, 4),      # grouped-query attention, both masks, 4 blocks
+    (False, True, 4, 8, jnp.float32, None),   # cross-attention: 8 queries over 16 keys
+    (True, False, 1, 16, jnp.bfloat16, 2),    # mixed precision, one key/value head
 ])
 def test_softmax_attention_computes_what_jax_dot_product_attention_does(causal, masked, kv_heads,
-                                                                        queries, dtype):
+                                                                        queries, dtype, blocks):
   from bigmodel_jax.models.attention import softmax_attention
   kq, kk, kv, km, kg = jax.random.split(jax.random.PRNGKey(1), 5)
   q = jax.random.normal(kq, (2, queries, 4, 8), dtype)
@@ -131,7 +133,7 @@ def test_softmax_attention_computes_what_jax_dot_product_attention_does(causal, 
   def loss(f):
     return lambda q, k, v: (f(q, k, v).astype(jnp.float32) * g).sum()
 
-  ours = lambda q, k, v: softmax_attention(q, k, v, mask, causal)
+  ours = lambda q, k, v: softmax_attention(q, k, v, mask, causal, blocks)
   ref = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal,
                                                      implementation="xla")
   tol = 2e-2 if dtype == jnp.bfloat16 else 1e-5
@@ -140,6 +142,15 @@ def test_softmax_attention_computes_what_jax_dot_product_attention_does(causal, 
   for a, b in zip(jax.grad(loss(ours), (0, 1, 2))(q, k, v), jax.grad(loss(ref), (0, 1, 2))(q, k, v)):
     np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32),
                                atol=5 * tol, rtol=5 * tol)
+
+
+def test_causal_attention_is_cut_into_query_blocks_of_at_least_32():
+  from bigmodel_jax.models.attention import causal_query_blocks, softmax_attention
+  assert [causal_query_blocks(n) for n in (16, 63, 64, 128, 256, 4096)] == [1, 1, 2, 4, 8, 8]
+  q = jnp.zeros((1, 8, 2, 4))
+  for bad in (0, 9):
+    with pytest.raises(ValueError, match=f"query_blocks={bad}"):
+      softmax_attention(q, q, q, is_causal=True, query_blocks=bad)
 
 
 @pytest.mark.parametrize("lhs_shape, rhs_shape, dims", [
