@@ -137,9 +137,12 @@ def test_softmax_attention_computes_what_jax_dot_product_attention_does(causal, 
   ref = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal,
                                                      implementation="xla")
   tol = 2e-2 if dtype == jnp.bfloat16 else 1e-5
-  np.testing.assert_allclose(np.asarray(ours(q, k, v), np.float32),
-                             np.asarray(ref(q, k, v), np.float32), atol=tol, rtol=tol)
-  for a, b in zip(jax.grad(loss(ours), (0, 1, 2))(q, k, v), jax.grad(loss(ref), (0, 1, 2))(q, k, v)):
+  # values and gradients in one compile per side (not one per operation, eagerly)
+  both = lambda f: jax.jit(lambda *qkv: (f(*qkv), jax.grad(loss(f), (0, 1, 2))(*qkv)))(q, k, v)
+  (out, grads), (ref_out, ref_grads) = both(ours), both(ref)
+  np.testing.assert_allclose(np.asarray(out, np.float32), np.asarray(ref_out, np.float32),
+                             atol=tol, rtol=tol)
+  for a, b in zip(grads, ref_grads):
     np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32),
                                atol=5 * tol, rtol=5 * tol)
 
