@@ -57,19 +57,22 @@ def first_losses(c, devices=None, count: int = 3):
   return losses, state
 
 
-def kill_and_resume(args: list[str], tmp_path, max_delay: float, seed: int = 20261130):
+def kill_and_resume(args: list[str], tmp_path, max_delay: float, seed: int = 20261130,
+                    env: dict | None = None):
   """Runs `main ARGS` to the end (reference), and again SIGKILLed at a random moment after its
-  first checkpoint, then rerun to the end; returns both results.json (killed, reference)."""
+  first checkpoint, then rerun to the end; returns both results.json (killed, reference). env:
+  added to each process's environment."""
   import json
   import random
   import signal
   import subprocess
   import time
-  reference = run_main(*args, f"--workdir={tmp_path / 'reference'}")
+  reference = run_main(*args, f"--workdir={tmp_path / 'reference'}", env=env)
   assert reference.returncode == 0, reference.stderr
   workdir = tmp_path / "killed"
   proc = subprocess.Popen([sys.executable, "-m", "bigmodel_jax.main", *args, f"--workdir={workdir}"],
-                          cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                          cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          env={**os.environ, **(env or {})})
   ckpts = workdir / "checkpoints"
   deadline = time.time() + 120
   while time.time() < deadline and proc.poll() is None and not (
@@ -79,7 +82,7 @@ def kill_and_resume(args: list[str], tmp_path, max_delay: float, seed: int = 202
   assert proc.poll() is None, "finished before the kill"
   proc.send_signal(signal.SIGKILL)
   proc.wait()
-  rerun = run_main(*args, f"--workdir={workdir}")
+  rerun = run_main(*args, f"--workdir={workdir}", env=env)
   assert rerun.returncode == 0, rerun.stderr
   return tuple(json.loads((d / "results.json").read_text()) for d in (workdir, tmp_path / "reference"))
 
