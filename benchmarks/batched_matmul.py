@@ -13,8 +13,9 @@ Prints one line per (library, cores, product) and a JSON line.
 import argparse
 import json
 import os
-import subprocess
 import sys
+
+from cpu_transformer import run  # runs a side's code in its own process
 
 JAX_SIDE = r"""
 import time, jax, jax.numpy as jnp, numpy as np
@@ -51,15 +52,8 @@ for name, (f, args) in products.items():
 print(json.dumps(out))
 """
 
-PIN = "import os, sys; os.sched_setaffinity(0, set(list(os.sched_getaffinity(0))[:int(sys.argv[1])]))\n"
-
-
-def run(python: str, code: str, cores: int) -> dict:
-  out = subprocess.run([python, "-c", PIN + code + TIMER, str(cores)], capture_output=True,
-                       text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
-  if out.returncode:
-    raise RuntimeError(f"{python}: {out.stderr.strip()[-2000:]}")
-  return json.loads(out.stdout.strip().splitlines()[-1])
+PIN = ("import os, sys\n"
+       "os.sched_setaffinity(0, set(list(os.sched_getaffinity(0))[:int(sys.argv[1])]))\n")
 
 
 def main() -> None:
@@ -73,7 +67,8 @@ def main() -> None:
   row = {}
   for cores in sorted({1, len(os.sched_getaffinity(0))}):
     for side, python, code in sides:
-      for name, ms in run(python, code, cores).items():
+      times = run(python, PIN + code + TIMER, str(cores), {"JAX_PLATFORMS": "cpu"})
+      for name, ms in times.items():
         row[f"{side}/{cores}core/{name}_ms"] = round(ms, 3)
         print(f"{side:5s} {cores} core(s) {name}: {ms:6.2f} ms  {gflop / ms * 1e3:6.1f} GFLOP/s")
   print(json.dumps(row))

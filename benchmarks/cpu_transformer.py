@@ -115,8 +115,10 @@ print(json.dumps({"steps_per_sec": n / (time.perf_counter() - t), "best_window":
 """
 
 
-def run(python: str, code: str, seconds: float, env: dict[str, str]) -> dict:
-  out = subprocess.run([python, "-c", code.replace("ROOT", repr(ROOT), 2), str(seconds)],
+def run(python: str, code: str, arg: str, env: dict[str, str]) -> dict:
+  """Runs `python -c CODE ARG` (ROOT in CODE: the repository) in the repository; its last output
+  line, a JSON object."""
+  out = subprocess.run([python, "-c", code.replace("ROOT", repr(ROOT), 2), arg],
                        capture_output=True, text=True, env={**os.environ, **env}, cwd=ROOT)
   if out.returncode:
     raise RuntimeError(f"{python}: {out.stderr.strip()[-2000:]}")
@@ -142,7 +144,7 @@ def main() -> None:
     if args.torch_python:
       sides.append(("torch", args.torch_python, TORCH_SIDE, {}))
     for side, python, code, side_env in sides:
-      r = run(python, code, args.seconds, side_env)
+      r = run(python, code, str(args.seconds), side_env)
       rates[side].append(round(r["steps_per_sec"], 3))
       best[side].append(round(r["best_window"], 3))
       params[side] = r["params"]
