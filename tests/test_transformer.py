@@ -118,6 +118,7 @@ def test_attention_auto_takes_cudnn_only_where_it_applies(monkeypatch):
     (True, False, 4, 16, jnp.float32, 16),    # ... one query per block
     (False, True, 4, 16, jnp.float32, None),  # padding mask
     (True, True, 2, 16, jnp.float32, 4),      # grouped-query attention, both masks, 4 blocks
+    (True, "keys", 4, 16, jnp.float32, 3),    # a B x 1 x 1 x S key-padding mask, broadcast
     (False, True, 4, 8, jnp.float32, None),   # cross-attention: 8 queries over 16 keys
     (True, False, 1, 16, jnp.bfloat16, 2),    # mixed precision, one key/value head
 ])
@@ -127,7 +128,8 @@ def test_softmax_attention_computes_what_jax_dot_product_attention_does(causal, 
   kq, kk, kv, km, kg = jax.random.split(jax.random.PRNGKey(1), 5)
   q = jax.random.normal(kq, (2, queries, 4, 8), dtype)
   k, v = (jax.random.normal(key, (2, 16, kv_heads, 8), dtype) for key in (kk, kv))
-  mask = jax.random.bernoulli(km, 0.7, (2, 1, queries, 16)).at[..., 0].set(True) if masked else None
+  rows = 1 if masked == "keys" else queries
+  mask = jax.random.bernoulli(km, 0.7, (2, 1, rows, 16)).at[..., 0].set(True) if masked else None
   g = jax.random.normal(kg, (2, queries, 4, 8), jnp.float32)
 
   def loss(f):

@@ -53,7 +53,7 @@ def softmax_attention(q_BxLxNxH: jax.Array, k_BxSxKxH: jax.Array, v_BxSxKxH: jax
   for start, end in zip([0] + ends[:-1], ends):
     # queries start..end-1 over keys 0..end-1: query start+r sees key c iff c <= start + r
     causal = (jnp.arange(end)[None, :] <= start + jnp.arange(end - start)[:, None])
-    mask = None if mask_Bx1xLxS is None else mask_Bx1xLxS[:, :, start:end, :end]
+    mask = None if mask_Bx1xLxS is None else _block_of(mask_Bx1xLxS, start, end)
     outs.append(_attend(q_BxNxLxH[:, :, start:end], k_BxNxSxH[:, :, :end],
                         v_BxNxSxH[:, :, :end], _both(mask, causal)))
   return jnp.swapaxes(outs[0] if blocks == 1 else jnp.concatenate(outs, axis=2), 1, 2)
@@ -64,6 +64,13 @@ def causal_query_blocks(length: int) -> int:
   queries, at most 8 blocks (the fastest on the project's CPU at lengths 128 to 1024; smaller
   blocks cost more in per-operation overhead than the skipped keys save)."""
   return max(1, min(8, length // 32))
+
+
+def _block_of(mask: jax.Array, start: int, end: int) -> jax.Array:
+  """The part of a (broadcastable) mask for queries start..end-1 over keys 0..end-1."""
+  if mask.shape[-2] != 1:
+    mask = mask[..., start:end, :]
+  return mask if mask.shape[-1] == 1 else mask[..., :end]
 
 
 def _both(mask: jax.Array | None, causal: jax.Array | None) -> jax.Array | None:
