@@ -29,20 +29,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 JAX_SIDE = r"""
 import json, sys, time
-sys.path.insert(0, ROOT)
-import jax, numpy as np
-from bigmodel_jax import build as build_lib, config as config_lib, state as state_lib, steps
+sys.path.insert(0, ROOT + "/benchmarks")
+import jax
+from bigmodel_jax import state as state_lib
+from cpu_transformer import jax_step
 seconds = float(sys.argv[1])
-c = config_lib.load_config_file(ROOT + "/configs/pycode.py:transformer")
-c.model.positions = "learned"
-example = jax.numpy.zeros((1, 128), jax.numpy.int32)
-b = build_lib.build(c, example, 256, 10**6)
-state, shardings = b.create_state(0)
-step = steps.jit_train_step(b.plan, shardings, **b.step_options)
-rng = np.random.default_rng(0)
-batches = [jax.device_put({"inputs": rng.integers(0, 256, (32, 128), np.int32),
-                           "label": rng.integers(0, 256, (32, 128), np.int32)},
-                          b.plan.batch_sharding) for _ in range(4)]
+step, state, batches = jax_step(4)
 for i in range(3):
   state, m = step(state, batches[i % 4])
 jax.block_until_ready(state)
@@ -57,6 +49,27 @@ while time.perf_counter() - t < seconds:
 print(json.dumps({"steps_per_sec": n / (time.perf_counter() - t), "best_window": max(windows),
                   "params": state_lib.num_params(state.params)}))
 """
+
+def jax_step(batches: int):
+  """The issue's shape through the trainer (configs/pycode.py:transformer, learned positions): its
+  jitted train step on this process's devices, the initial state, and `batches` batches of random
+  tokens placed as the step expects them."""
+  sys.path.insert(0, ROOT)
+  import jax
+  import numpy as np
+
+  from bigmodel_jax import build as build_lib, config as config_lib, steps
+  c = config_lib.load_config_file(ROOT + "/configs/pycode.py:transformer")
+  c.model.positions = "learned"
+  b = build_lib.build(c, jax.numpy.zeros((1, 128), jax.numpy.int32), 256, 10**6)
+  state, shardings = b.create_state(0)
+  step = steps.jit_train_step(b.plan, shardings, **b.step_options)
+  rng = np.random.default_rng(0)
+  placed = [jax.device_put({"inputs": rng.integers(0, 256, (32, 128), np.int32),
+                            "label": rng.integers(0, 256, (32, 128), np.int32)},
+                           b.plan.batch_sharding) for _ in range(batches)]
+  return step, state, placed
+
 
 TORCH_SIDE = r"""
 import json, math, os, sys, time

@@ -26,10 +26,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
-import numpy as np  # noqa: E402
 
-from bigmodel_jax import build as build_lib, config as config_lib, steps  # noqa: E402
 from bigmodel_jax.models import attention, transformer  # noqa: E402
+from cpu_transformer import jax_step  # noqa: E402
 
 VARIANTS = ("full", "one_block", "no_attention_core", "no_layernorm", "no_gelu")
 
@@ -62,16 +61,7 @@ def _replaced(variant: str):
 def _stepper(variant: str):
   """A function running n train steps of the variant (compiled and warmed up here)."""
   with _replaced(variant):
-    c = config_lib.load_config_file(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-                                    + "/configs/pycode.py:transformer")
-    c.model.positions = "learned"
-    b = build_lib.build(c, jax.numpy.zeros((1, 128), jax.numpy.int32), 256, 10**6)
-    state, shardings = b.create_state(0)
-    step = steps.jit_train_step(b.plan, shardings, **b.step_options)
-    rng = np.random.default_rng(0)
-    batch = jax.device_put({"inputs": rng.integers(0, 256, (32, 128), np.int32),
-                            "label": rng.integers(0, 256, (32, 128), np.int32)},
-                           b.plan.batch_sharding)
+    step, state, (batch,) = jax_step(1)
     box = [state]
 
     def run(n: int) -> None:
