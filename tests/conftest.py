@@ -18,6 +18,13 @@ os.environ["JAX_PLATFORMS"] = "cpu"
 os.environ.setdefault("TFDS_DATA_DIR", tempfile.mkdtemp(prefix="bigmodel_tfds_"))
 # Sample judges (bigmodel_jax/judge.py) trained on first use go here, not to ~/.cache.
 os.environ.setdefault("BIGMODEL_JAX_CACHE", tempfile.mkdtemp(prefix="bigmodel_cache_"))
+# JAX's persistent compilation cache, one per test session: the many processes that the resume,
+# fault and launcher tests start compile the same programs (half of a small run's 5 s). Every
+# compiled program is kept (no minimum compile time). A process killed while writing an entry
+# leaves it short; JAX then warns and compiles again.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="bigmodel_jax_cc_"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
