@@ -8,13 +8,13 @@ import importlib.util
 import json
 import math
 import os
-from collections.abc import Callable
 from typing import Any
 
 import ml_collections
 from ml_collections import config_dict
 
 from bigmodel_jax.compression import config as compression  # its ConfigError: this file's
+from bigmodel_jax.config_rules import CHOICES, NUMERIC_RULES, is_finite, is_int
 
 
 # Keys that may differ between a workdir's config.json and a rerun on it: they change how long a
@@ -154,7 +154,7 @@ def from_variant(variants: dict[str, dict[str, Any]], arg: str) -> ml_collection
 def total_steps(config: ml_collections.ConfigDict, num_train_examples: int) -> int:
   """total_epochs (when set) converted to steps, else total_steps."""
   if config.total_epochs is not None:
-    if not (_is_finite(config.total_epochs) and config.total_epochs > 0):
+    if not (is_finite(config.total_epochs) and config.total_epochs > 0):
       raise ConfigError(f"total_epochs must be a finite number > 0, got {config.total_epochs}")
     return math.ceil(config.total_epochs * num_train_examples / config.batch_size)
   if config.total_steps <= 0:
@@ -162,62 +162,6 @@ def total_steps(config: ml_collections.ConfigDict, num_train_examples: int) -> i
   return config.total_steps
 
 
-_is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
-FLOAT32_MAX = 3.4028234663852886e38  # steps compute in float32: a larger value is infinite there
-
-
-def _is_finite(v: Any) -> bool:
-  return (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-          and abs(v) <= FLOAT32_MAX)
-
-
-def _numbers(v: Any, ok: Callable[[Any], bool]) -> bool:
-  return isinstance(v, (tuple, list)) and all(_is_finite(x) and ok(x) for x in v)
-
-
-# Every numeric key of default_config(): what its value must be. NaN and infinities (in float32,
-# what the steps compute in) are never accepted: a NaN learning rate would only show up steps
-# later as a non-finite loss.
-_POSITIVE_INT = (lambda v: _is_int(v) and v > 0, "a positive integer")
-_RATE = (lambda v: _is_finite(v) and 0 <= v < 1, "a number in [0, 1)")
-_NON_NEGATIVE = (lambda v: _is_finite(v) and v >= 0, "a finite number >= 0")
-NUMERIC_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "seed": (lambda v: _is_int(v) and 0 <= v < 2**63, "an integer in [0, 2**63)"),
-    "batch_size": _POSITIVE_INT,
-    "eval_batch_size": _POSITIVE_INT,
-    "total_epochs": (lambda v: v is None or _is_finite(v) and v > 0, "a finite number > 0"),
-    "log_every": _POSITIVE_INT,
-    "eval_every": _POSITIVE_INT,
-    "checkpoint_every": _POSITIVE_INT,
-    "checkpoint_keep": _POSITIVE_INT,
-    "grad_accum_steps": _POSITIVE_INT,
-    "steps_per_call": _POSITIVE_INT,
-    "task_features": _POSITIVE_INT,
-    "samples.per_class": _POSITIVE_INT,
-    "optimizer.learning_rate": _NON_NEGATIVE,
-    "optimizer.momentum": _RATE,
-    "optimizer.b1": _RATE,
-    "optimizer.b2": _RATE,
-    "optimizer.eps": _NON_NEGATIVE,
-    "optimizer.weight_decay": _NON_NEGATIVE,
-    "optimizer.grad_clip_norm": _NON_NEGATIVE,
-    "schedule.warmup_steps": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-    "schedule.end_factor": _NON_NEGATIVE,
-    "schedule.boundaries": (lambda v: _numbers(v, lambda x: 0 < x < 1) and list(v) == sorted(set(v)),
-                            "increasing fractions in (0, 1), e.g. (0.5, 0.75)"),
-    "schedule.decay_factor": (lambda v: _is_finite(v) and v > 0, "a finite number > 0"),
-    "data.seq_len": _POSITIVE_INT,
-    "data.target_len": _POSITIVE_INT,
-    "data.scale": (lambda v: _is_finite(v) and v != 0, "a finite non-zero number"),
-    "data.mean": (lambda v: _numbers(v, lambda x: True), "a tuple of finite numbers, one per "
-                  "channel (or one for all), e.g. (0.485, 0.456, 0.406)"),
-    "data.std": (lambda v: _numbers(v, lambda x: x > 0), "a tuple of finite numbers > 0, one per "
-                 "channel (or one for all), e.g. (0.229, 0.224, 0.225)"),
-    "data.image_size": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0: images as stored)"),
-    "data.eval_crop": (lambda v: _is_finite(v) and 0 < v <= 1, "a number in (0, 1]"),
-    "data.workers": (lambda v: _is_int(v) and v >= -1, "an integer >= 0, or -1 (one per core "
-                     "where images are decoded from files)"),
-}
 # Objectives (objectives/): the data kinds each trains on, the networks after the first that
 # need an optimizer of their own (config.optimizers.NAME), and the model it trains ("": any
 # model that is not one of those).
@@ -239,16 +183,6 @@ def objective_name(config: ml_collections.ConfigDict) -> str:
                                                                    config.data.kind)
 
 
-# Keys whose value is one of a few names (the others are checked where they are used: models,
-# optimizers, schedules, sharding presets, data sets).
-CHOICES = {
-    "dtype": ("float32", "bfloat16", "float16"),
-    "parallel.strategy": ("jit", "pmap"),
-    "nan_policy": ("stop", "skip"),
-    "data.kind": ("classification", "lm", "seq2seq", "paired"),
-}
-
-
 def check_values(config: ml_collections.ConfigDict) -> None:
   """Checks that need no data, model or devices: every numeric key's range, the named choices,
   and how keys go together. Cheap: main.py runs them before JAX is imported."""
@@ -256,7 +190,7 @@ def check_values(config: ml_collections.ConfigDict) -> None:
   for key, (ok, what) in NUMERIC_RULES.items():
     if key in flat and not ok(flat[key]):
       raise ConfigError(f"{key} must be {what}, got {flat[key]!r}")
-  if config.total_epochs is None and not (_is_int(config.total_steps) and config.total_steps > 0):
+  if config.total_epochs is None and not (is_int(config.total_steps) and config.total_steps > 0):
     raise ConfigError(f"total_steps must be positive, got {config.total_steps}")
   for key, names in CHOICES.items():
     if flat[key] not in names:

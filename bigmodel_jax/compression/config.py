@@ -7,6 +7,7 @@ from typing import Any
 import ml_collections
 
 from bigmodel_jax import config as config_lib  # config.py imports this file: names used lazily
+from bigmodel_jax.config_rules import is_finite, is_int
 
 BITS = (4, 8)  # weight bits qwix (QAT) and ptq.py (PTQ) both serve
 
@@ -54,15 +55,15 @@ def n_m(text: str) -> tuple[int, int] | None:
   return int(m[1]), int(m[2])
 
 
-def _number(ok) -> Any:  # finite in float32 (config._is_finite), and ok
-  return lambda v: config_lib._is_finite(v) and ok(v)
+def _number(ok) -> Any:  # finite in float32 (config_rules.is_finite), and ok
+  return lambda v: is_finite(v) and ok(v)
 
 
 def _integer(ok) -> Any:
-  return lambda v: config_lib._is_int(v) and ok(v)
+  return lambda v: is_int(v) and ok(v)
 
 
-# What each numeric key must be (the same contract as config.NUMERIC_RULES), checked whether or
+# What each numeric key must be (the same contract as config_rules.NUMERIC_RULES), checked whether or
 # not its section is on.
 NUMERIC_RULES = {
     "quantization.weight_bits": (lambda v: v in (0, *BITS) and not isinstance(v, bool),
