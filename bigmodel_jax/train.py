@@ -71,19 +71,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   workdir_lib.keep_tokenizer(workdir, getattr(sources.train, "tokenizer_path", ""))
   writer = metrics.MetricWriter(workdir)
   ckpt = checkpoint.Checkpointer(workdir, config.checkpoint_keep)
-  data_name = " + ".join(f"{n} ({cfg.name})" for n, (_, cfg) in tasks.task_configs(config).items()
-                        ) if config.tasks else config.data.name
-  metrics.console(f"Model {config.model.name} ({config_lib.objective_name(config)}): "
-                  f"{n_params:,} parameters; data {data_name}: {len(sources.train):,} train / "
-                  f"{_count(sources.eval):,} eval examples; {total_steps:,} steps; "
-                  f"{config.sharding} over mesh {dict(b.plan.mesh.shape)} on "
-                  f"{jax.device_count()} devices")
+  metrics.console(_run_line(config, b, sources, n_params, total_steps))
 
   # --- Restore: the newest good checkpoint (state and data position), else a fresh start. ---
-  start_step = 0
   restored = ckpt.restore_latest(state_lib.abstract(state_shardings, state), train_iter)
+  state, start_step = restored if restored is not None else (state, 0)
   if restored is not None:
-    state, start_step = restored
     metrics.console(f"Resumed from the checkpoint at step {start_step} in {workdir}")
   elif config.init_from:
     metrics.console(f"Initialized parameters from {config.init_from}"
@@ -114,6 +107,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   ckpt.close()
   metrics.console(f"Done: {json.dumps({k: v for k, v in results.items() if k != 'params_sha256'})}")
   return results
+
+
+def _run_line(config: ml_collections.ConfigDict, b: build_lib.Build, sources: Any, n_params: int,
+              total_steps: int) -> str:
+  """The console's first line: model, objective, data, steps and mesh."""
+  data_name = " + ".join(f"{n} ({cfg.name})" for n, (_, cfg) in tasks.task_configs(config).items()
+                        ) if config.tasks else config.data.name
+  return (f"Model {config.model.name} ({config_lib.objective_name(config)}): "
+          f"{n_params:,} parameters; data {data_name}: {len(sources.train):,} train / "
+          f"{_count(sources.eval):,} eval examples; {total_steps:,} steps; "
+          f"{config.sharding} over mesh {dict(b.plan.mesh.shape)} on {jax.device_count()} devices")
 
 
 def _train(config: ml_collections.ConfigDict, runner: runners.JitRunner, evaluate: Any,
