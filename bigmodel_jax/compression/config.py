@@ -63,8 +63,8 @@ def _integer(ok) -> Any:
   return lambda v: is_int(v) and ok(v)
 
 
-# What each numeric key must be (the same contract as config_rules.NUMERIC_RULES), checked whether or
-# not its section is on.
+# What each numeric key must be (the same contract as config_rules.NUMERIC_RULES), checked
+# whether or not its section is on.
 NUMERIC_RULES = {
     "quantization.weight_bits": (lambda v: v in (0, *BITS) and not isinstance(v, bool),
                                  "0 (off), 4 or 8"),
