@@ -30,6 +30,8 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# For subprocesses that run on one device (resume and single-device reference runs).
+ONE_DEVICE = {"XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -122,7 +124,7 @@ def digits_judge(tmp_path_factory) -> str:
   import json
   workdir = tmp_path_factory.mktemp("digits_judge")
   proc = run_main("--config=configs/digits.py:mlp", f"--workdir={workdir}",
-                  env={"XLA_FLAGS": "--xla_force_host_platform_device_count=1"})
+                  env=ONE_DEVICE)
   assert proc.returncode == 0, proc.stderr
   assert json.loads((workdir / "results.json").read_text())["eval/accuracy"] > 0.9
   return str(workdir)

@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 import optax
 import pytest
-from conftest import first_losses, kill_and_resume, run_main, small_config
+from conftest import ONE_DEVICE, first_losses, kill_and_resume, run_main, small_config
 
 from bigmodel_jax import models, quantize, train
 from bigmodel_jax.compression import prune, ptq, qwix_wrap
@@ -147,7 +147,7 @@ def teacher(tmp_path_factory) -> str:
                   "--config.batch_size=32", "--config.model.hidden=(24, 24)",
                   "--config.total_steps=300", "--config.log_every=100",
                   "--config.eval_every=300", "--config.checkpoint_every=300",
-                  env={"XLA_FLAGS": "--xla_force_host_platform_device_count=1"})
+                  env=ONE_DEVICE)
   assert proc.returncode == 0, proc.stderr
   return str(workdir)
 

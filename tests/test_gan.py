@@ -4,7 +4,7 @@ first losses on 8 devices under dp and fsdp against 1 device; exact resume after
 import jax
 import numpy as np
 import pytest
-from conftest import first_losses, kill_and_resume
+from conftest import ONE_DEVICE, first_losses, kill_and_resume
 from test_generative import _tiny
 
 from bigmodel_jax import build as build_lib
@@ -48,7 +48,7 @@ GAN_ARGS = ["--config=configs/generative.py:gan", "--config.total_steps=25",
 def test_a_gan_killed_at_a_random_moment_resumes_to_the_same_parameters(tmp_path, digits_judge):
   # on one device: resume is what is under test (the 8-device GAN is tested below)
   a, b = kill_and_resume([*GAN_ARGS, f"--config.samples.judge={digits_judge}"], tmp_path, 0.5,
-                         env={"XLA_FLAGS": "--xla_force_host_platform_device_count=1"})
+                         env=ONE_DEVICE)
   assert 0 < a["start_step"] < 25
   assert a["params_sha256"] == b["params_sha256"]
   assert a["eval/sample_accuracy"] == b["eval/sample_accuracy"]

@@ -5,7 +5,7 @@ import os
 import shutil
 
 import pytest
-from conftest import REPO, run_main
+from conftest import ONE_DEVICE, REPO, run_main
 
 CONFIG = "--config=configs/mnist1d.py:cnn"
 
@@ -244,7 +244,7 @@ def test_same_command_on_one_device_matches_eight(tmp_path):
   args = ["--config.total_steps=20", "--config.log_every=5", "--config.batch_size=64",
           "--config.eval_every=20"]
   proc = run_main(CONFIG, *args, f"--workdir={tmp_path / 'one'}",
-                  env={"XLA_FLAGS": "--xla_force_host_platform_device_count=1"})
+                  env=ONE_DEVICE)
   assert proc.returncode == 0, proc.stderr
   assert "on 1 devices" in proc.stdout
   eight = train.train_and_evaluate(

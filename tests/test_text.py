@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import REPO, kill_and_resume, run_main, small_config
+from conftest import ONE_DEVICE, REPO, kill_and_resume, run_main, small_config
 
 FIXTURES = os.path.join(REPO, "tests", "fixtures", "pretrained")
 TEXTS = ["def add(a, b):\n    return a + b\n", "class Café:\n    prix = '3 €'\n",
@@ -120,8 +120,7 @@ def test_fine_tune_a_converted_gpt2_on_a_text_dir_resumes_exactly_and_samples(tm
           "--config.batch_size=8", "--config.checkpoint_every=4", "--config.eval_every=8",
           "--config.log_every=4", "--config.schedule.warmup_steps=4"]
   # one device, as the recipe runs on a workstation (sharded training is tested elsewhere)
-  killed, reference = kill_and_resume(args, tmp_path, 0.3,
-                                      env={"XLA_FLAGS": "--xla_force_host_platform_device_count=1"})
+  killed, reference = kill_and_resume(args, tmp_path, 0.3, env=ONE_DEVICE)
   assert 0 < killed["start_step"] < 16
   for key in ("params_sha256", "eval/loss", "eval/bits_per_byte", "eval/perplexity"):
     assert killed[key] == reference[key], key
