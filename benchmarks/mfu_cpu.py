@@ -27,7 +27,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from gpu import compile_step, time_steps  # noqa: E402
 
 from bigmodel_jax import config as config_lib  # noqa: E402
-from bigmodel_jax import models  # noqa: E402
 
 
 def peak_gflops(sizes=(1024, 2048, 3072), reps: int = 5) -> tuple[float, int]:
@@ -68,11 +67,10 @@ def main() -> None:
   for size in args.sizes.split(","):
     dim, depth = map(int, size.split("x"))
     c = lm_config(dim, depth, args.batch, args.seq)
-    model = models.build(c.model, 256)
     rng = np.random.default_rng(0)
     tokens = rng.integers(0, 256, (args.batch, args.seq + 1)).astype(np.int32)
     batch = {"inputs": tokens[:, :-1], "label": tokens[:, 1:]}
-    run = compile_step(c, model, jnp.asarray(batch["inputs"][:1]), batch)
+    run = compile_step(c, 256, jnp.asarray(batch["inputs"][:1]), batch)
     sec = time_steps(run, warmup=1, steps_per_window=2 if dim >= 384 else 5, windows=args.windows)
     n = run["num_params"]
     tokens_per_step = args.batch * args.seq

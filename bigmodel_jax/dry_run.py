@@ -4,7 +4,9 @@
 Compiles the train step ahead of time for the configured mesh and sharding, from abstract
 arrays only (no data read, nothing allocated, no workdir written), and reports per device:
 parameters, optimizer state and model state (exact: from the arrays' shardings), the compiled
-step's temporaries and its peak (XLA's memory analysis), and FLOPs per step (cost analysis).
+step's temporaries and its peak (XLA's memory analysis), and FLOPs per step: the compiled step's
+cost analysis, which counts a loop's body once, plus the iterations it left out (flops.py: every
+layer of a scanned stack, every micro-batch), spread evenly over the devices.
 
 --dry_run_devices plans a mesh larger than the machine by compiling for that many virtual CPU
 devices (set before JAX starts). Shardings and the state's bytes are then exact for the target;
@@ -19,7 +21,7 @@ import ml_collections
 
 from bigmodel_jax import config as config_lib
 from bigmodel_jax import build as build_lib
-from bigmodel_jax import metrics, sharding, steps
+from bigmodel_jax import flops, metrics, sharding, steps
 from bigmodel_jax.config import ConfigError
 from bigmodel_jax.data import tasks
 
@@ -44,9 +46,8 @@ def plan(config: ml_collections.ConfigDict, budget_gb: float | None = None) -> d
                               **b.step_options)
   with mesh_plan.activation_context():
     compiled = step.lower(state, batch).compile()
+    flops_per_device = flops.per_device(compiled, step, state, batch)
   memory = compiled.memory_analysis()
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, list) else cost
   report = {
       "devices": jax.device_count(),
       "platform": jax.devices()[0].platform,
@@ -60,7 +61,7 @@ def plan(config: ml_collections.ConfigDict, budget_gb: float | None = None) -> d
       "peak_bytes": (int(memory.argument_size_in_bytes + memory.output_size_in_bytes
                          - memory.alias_size_in_bytes + memory.temp_size_in_bytes)
                      if memory else None),
-      "flops_per_step_per_device": float(cost.get("flops", 0.0)) if cost else None,
+      "flops_per_step_per_device": flops_per_device,
   }
   if budget_gb is not None and report["peak_bytes"] is not None:
     report["budget_bytes"] = int(budget_gb * GIB)

@@ -2,10 +2,11 @@
 
   python -m bigmodel_jax.summary --config=configs/NAME.py[:ARG] [--json] [--config.KEY=VALUE ...]
 
-FLOPs are XLA's cost analysis of one example's forward pass (a training step costs about three
-times that). The input shape and the number of outputs come from the data set's TFDS metadata
-and the config (data/tasks.py:input_spec, as for --dry_run): nothing is downloaded, prepared or
-read, so a model can be sized before its data set is on the machine.
+FLOPs are XLA's cost analysis of one example's forward pass, each layer of a scanned stack and
+each step of a recurrence counted (flops.py; a training step costs about three times that). The
+input shape and the number of outputs come from the data set's TFDS metadata and the config
+(data/tasks.py:input_spec, as for --dry_run): nothing is downloaded, prepared or read, so a model
+can be sized before its data set is on the machine.
 """
 
 import json
@@ -16,16 +17,8 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from bigmodel_jax import cli
+from bigmodel_jax import cli, flops
 from bigmodel_jax import config as config_lib
-
-
-def flops_per_example(model: nn.Module, variables: Any, example_1: jax.Array) -> float | None:
-  """Forward FLOPs for one example, from XLA's cost analysis of the lowered (uncompiled) HLO."""
-  lowered = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, example_1)
-  cost = lowered.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return float(cost["flops"]) if cost and "flops" in cost else None
 
 
 def params_per_module(params: Any) -> dict[str, int]:
@@ -43,7 +36,7 @@ def summarize(config) -> dict[str, Any]:
     variables = jax.eval_shape(lambda x: nn.unbox(b.model.init(
         {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}, x, train=False)),
         example)
-    flops = flops_per_example(b.model, variables, example)
+    forward = flops.per_example(b.model, variables, example)
   modules = params_per_module(variables["params"])
   return {"model": config.model.name, "objective": config_lib.objective_name(config),
           "data": "+".join(sorted(config.tasks)) or config.data.name,
@@ -52,7 +45,7 @@ def summarize(config) -> dict[str, Any]:
           "num_outputs": ({k: v for k, v in num_outputs.items() if k != "prompts"}  # paired
                           if isinstance(num_outputs, dict) else num_outputs),
           "num_params": sum(modules.values()),
-          "params_per_module": modules, "flops_per_example": flops}
+          "params_per_module": modules, "flops_per_example": forward}
 
 
 def main(argv: list[str]) -> None:
@@ -68,14 +61,13 @@ def main(argv: list[str]) -> None:
     for name, count in summary["params_per_module"].items():
       print(f"  {name:<{width}}{count:>14,}")
     print(f"  {'total':<{width}}{summary['num_params']:>14,}")
-    flops = summary["flops_per_example"]
-    print(f"Forward FLOPs per example: {flops:,.0f}" if flops else "FLOPs: not available")
+    forward = summary["flops_per_example"]
+    print(f"Forward FLOPs per example: {forward:,.0f}" if forward else "FLOPs: not available")
 
   cli.run_command(argv, body)
 
 
 def run() -> None:
-  # Flags are defined here, not at import: train.py imports this module for flops_per_example.
   config_flags.DEFINE_config_file("config", None, "Experiment file: path.py[:arg].",
                                   lock_config=True)
   flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.")

@@ -17,8 +17,8 @@ import jax
 import ml_collections
 
 from bigmodel_jax import build as build_lib
-from bigmodel_jax import (checkpoint, evaluation, faults, metrics, optim, profiling, runners,
-                          summary)
+from bigmodel_jax import (checkpoint, evaluation, faults, flops, metrics, optim, profiling,
+                          runners)
 from bigmodel_jax import config as config_lib
 from bigmodel_jax import state as state_lib
 from bigmodel_jax import workdir as workdir_lib
@@ -50,7 +50,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   # --- Sharded state: parameters and optimizer state created in place on the mesh. ---
   state, state_shardings = b.create_state(config.seed)
-  flops = summary.flops_per_example(b.model, jax.tree.map(
+  forward_flops = flops.per_example(b.model, jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), {"params": state.params,
                                                          **state.model_state}), b.example)
   n_params = state_lib.num_params(state.params)
@@ -101,7 +101,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     eval_metrics = evaluate(state, total_steps)
     guard.check_eval(total_steps, eval_metrics)
   results = _results(config, state, {"step": total_steps, **eval_metrics, "num_params": n_params},
-                     frozen, flops, timer, t_start, start_step)
+                     frozen, forward_flops, timer, t_start, start_step)
   workdir_lib.write_json(os.path.join(workdir, "results.json"), results)
   writer.close()
   ckpt.close()
@@ -238,8 +238,8 @@ class _Guard:
 
 
 def _results(config: ml_collections.ConfigDict, state: Any, first: dict[str, Any],
-             frozen: list[str], flops: Any, timer: metrics.RateTimer, t_start: float,
-             start_step: int) -> dict[str, Any]:
+             frozen: list[str], forward_flops: Any, timer: metrics.RateTimer,
+             t_start: float, start_step: int) -> dict[str, Any]:
   """results.json: `first` (step, eval metrics, num_params), trainable_params (all but the
   frozen ones: LoRA's base, config.freeze), sparsity (pruned runs, measured on the final
   parameters), then cost and provenance."""
@@ -247,7 +247,7 @@ def _results(config: ml_collections.ConfigDict, state: Any, first: dict[str, Any
   if config.pruning.sparsity or config.pruning.n_m:
     out["sparsity"] = prune.sparsity(state.params, config.pruning.dense)
   out.update({
-      "flops_per_example": flops,  # forward pass, XLA cost analysis
+      "flops_per_example": forward_flops,  # forward pass, XLA cost analysis, every layer
       "wall_time_s": round(time.time() - t_start, 3),
       "steps_per_sec": timer.rate(first["step"] - start_step),
       # from the start of train_and_evaluate: data, model, state, compilation and the step
