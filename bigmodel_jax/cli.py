@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import ml_collections
 
@@ -41,20 +42,52 @@ def parse_command_line(argv: list[str]) -> list[str]:
   from absl import flags
 
   try:
-    spec = _config_spec(argv)
-    if spec is None:
-      raise ConfigError("--config is required, e.g. --config=configs/mnist1d.py:cnn")
-    base = load_config_file(spec)  # import errors named here rather than deep in config_flags
-    try:
-      return flags.FLAGS(argv)
-    except Exception as e:
-      unknown = _override_error(argv, base)
-      raise ConfigError(unknown or str(e).splitlines()[0]) from e
+    return _parse_flags(argv, flags.FLAGS)
   except ConfigError as e:
     if "--traceback" in argv:
       raise
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
+
+
+def parse_config(spec: str, overrides: list[str]) -> ml_collections.ConfigDict:
+  """The config that `main --config=SPEC OVERRIDES...` runs (a sweep's point), parsed the same
+  way; ConfigError names what is wrong."""
+  from absl import flags
+  from ml_collections import config_flags
+
+  argv = ["bigmodel_jax.main", f"--config={spec}", *overrides]
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "", flag_values=flag_values, lock_config=True,
+                                  sys_argv=argv)
+  _parse_flags(argv, flag_values)
+  return flag_values.config
+
+
+def _parse_flags(argv: list[str], flag_values: Any) -> list[str]:
+  spec = _config_spec(argv)
+  if spec is None:
+    raise ConfigError("--config is required, e.g. --config=configs/mnist1d.py:cnn")
+  base = load_config_file(spec)  # import errors named here rather than deep in config_flags
+  try:
+    rest = flag_values(argv)
+  except Exception as e:
+    unknown = _override_error(argv, base)
+    raise ConfigError(unknown or str(e).splitlines()[0]) from e
+  _given_duration_wins(argv, flag_values.config)
+  return rest
+
+
+def _given_duration_wins(argv: list[str], config: ml_collections.ConfigDict) -> None:
+  """A config file's total_epochs, when set, wins over its total_steps; on the command line the
+  one given wins (--config.total_steps=N trains N steps on an epoch-based config)."""
+  given = {key for key in ("total_steps", "total_epochs")
+           if any(a.split("=", 1)[0] == f"--config.{key}" for a in argv)}
+  if len(given) == 2:
+    raise ConfigError("--config.total_steps and --config.total_epochs both set the run's length; "
+                      "give one of them")
+  if given == {"total_steps"}:
+    config.total_epochs = None
 
 
 class ArgumentParser(argparse.ArgumentParser):

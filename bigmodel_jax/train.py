@@ -114,9 +114,11 @@ def _run_line(config: ml_collections.ConfigDict, b: build_lib.Build, sources: An
   """The console's first line: model, objective, data, steps and mesh."""
   data_name = " + ".join(f"{n} ({cfg.name})" for n, (_, cfg) in tasks.task_configs(config).items()
                         ) if config.tasks else config.data.name
+  length = ("total_steps" if config.total_epochs is None else  # which one counts (cli.py)
+            f"total_epochs={config.total_epochs:g}")
   return (f"Model {config.model.name} ({config_lib.objective_name(config)}): "
           f"{n_params:,} parameters; data {data_name}: {len(sources.train):,} train / "
-          f"{_count(sources.eval):,} eval examples; {total_steps:,} steps; "
+          f"{_count(sources.eval):,} eval examples; {total_steps:,} steps ({length}); "
           f"{config.sharding} over mesh {dict(b.plan.mesh.shape)} on {jax.device_count()} devices")
 
 

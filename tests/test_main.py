@@ -220,6 +220,27 @@ def test_the_bad_input_table_is_large():
   assert len(BAD_INPUT) >= 70
 
 
+def test_the_run_length_given_on_the_command_line_wins(tmp_path):
+  """An epoch-based config (digits: total_epochs=30) trains --config.total_steps=N steps when
+  that is what the command line gives, and says which one counts."""
+  from bigmodel_jax.cli import parse_config
+  file = "configs/digits.py:mlp"
+  assert parse_config(file, []).total_epochs == 30
+  assert parse_config(file, ["--config.total_steps=40"]).total_epochs is None
+  assert parse_config(file, ["--config.total_epochs=2"]).total_epochs == 2
+  r = run_main(f"--config={file}", f"--workdir={tmp_path / 'w'}", "--config.total_steps=20",
+               "--config.schedule.warmup_steps=5", "--config.log_every=10",
+               "--config.eval_every=20", "--config.checkpoint_every=20", env=ONE_DEVICE)
+  assert r.returncode == 0, r.stderr
+  assert "20 steps (total_steps)" in r.stdout
+  assert json.loads((tmp_path / "w" / "results.json").read_text())["step"] == 20
+  r = run_main(f"--config={file}", f"--workdir={tmp_path / 'w'}", "--config.total_epochs=2",
+               "--config.schedule.warmup_steps=5", "--config.log_every=10",
+               "--config.eval_every=20", "--config.checkpoint_every=20", env=ONE_DEVICE)
+  assert r.returncode == 0, r.stderr  # resumed: the length may change
+  assert "45 steps (total_epochs=2)" in r.stdout  # 2 x 1,437 examples / 64 per batch
+
+
 def test_traceback_on_request(tmp_path):
   proc = run_main(CONFIG, "--config.model.name=nope", f"--workdir={tmp_path / 'w'}", "--traceback")
   assert proc.returncode != 0 and "Traceback" in proc.stderr
