@@ -217,6 +217,11 @@ def check_values(config: ml_collections.ConfigDict) -> None:
     raise ConfigError("data.on_device needs parallel.strategy=jit")
   if config.data.packing and (config.data.kind, config.model.name) != ("lm", "decoder_lm"):
     raise ConfigError("data.packing feeds document boundaries to a decoder_lm (data.kind=lm)")
+  base_name = config.data.name.split(":")[0].split("/")[0]
+  for key, reader in (("text_dir", "textdir"), ("path", "image_folder")):
+    if config.data[key] and base_name != reader:
+      raise ConfigError(f"data.{key} is read by data set {reader}, not '{config.data.name}': "
+                        f"set --config.data.name={reader}, or leave data.{key} empty")
   _check_modalities(config)
   _check_objective(config)
   compression.check(config)

@@ -106,6 +106,12 @@ BAD_INPUT = [
     ([CONFIG, W, "--config.batch_size=64", "--config.data.data_dir={setup}"],
      "data set 'mnist1d' could not be loaded", _broken_data),
     ([CONFIG, W, "--config.batch_size=64", "--config.data.label_key=target"], "target", None),
+    ([CONFIG, W, "--config.data.path=/tmp"], "data.path is read by data set image_folder, not "
+     "'mnist1d': set --config.data.name=image_folder, or leave data.path empty", None),
+    ([CONFIG, W, "--config.data.text_dir=/tmp"], "data.text_dir is read by data set textdir, not "
+     "'mnist1d'", None),
+    ([CONFIG, W, "--config.total_steps=10", "--config.total_epochs=2"],
+     "--config.total_steps and --config.total_epochs both set the run's length", None),
     # workdirs
     ([CONFIG, "--workdir={setup}"], "exists and is not a directory",
      lambda tmp: _file(tmp, "file", "keep me")),
