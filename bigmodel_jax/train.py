@@ -49,6 +49,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                       total_steps)
 
   # --- Sharded state: parameters and optimizer state created in place on the mesh. ---
+  if config.lora.rank:  # the adapters' shapes, checked before anything is allocated
+    qwix_wrap.check_adapters(b.planned_state().params, config.lora)
   state, state_shardings = b.create_state(config.seed)
   forward_flops = flops.per_example(b.model, jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), {"params": state.params,
@@ -57,8 +59,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   fresh: list[str] = []  # warm start: parameters that did not fit and start from scratch
   if not checkpoint.saved_steps(workdir):  # a workdir's own checkpoint wins
     state, fresh = _warm_start(config, state, state_shardings)
-  if config.lora.rank:
-    qwix_wrap.check_adapters(state.params, config.lora.modules)
   frozen = optim.frozen_paths(state.params, optim.freeze_regex(config))
 
   # --- Execution path (compiled steps, the state donated: updated in place) and evaluation. ---

@@ -205,6 +205,8 @@ BAD = [
     (["--config.quantization.weight_bits=3"], "quantization.weight_bits must be 0 (off), 4 or 8"),
     (["--config.pruning.sparsity=1.2"], "pruning.sparsity must be a number in [0, 1)"),
     (["--config.lora.rank=4", "--config.lora.modules=nothing"], "lora.modules='nothing' matches no"),
+    (["--config.lora.rank=1000000", "--config.lora.modules=hidden"], "lora.rank=1000000 is more "
+     "than the smaller side of the adapted kernel hidden_0/kernel (40, 100): at most 40"),
 ]
 
 

@@ -54,13 +54,23 @@ def is_adapter(path: str) -> bool:
 FREEZE_BASE = r"^(?!.*_lora_[ab](/|$))"
 
 
-def check_adapters(params: Any, lora_modules: str) -> None:
-  """ConfigError when lora.modules matched no layer (no adapter was created)."""
-  names = list(flax.traverse_util.flatten_dict(flax.core.unfreeze(params), sep="/"))
-  if not any(is_adapter(n) for n in names):
-    layers = ", ".join(sorted({n.rpartition("/")[0] for n in names}))
-    raise ConfigError(f"lora.modules='{lora_modules}' matches no layer of the model; its layers: "
+def check_adapters(params: Any, lora: ml_collections.ConfigDict) -> None:
+  """ConfigError when lora.modules matched no layer (no adapter was created), or when lora.rank
+  exceeds an adapted kernel's smaller side (a's rows: its contracted axes; b's columns: the
+  rest), where the adapters would hold more numbers than the kernel. `params` may be abstract
+  (ShapeDtypeStructs): checked before anything is allocated."""
+  flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(params), sep="/")
+  if not any(is_adapter(n) for n in flat):
+    layers = ", ".join(sorted({n.rpartition("/")[0] for n in flat}))
+    raise ConfigError(f"lora.modules='{lora.modules}' matches no layer of the model; its layers: "
                       f"{layers[:300]}{' ...' if len(layers) > 300 else ''}")
+  sides = {name[:-len("_lora_a")]: min(np.prod(a.shape) // lora.rank,
+                                       np.prod(flat[name[:-1] + "b"].shape) // lora.rank)
+           for name, a in flat.items() if name.endswith("_lora_a")}
+  kernel = min(sides, key=sides.get)
+  if lora.rank > sides[kernel]:
+    raise ConfigError(f"lora.rank={lora.rank} is more than the smaller side of the adapted kernel "
+                      f"{kernel} {tuple(flat[kernel].shape)}: at most {sides[kernel]}")
 
 
 def merge(params: Any, alpha: float, rank: int) -> Any:
