@@ -47,7 +47,8 @@ def build(config: ml_collections.ConfigDict, model: Any, example: Any,
       raise ConfigError(f"objective '{name}' has no options ({', '.join(sorted(options))})")
     objective = Classify(model, input_shape, num_outputs, kind=name)
     if config.distill.teacher:  # the same loss, mixed with the teacher's outputs
-      teacher, _ = distill.teacher_model(config.distill.teacher, num_outputs)
+      teacher, _ = distill.teacher_model(config.distill.teacher, num_outputs, name)
+      distill.check_teacher(teacher, model, example, config.distill.teacher)
       return distill.Distill(objective, teacher, config.distill.temperature, config.distill.alpha)
     return objective
   if config.distill.teacher:

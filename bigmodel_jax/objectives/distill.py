@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from bigmodel_jax import faults
 from bigmodel_jax.config import ConfigError
 from bigmodel_jax.objectives.base import Objective, apply
 from bigmodel_jax.objectives.classify import Classify, hits
@@ -25,10 +26,12 @@ from bigmodel_jax.objectives.classify import Classify, hits
 TEACHER = "teacher"  # the model-state collection holding the teacher's variables
 
 
-def teacher_model(workdir: str, num_outputs: Any) -> tuple[nn.Module, ml_collections.ConfigDict]:
-  """The teacher's model and config; ConfigError if it is not a finished workdir of a model
-  with this run's number of outputs."""
+def teacher_model(workdir: str, num_outputs: Any,
+                  kind: str) -> tuple[nn.Module, ml_collections.ConfigDict]:
+  """The teacher's model and config; ConfigError if it is not a finished workdir of a `kind`
+  model (classification, lm) with this run's number of outputs."""
   from bigmodel_jax import checkpoint, models, sample
+  from bigmodel_jax.config import objective_name
   from bigmodel_jax.data import pipeline
 
   try:
@@ -39,9 +42,35 @@ def teacher_model(workdir: str, num_outputs: Any) -> tuple[nn.Module, ml_collect
   if outputs != num_outputs:
     raise ConfigError(f"distill.teacher {workdir} predicts {outputs} classes, this run's data "
                       f"has {num_outputs}: the teacher must be trained on the same labels")
+  if objective_name(config) != kind:
+    raise ConfigError(f"distill.teacher {workdir} holds a {objective_name(config)} run; the "
+                      f"teacher of a {kind} student must be a {kind} run")
   if not checkpoint.saved_steps(workdir):
     raise ConfigError(f"distill.teacher: no checkpoints in {workdir}")
   return models.build(config.model, outputs), config
+
+
+def check_teacher(teacher: nn.Module, student: nn.Module, example: Any, workdir: str) -> None:
+  """The teacher reads the student's inputs and gives outputs of the student's shape (shapes
+  only: nothing is computed)."""
+  def outputs(model: nn.Module) -> Any:
+    return jax.eval_shape(lambda x: model.apply(model.init(jax.random.PRNGKey(0), x, train=False),
+                                                x, train=False), example)
+
+  shapes = jax.tree.map(lambda x: tuple(x.shape[1:]), example)
+  try:
+    theirs = outputs(teacher)
+  except Exception as e:  # noqa: BLE001 (the teacher's model fails on these inputs)
+    raise ConfigError(f"distill.teacher {workdir}: its model cannot read this run's inputs of "
+                      f"shape {shapes}: {faults.first_line(e)}") from e
+  try:
+    ours = outputs(student)
+  except Exception:  # noqa: BLE001 (the student's own misfit: reported where its state is made)
+    return
+  if jax.tree.map(lambda x: x.shape, theirs) != jax.tree.map(lambda x: x.shape, ours):
+    raise ConfigError(f"distill.teacher {workdir} gives outputs of shape "
+                      f"{jax.tree.map(lambda x: tuple(x.shape[1:]), theirs)} per example; the "
+                      f"student's are {jax.tree.map(lambda x: tuple(x.shape[1:]), ours)}")
 
 
 class Distill(Objective):
