@@ -30,8 +30,8 @@ QUANTIZABLE = ("classification", "lm", "seq2seq")
 DIR = "quantized"  # OUT's checkpoint of the quantized parameters
 
 
-def _check(workdir: str, out: str, weight_bits: int, act_bits: int,
-           modules: str) -> ml_collections.ConfigDict:
+def _check(workdir: str, out: str, weight_bits: int, act_bits: int, modules: str,
+           calibration_examples: int) -> ml_collections.ConfigDict:
   """Every check before anything is read or written; the workdir's config."""
   import re
 
@@ -49,6 +49,9 @@ def _check(workdir: str, out: str, weight_bits: int, act_bits: int,
     raise ConfigError(f"--act_bits must be 0 or 8, got {act_bits}")
   if act_bits and not weight_bits:
     raise ConfigError("--act_bits needs --weight_bits 4 or 8")
+  if calibration_examples < 1:
+    raise ConfigError(f"--calibration_examples must be >= 1 (the training examples that set "
+                      f"--act_bits' scales), got {calibration_examples}")
   config = sample.workdir_config(workdir)
   if not checkpoint.saved_steps(workdir):
     raise ConfigError(f"no checkpoints in {workdir}: nothing to quantize")
@@ -98,7 +101,7 @@ def quantize_workdir(workdir: str, out: str, weight_bits: int = 8, act_bits: int
   from bigmodel_jax.compression import prune, ptq
   from bigmodel_jax.data import tasks
 
-  config = _check(workdir, out, weight_bits, act_bits, modules)
+  config = _check(workdir, out, weight_bits, act_bits, modules, calibration_examples)
   sources = tasks.load(config)
   saved = _variables(config, sources, workdir)
   plain = evaluated_config(config)

@@ -231,3 +231,30 @@ def test_a_teacher_of_other_classes_and_a_workdir_without_checkpoints_are_refuse
                          f"--out={tmp_path / 'q'}"], capture_output=True, text=True)
   assert proc.returncode == 2 and "no checkpoints in" in proc.stderr, proc.stderr
   assert not (tmp_path / "q").exists()
+
+
+def test_a_teacher_of_another_kind_or_inputs_is_refused_before_anything_is_written(tmp_path):
+  """A VAE's workdir (the digits' 10 classes, as the student's) or a classifier of other inputs
+  (the digits ViT's 8 x 8 images for an MNIST-1D student): one line naming the teacher."""
+  cases = {"generative.py:vae": "holds a vae run; the teacher of a classification student must "
+                                "be a classification run",
+           "digits.py:vit": "its model cannot read this run's inputs of shape (40,)"}
+  for i, (spec, error) in enumerate(cases.items()):
+    file, arg = spec.split(":")
+    other = tmp_path / f"teacher{i}"
+    (other / "checkpoints" / "100").mkdir(parents=True)  # its weights are not read before this
+    (other / "config.json").write_text(json.dumps(small_config(arg, file[:-3]).to_dict()))
+    with pytest.raises(ConfigError, match=error.replace("(", r"\(").replace(")", r"\)")):
+      train.train_and_evaluate(_tiny(**{"distill.teacher": str(other)}), str(tmp_path / "w"))
+    assert not (tmp_path / "w").exists()
+
+
+def test_quantize_needs_calibration_examples_for_activations(teacher, tmp_path):
+  for n in (0, -1):
+    proc = subprocess.run([sys.executable, "-m", "bigmodel_jax.quantize", f"--workdir={teacher}",
+                           f"--out={tmp_path / 'q'}", "--act_bits=8",
+                           f"--calibration_examples={n}"], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        f"error: --calibration_examples must be >= 1 (the training examples that set "
+        f"--act_bits' scales), got {n}"), proc.stderr
+    assert not (tmp_path / "q").exists()
