@@ -8,8 +8,10 @@ per core (--config.data.workers=N), and normalizes on the device.
   python -m bigmodel_jax.main --config=configs/image_folder.py:resnet18 --config.data.path=DIR --workdir=runs/folder_resnet18
   python -m bigmodel_jax.main --config=configs/image_folder.py:vit --config.data.path=DIR --workdir=runs/folder_vit
 
-Try it without data: `python -m bigmodel_jax.data.image_folder /tmp/jpegs` writes 2,000 synthetic
-JPEGs in 10 classes. How fast the input runs alone, per worker count:
+Try it without data: `python -m bigmodel_jax.data.jpeg_folder /tmp/jpegs` writes 2,000 synthetic
+JPEGs in 10 classes. `python -m bigmodel_jax.data.image_folder DIR` prepares a folder now (every
+image decoded once: a file that is not a readable JPEG or PNG is named, exit 2), as the first
+run on it would. How fast the input runs alone, per worker count:
 
   python -m bigmodel_jax.data.throughput --config=configs/image_folder.py:resnet50 --config.data.path=DIR
 

@@ -91,6 +91,39 @@ def test_image_folder_errors_name_the_problem(folder, tmp_path):
   assert not (tmp_path / "w").exists()
 
 
+def test_a_file_that_is_not_an_image_stops_the_preparation_naming_it(folder, tmp_path):
+  """Every image is decoded once when the folder is prepared: a text file named .JPEG or a
+  JPEG cut short is a one-line error naming it (exit 2), for the preparing command, a run (no
+  workdir written) and the throughput command alike."""
+  prepared = run_main(str(folder), f"--data_dir={tmp_path / 'tfds'}",
+                      module="bigmodel_jax.data.image_folder")
+  assert prepared.returncode == 0, prepared.stderr
+  assert "3 classes; train 40, val 7 images" in prepared.stdout
+  bad = tmp_path / "bad"
+  shutil.copytree(folder, bad)
+  (bad / "train/class_001/broken.JPEG").write_text("not an image")
+  data = (folder / "train/class_000/00003.JPEG").read_bytes()
+  (bad / "val/class_000/cut.JPEG").write_bytes(data[:len(data) // 2])
+  runs = {"prepare": ([str(bad), f"--data_dir={tmp_path / 'tfds'}"], "bigmodel_jax.data.image_folder"),
+          "train": (["--config=configs/image_folder.py:resnet18", f"--config.data.path={bad}",
+                     f"--config.data.data_dir={tmp_path / 'tfds'}", f"--workdir={tmp_path / 'w'}"],
+                    "bigmodel_jax.main"),
+          "throughput": (["--config=configs/image_folder.py:resnet18", f"--config.data.path={bad}",
+                          f"--config.data.data_dir={tmp_path / 'tfds'}"],
+                         "bigmodel_jax.data.throughput")}
+  for what, (args, module) in runs.items():
+    r = run_main(*args, module=module)
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 2 and "Traceback" not in r.stderr, (what, r.stderr[-2000:])
+    assert last == (f"error: {bad}/train/class_001/broken.JPEG is not a readable JPEG or PNG image "
+                    "(no image format PIL knows): remove or replace it, then rerun"), (what, last)
+  assert not (tmp_path / "w").exists()
+  os.remove(bad / "train/class_001/broken.JPEG")
+  r = run_main(*runs["prepare"][0], module=runs["prepare"][1])
+  assert r.returncode == 2 and "val/class_000/cut.JPEG is not a readable JPEG" in r.stderr
+  assert "image file is truncated" in r.stderr, r.stderr
+
+
 # Grain's worker processes run in a subprocess of the test: under pytest-xdist they would inherit
 # the worker's stdout, which is xdist's channel to the controller.
 WORKERS_SCRIPT = """

@@ -13,6 +13,12 @@ class OfflineBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Writes array_record by default, also when a data_dir is given (tfds.data_source forces it
   only without one), so that `tfds.data_source(name, data_dir=...)` reads what it prepared."""
 
+  def __init_subclass__(cls, **kwargs):
+    # A builder's module run as a command (python -m bigmodel_jax.data.image_folder) defines its
+    # class again as __main__.X; importing the package registered the name already.
+    kwargs.setdefault("skip_registration", cls.__module__ == "__main__")
+    super().__init_subclass__(**kwargs)
+
   def __init__(self, *, file_format=None, **kwargs):
     super().__init__(file_format=file_format or "array_record", **kwargs)
 
