@@ -208,6 +208,9 @@ def main(argv: list[str]) -> None:
   def body() -> None:
     from bigmodel_jax import metrics
 
+    if f.to and f.source:
+      raise ConfigError("use one of --source (a checkpoint to convert into --workdir) or --to "
+                        "(export --workdir to --out), not both")
     if f.to:
       done = convert_out(f.workdir, f.to, f.out)
       metrics.console(f"Wrote {f.out}: {done['tensors']} tensors ({done['family']}, {f.to})")

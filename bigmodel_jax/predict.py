@@ -28,7 +28,7 @@ def read_inputs(path: str, token_ids: bool) -> np.ndarray:
     if not np.issubdtype(x.dtype, np.integer) or x.ndim != 2:
       raise ConfigError(f"--inputs {path}: a language model takes token ids (N x L integers), "
                         f"got {x.dtype} {x.shape}")
-    return x.astype(np.int32)
+    return x  # checked against the vocabulary, then int32 (predict)
   if not np.issubdtype(x.dtype, np.floating):
     raise ConfigError(f"--inputs {path}: this model takes float inputs (N x ...), got {x.dtype}")
   return x.astype(np.float32)
@@ -42,6 +42,12 @@ def predict(workdir: str, inputs: np.ndarray | str, batch_size: int = 64) -> np.
   config, model, variables = convert.load(workdir)
   if isinstance(inputs, str):
     inputs = read_inputs(inputs, config.data.kind == "lm")
+  if config.data.kind == "lm":  # checked before int32, into which a larger id would wrap
+    vocab = model.vocab_size
+    if inputs.size and not 0 <= inputs.min() <= inputs.max() < vocab:
+      raise ConfigError(f"--inputs: token ids must be in [0, {vocab}) (the model's vocabulary), "
+                        f"got {inputs.min()} .. {inputs.max()}")
+    inputs = inputs.astype(np.int32)
   if batch_size <= 0:
     raise ConfigError(f"--batch_size must be positive, got {batch_size}")
   forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
@@ -58,6 +64,8 @@ def main(argv: list[str]) -> None:
   def body() -> None:
     if not f.out.endswith(".npy"):
       raise ConfigError(f"--out {f.out} must end in .npy")
+    if os.path.abspath(f.out) == os.path.abspath(f.inputs):
+      raise ConfigError(f"--out {f.out} is the --inputs file: choose another file to write")
     out = predict(f.workdir, f.inputs, f.batch_size)
     tmp = f"{f.out}.tmp{os.getpid()}.npy"
     np.save(tmp, out)

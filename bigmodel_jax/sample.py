@@ -20,6 +20,7 @@ any language model can. Both give the same text (tests/test_sample.py).
 """
 
 import json
+import math
 import os
 from typing import Any
 
@@ -212,9 +213,13 @@ def save_grid(x: np.ndarray, path: str, zoom: int = 4) -> None:
   image = (canvas * 255).round().astype(np.uint8).repeat(zoom, 0).repeat(zoom, 1)
   image = image[..., 0] if ch == 1 else image
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + ".tmp.png"
-  Image.fromarray(image).save(tmp)
-  os.replace(tmp, path)
+  tmp = f"{path}.tmp{os.getpid()}.png"
+  try:
+    Image.fromarray(image).save(tmp)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
 
 
 def _plot(x_RxCxL: np.ndarray, height: int = 24) -> np.ndarray:
@@ -236,8 +241,11 @@ def main(argv: list[str]) -> None:
     f = flags.FLAGS
     if f.num < 1:
       raise config_lib.ConfigError(f"--num must be >= 1, got {f.num}")
-    if f.temperature < 0:
-      raise config_lib.ConfigError(f"--temperature must be >= 0, got {f.temperature}")
+    if not (math.isfinite(f.temperature) and f.temperature >= 0):
+      raise config_lib.ConfigError(f"--temperature must be a finite number >= 0 (0: greedy), "
+                                   f"got {f.temperature}")
+    if f.out and (not f.out.endswith(".png") or os.path.isdir(f.out)):
+      raise config_lib.ConfigError(f"--out {f.out} must be a .png file to write, not a directory")
     objective = config_lib.objective_name(workdir_config(f.workdir))
     if objective == "captioning":
       for reference, caption in captions(f.workdir, f.num, f.temperature, f.seed):
@@ -248,9 +256,13 @@ def main(argv: list[str]) -> None:
       save_grid(generate_images(f.workdir, f.num, f.seed), out)
       print(out)
       return
-    if f.temperature < 0 or f.top_k < 0 or f.length < 1:
-      raise config_lib.ConfigError("--temperature and --top_k must be >= 0, --length >= 1")
+    if f.top_k < 0 or f.length < 1:
+      raise config_lib.ConfigError(f"--top_k must be >= 0 (0: all tokens) and --length >= 1, "
+                                   f"got {f.top_k} and {f.length}")
     model, params, tok = load(f.workdir)
+    vocab = getattr(model, "vocab_size", None)
+    if vocab is not None and f.top_k > vocab:
+      raise config_lib.ConfigError(f"--top_k={f.top_k} is more than the model's {vocab} tokens")
     tokens = generate(model, params, encode(tok, f.prompt), f.length,
                       temperature=f.temperature, top_k=f.top_k, seed=f.seed,
                       use_cache=not f.no_cache)

@@ -4,6 +4,7 @@ What a workdir holds and how runs resume in it: WORKSPACE.md.
 """
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -90,11 +91,27 @@ def check_new_directory(path: str, flag: str) -> None:
     raise ConfigError(f"{flag} {path} exists and is not empty; choose a new directory")
 
 
+def _running(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # another user's
+    return True
+  return True
+
+
 @contextlib.contextmanager
 def whole_directory(path: str) -> Iterator[str]:
-  """Yields a temporary directory beside `path` to fill; renamed to `path` (new or empty) if the
-  block succeeds, removed otherwise: the directory appears whole or not at all."""
-  tmp = f"{path.rstrip('/')}.tmp{os.getpid()}"
+  """Yields a temporary directory beside `path` to fill (PATH.tmpPID); renamed to `path` (new or
+  empty) if the block succeeds, removed otherwise: the directory appears whole or not at all.
+  Those that processes killed while writing left (their PID no longer runs) are removed."""
+  prefix = f"{path.rstrip('/')}.tmp"
+  for stale in glob.glob(glob.escape(prefix) + "*"):  # left by a process killed while writing
+    pid = stale[len(prefix):]
+    if pid.isdigit() and not _running(int(pid)):
+      shutil.rmtree(stale, ignore_errors=True)
+  tmp = f"{prefix}{os.getpid()}"
   shutil.rmtree(tmp, ignore_errors=True)
   try:
     os.makedirs(tmp)

@@ -135,6 +135,8 @@ def test_export_gives_back_the_checkpoint_tensor_for_tensor(tmp_path, family, to
   assert sorted(exported) == sorted(original)
   for name, value in original.items():
     np.testing.assert_array_equal(exported[name], value, err_msg=name)
+  modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "out").iterdir()}
+  assert len(set(modes.values())) == 1, modes  # model.safetensors too (safetensors makes 0600)
   if hf is not None:
     for key in ("hidden_size", "n_embd", "num_key_value_heads", "rms_norm_eps", "vocab_size"):
       assert hf_again.get(key) == hf.get(key), key
@@ -174,6 +176,48 @@ def test_predict_command_writes_the_logits(tmp_path):
   r = run("predict", f"--workdir={tmp_path}/w", f"--inputs={tmp_path}/floats.npy",
           f"--out={tmp_path}/bad.npy")
   assert r.returncode == 2 and "token ids" in r.stderr and not (tmp_path / "bad.npy").exists()
+  vocab = json.loads((tmp_path / "w" / "convert.json").read_text())["num_outputs"]
+  for bad_id in (vocab, -1, 2**32 + 5):  # the last wraps into range as int32
+    ids = ref["tokens"].astype(np.int64)
+    ids[0, 0] = bad_id
+    np.save(tmp_path / "ids.npy", ids)
+    r = run("predict", f"--workdir={tmp_path}/w", f"--inputs={tmp_path}/ids.npy",
+            f"--out={tmp_path}/bad.npy")
+    assert r.returncode == 2 and r.stderr.strip().startswith(
+        f"error: --inputs: token ids must be in [0, {vocab}) (the model's vocabulary)"), r.stderr
+    assert not (tmp_path / "bad.npy").exists()
+  before = (tmp_path / "tokens.npy").read_bytes()
+  r = run("predict", f"--workdir={tmp_path}/w", f"--inputs={tmp_path}/tokens.npy",
+          f"--out={tmp_path}/./tokens.npy")
+  assert r.returncode == 2 and "is the --inputs file" in r.stderr
+  assert (tmp_path / "tokens.npy").read_bytes() == before
+  r = run("convert", f"--source={FIXTURES}/gpt2", f"--workdir={tmp_path}/w", "--to=hf",
+          f"--out={tmp_path}/hf")
+  assert r.returncode == 2 and r.stderr.strip() == (
+      "error: use one of --source (a checkpoint to convert into --workdir) or --to (export "
+      "--workdir to --out), not both"), r.stderr
+  assert not (tmp_path / "hf").exists()
+
+
+def test_a_killed_writers_partial_directory_is_removed_by_the_next_writer(tmp_path):
+  """convert and quantize write OUT.tmpPID, then rename it: one a killed process left (its PID
+  no longer runs) goes when OUT is next written; a running process's stays."""
+  from bigmodel_jax import workdir
+  dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                            capture_output=True, text=True).stdout)
+  stale = tmp_path / f"out.tmp{dead}"
+  stale.mkdir()
+  (stale / "half_written").write_text("x")
+  alive = subprocess.Popen(["sleep", "60"])
+  try:
+    running = tmp_path / f"out.tmp{alive.pid}"
+    running.mkdir()
+    with workdir.whole_directory(str(tmp_path / "out")) as tmp:
+      with open(os.path.join(tmp, "done"), "w") as f:
+        f.write("y")
+    assert (tmp_path / "out" / "done").exists() and not stale.exists() and running.exists()
+  finally:
+    alive.kill()
 
 
 def test_a_model_transformers_would_compute_otherwise_is_not_exported(tmp_path):

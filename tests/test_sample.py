@@ -69,3 +69,15 @@ def test_sample_command_on_a_trained_workdir(tmp_path):
   not_lm = subprocess.run([sys.executable, "-m", "bigmodel_jax.sample", f"--workdir={tmp_path}"],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
   assert not_lm.returncode == 2 and "not a workdir" in not_lm.stderr
+  before = sorted(tmp_path.rglob("*"))
+  for flag, error in {"--temperature=nan": "--temperature must be a finite number >= 0",
+                      "--temperature=inf": "--temperature must be a finite number >= 0",
+                      "--top_k=1000": "--top_k=1000 is more than the model's 256 tokens",
+                      f"--out={tmp_path / 'lm'}": "must be a .png file to write, not a directory"
+                      }.items():
+    bad = subprocess.run([sys.executable, "-m", "bigmodel_jax.sample",
+                          f"--workdir={tmp_path / 'lm'}", flag, "--length=4"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stdout == "", (flag, bad.stdout, bad.stderr)
+    assert bad.stderr.strip().startswith("error: ") and error in bad.stderr, (flag, bad.stderr)
+  assert sorted(tmp_path.rglob("*")) == before

@@ -94,6 +94,9 @@ def read_safetensors(path: str) -> Tensors:
 def write_safetensors(path: str, tensors: Tensors, metadata: dict[str, str] | None = None) -> None:
   from safetensors.numpy import save_file
   save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, path, metadata=metadata)
+  umask = os.umask(0)  # safetensors creates the file 0600: give it a plain file's mode
+  os.umask(umask)
+  os.chmod(path, 0o666 & ~umask)
 
 
 def read_hf_config(directory: str) -> dict[str, Any]:
