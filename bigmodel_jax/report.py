@@ -272,9 +272,15 @@ def main(argv: list[str]) -> None:
   runs = find_runs(args.root)
   if not runs:
     raise ConfigError(f"no runs (folders with config.json) under {args.root}")
+  requested = [m for m in args.metrics.split(",") if m]
+  logged = {k for r in runs for k in [*(r["results"] or {}), *(k for row in r["rows"] for k in row)]}
+  unknown = [m for m in requested if m not in logged]
+  if unknown:
+    raise ConfigError(f"--metrics: no run under {args.root} logged {', '.join(unknown)}; its "
+                      f"metrics: {', '.join(sorted(k for k in logged if '/' in k))}")
   out = args.out or args.root
   os.makedirs(out, exist_ok=True)
-  s = summarize(runs, [m for m in args.metrics.split(",") if m] or None)
+  s = summarize(runs, requested or None)
   command = "python -m bigmodel_jax.report " + " ".join(argv)
   text = markdown(s, command)
   if args.power_law:

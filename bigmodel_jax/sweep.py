@@ -30,8 +30,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from bigmodel_jax.cli import ArgumentParser, run_script
-from bigmodel_jax.config import ConfigError, load_config_module
+from bigmodel_jax.cli import ArgumentParser, parse_config, run_script
+from bigmodel_jax.config import ConfigError, check_values, load_config_module
 
 Point = dict[str, Any]
 
@@ -93,20 +93,35 @@ def point_name(point: Point) -> str:
   return "".join(c if c.isalnum() or c in "._=,-+" else "_" for c in text)[:200]
 
 
-def command(spec: str, workdir: str, point: Point, extra: list[str]) -> list[str]:
-  """A point's `arg` (if any) replaces the config file's ARG; every other key is an override."""
+def point_config(spec: str, point: Point, extra: list[str]) -> tuple[str, list[str]]:
+  """(--config's value, the --config.KEY=VALUE overrides) of a point: its `arg` (if any)
+  replaces the config file's ARG; every other key is an override, after `extra`."""
   if "arg" in point:
     spec = f"{spec.partition(':')[0]}:{point['arg']}"
+  return spec, [*extra, *(f"--config.{k}={value_text(v)}" for k, v in point.items() if k != "arg")]
+
+
+def command(spec: str, workdir: str, point: Point, extra: list[str]) -> list[str]:
+  spec, overrides = point_config(spec, point, extra)
   return [sys.executable, "-m", "bigmodel_jax.main", f"--config={spec}", f"--workdir={workdir}",
-          *extra, *(f"--config.{k}={value_text(v)}" for k, v in point.items() if k != "arg")]
+          *overrides]
 
 
 def plan(spec: str, root: str, extra: list[str]) -> list[dict[str, Any]]:
+  """The points' names, workdirs and commands, each point's config parsed and checked as main
+  would (config.check_values) first: a bad point stops the sweep before anything is written."""
+  if os.path.exists(root) and not os.path.isdir(root):
+    raise ConfigError(f"--root {root} exists and is not a directory")
   points = load_points(spec)
   names = [point_name(p) for p in points]
   dupes = sorted({n for n in names if names.count(n) > 1})
   if dupes:
     raise ConfigError(f"the sweep repeats points: {', '.join(dupes)}")
+  for name, point in zip(names, points):
+    try:
+      check_values(parse_config(*point_config(spec, point, extra)))
+    except ConfigError as e:
+      raise ConfigError(f"point {name}: {e}") from e
   return [{"name": n, "overrides": p, "workdir": os.path.join(root, n),
            "command": command(spec, os.path.join(root, n), p, extra)}
           for n, p in zip(names, points)]

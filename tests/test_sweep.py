@@ -104,6 +104,40 @@ def test_dry_run_lists_points_and_their_commands(tmp_path):
       "error: --launcher=tpu needs --tpu_name and --tpu_zone")
 
 
+def test_a_bad_point_or_root_stops_the_sweep_before_anything_is_written(tmp_path):
+  spec = _sweep_file(tmp_path, 'sweep.product({"seed": [0, 1]}) + [{"seed": 2, '
+                               '"optimizer.learning_rate": -1.0}]')
+  root = tmp_path / "root"
+  for args, error in [(["--config.nope=1"], "point seed=0: unknown config key 'nope'"),
+                      ([], "point seed=2,optimizer.learning_rate=-1.0: optimizer.learning_rate "
+                           "must be a finite number >= 0, got -1.0"),
+                      (["--dry_run"], "point seed=2,optimizer.learning_rate=-1.0"),
+                      (["--launcher=tpu", "--tpu_name=t", "--tpu_zone=z"], "point seed=2")]:
+    bad = _run(f"--config={spec}", f"--root={root}", *args)
+    assert bad.returncode == 2 and bad.stdout == "", (args, bad.stdout, bad.stderr)
+    assert bad.stderr.strip().startswith(f"error: {error}"), (args, bad.stderr)
+    assert not root.exists()
+  (tmp_path / "file").write_text("")
+  bad = _run(f"--config={spec}", f"--root={tmp_path / 'file'}")
+  assert bad.returncode == 2 and bad.stderr.strip() == (
+      f"error: --root {tmp_path / 'file'} exists and is not a directory")
+
+
+def test_report_refuses_a_metric_no_run_logged(tmp_path):
+  run = tmp_path / "seed=0"
+  run.mkdir()
+  (run / "config.json").write_text(json.dumps({"seed": 0}))
+  (run / "results.json").write_text(json.dumps({"eval/accuracy": 0.9}))
+  (tmp_path / "report.md").write_text("an earlier report")
+  proc = subprocess.run([sys.executable, "-m", "bigmodel_jax.report", str(tmp_path),
+                         "--metrics=eval/accuracy,eval/nope"], cwd=REPO, capture_output=True,
+                        text=True)
+  assert proc.returncode == 2 and proc.stderr.strip() == (
+      f"error: --metrics: no run under {tmp_path} logged eval/nope; its metrics: eval/accuracy")
+  assert (tmp_path / "report.md").read_text() == "an earlier report"
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md", "seed=0"]
+
+
 def test_slurm_sweep_submits_the_job_array_its_dry_run_writes(tmp_path, fake_cluster):
   """Through a fake sbatch that runs the job array here (tests/fakes/fake_cluster.py)."""
   env, state = fake_cluster
