@@ -5,7 +5,7 @@ windows; pretrained GPT-2 / Llama weights from Hugging Face (bigmodel_jax.conver
   python -m bigmodel_jax.main --config=configs/text.py:gpt2_tiny --workdir=runs/text_finetune \
       --config.data.text_dir=MY_TEXT --config.init_from=runs/gpt2_converted \
       --config.data.tokenizer=runs/gpt2_converted/tokenizer.json
-  python -m bigmodel_jax.sample --workdir=runs/text_finetune --prompt="def " --length=100
+  python -m bigmodel_jax.sample --workdir=runs/text_finetune --prompt="def " --length=50
 
 Variants: gpt2_tiny and llama_tiny (the shapes of tests/fixtures/pretrained/'s random models),
 gpt2 (GPT-2 small, 124M) and llama (a 1B Llama-3.2-shaped model); each lists every model option

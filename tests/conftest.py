@@ -173,3 +173,17 @@ def wait_for_job(state, job: str, timeout: float = 240) -> dict:
     assert time.time() < end, f"fake job {job} did not end in {timeout} s"
     time.sleep(0.2)
   return json.loads(path.read_text())
+
+
+def documented_commands(text: str) -> list[list[str]]:
+  """The `python -m bigmodel_jax.X ...` commands in a README, WORKSPACE.md or docstring, as
+  argument lists from the module on (`bigmodel_jax.X`, args...): backslash continuations
+  joined, a trailing # comment dropped, and the closing quote of a command quoted inside
+  another (gcloud ... --command="... python -m ...") too."""
+  import re
+  import shlex
+  text = text.replace("\\\n", " ")
+  found = re.findall(r"(?:\.venv/bin/)?python3? -m (bigmodel_jax[\w.]*)([^\n`]*)", text)
+  return [[module, *shlex.split(rest.rstrip() if rest.count('"') % 2 == 0 else
+                                rest.rstrip().removesuffix('"'), comments=True)]
+          for module, rest in found]

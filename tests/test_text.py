@@ -7,7 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ONE_DEVICE, REPO, kill_and_resume, run_main, small_config
+from conftest import (ONE_DEVICE, REPO, documented_commands, kill_and_resume, run_main,
+                      small_config)
 
 FIXTURES = os.path.join(REPO, "tests", "fixtures", "pretrained")
 TEXTS = ["def add(a, b):\n    return a + b\n", "class Café:\n    prix = '3 €'\n",
@@ -15,13 +16,13 @@ TEXTS = ["def add(a, b):\n    return a + b\n", "class Café:\n    prix = '3 €'
          "x = [1, 2, 3]\ny = sum(x)\n", "while True:\n    break\n"]
 
 
-def text_dir(path, copies: int = 20):
+def text_dir(path, copies: int = 20, field: str = "body"):
   path.mkdir()
   for i, text in enumerate(TEXTS):
     (path / f"doc{i}.txt").write_text(text * copies)
   with open(path / "more.jsonl", "w") as f:
     for i, text in enumerate(TEXTS):
-      f.write(json.dumps({"body": text * copies, "id": i}) + "\n")
+      f.write(json.dumps({field: text * copies, "id": i}) + "\n")
   return path
 
 
@@ -107,18 +108,37 @@ def test_bad_text_input_is_one_line_exit_2_and_nothing_written(tmp_path):
     assert not (tmp_path / f"w{i}").exists()
 
 
-def test_fine_tune_a_converted_gpt2_on_a_text_dir_resumes_exactly_and_samples(tmp_path):
-  """The README's recipe: convert, fine-tune (GPT-2's tokenizer, packed), sample; the fine-tuning
-  killed at a random moment resumes to the same result."""
-  from bigmodel_jax import convert, sample
-  d = text_dir(tmp_path / "text")
-  converted = tmp_path / "gpt2"
-  convert.convert_in(f"{FIXTURES}/gpt2", small_config("gpt2_tiny", "text"), str(converted))
-  args = ["--config=configs/text.py:gpt2_tiny", f"--config.data.text_dir={d}",
-          "--config.data.text_field=body", f"--config.init_from={converted}",
-          f"--config.data.tokenizer={converted}/tokenizer.json", "--config.total_steps=16",
-          "--config.batch_size=8", "--config.checkpoint_every=4", "--config.eval_every=8",
-          "--config.log_every=4", "--config.schedule.warmup_steps=4"]
+def _readme_recipe(tmp_path, text) -> list[list[str]]:
+  """The README's commands from the Hugging Face directory to the export back, as written, with
+  the placeholders filled: HF_DIR the fixture GPT-2, MY_TEXT a text directory, runs/ and the
+  .npy files under tmp_path."""
+  readme = open(os.path.join(REPO, "README.md")).read()
+  block = readme[readme.index("# A Hugging Face directory"):]
+  swap = {"HF_DIR": f"{FIXTURES}/gpt2", "MY_TEXT": str(text), "runs/": f"{tmp_path}/runs/",
+          "=tokens.npy": f"={tmp_path}/tokens.npy", "=logits.npy": f"={tmp_path}/logits.npy"}
+  commands = []
+  for command in documented_commands(block[:block.index("```")]):
+    for placeholder, value in swap.items():
+      command = [a.replace(placeholder, value) for a in command]
+    commands.append(command)
+  assert [c[0].rpartition(".")[2] for c in commands] == ["convert", "predict", "main", "sample",
+                                                         "convert"]
+  return commands
+
+
+def test_the_readme_fine_tune_recipe_runs_as_written_and_resumes_exactly(tmp_path):
+  """The README's recipe, each command as printed (tiny step counts added to the fine-tuning):
+  convert GPT-2, predict, fine-tune on a text directory (GPT-2's tokenizer, packed), sample,
+  export back. The fine-tuning killed at a random moment resumes to the same result."""
+  convert, predict, finetune, sample, export = _readme_recipe(
+      tmp_path, text_dir(tmp_path / "text", field="text"))
+  assert run_main(*convert[1:], module=convert[0]).returncode == 0
+  np.save(tmp_path / "tokens.npy", np.load(f"{FIXTURES}/gpt2_logits.npz")["tokens"])
+  r = run_main(*predict[1:], module=predict[0])
+  assert r.returncode == 0 and (tmp_path / "logits.npy").exists(), r.stderr
+  args = [a for a in finetune[1:] if not a.startswith("--workdir=")] + [
+      "--config.total_steps=16", "--config.batch_size=8", "--config.checkpoint_every=4",
+      "--config.eval_every=8", "--config.log_every=4", "--config.schedule.warmup_steps=4"]
   # one device, as the recipe runs on a workstation (sharded training is tested elsewhere)
   killed, reference = kill_and_resume(args, tmp_path, 0.3, env=ONE_DEVICE)
   assert 0 < killed["start_step"] < 16
@@ -128,8 +148,11 @@ def test_fine_tune_a_converted_gpt2_on_a_text_dir_resumes_exactly_and_samples(tm
   with open(tmp_path / "reference" / "metrics.jsonl") as f:
     losses = [row["train/loss"] for row in map(json.loads, f) if "train/loss" in row]
   assert losses[-1] < losses[0]
-  model, params, tok = sample.load(str(tmp_path / "reference"))
-  assert tok is not None  # the run's copy of GPT-2's tokenizer
-  tokens = sample.generate(model, params, sample.encode(tok, "def "), 12)
-  assert sample.decode(tok, tokens).startswith("def ") and len(tokens) == 12 + len(
-      sample.encode(tok, "def "))
+  finished = f"--workdir={tmp_path / 'reference'}"
+  r = run_main(*[finished if a.startswith("--workdir=") else a for a in sample[1:]],
+               module=sample[0])
+  assert r.returncode == 0 and r.stdout.startswith("def ") and len(r.stdout) > 40, r.stderr
+  r = run_main(*[finished if a.startswith("--workdir=") else a for a in export[1:]],
+               module=export[0])
+  assert r.returncode == 0 and (tmp_path / "runs" / "text_finetune_hf" / "model.safetensors"
+                                ).exists(), r.stderr
