@@ -70,9 +70,10 @@ def compile_step(config: ml_collections.ConfigDict, num_outputs: int, example, b
   batch = jax.device_put(batch, plan.batch_sharding)
   t = time.perf_counter()
   with plan.activation_context():
-    compiled = step.lower(state, batch).compile()
+    traced = step.trace(state, batch)
+    compiled = traced.lower().compile()
     compile_s = time.perf_counter() - t
-    xla_flops = flops.per_device(compiled, step, state, batch)  # every scanned layer counted
+    xla_flops = flops.per_device(traced, compiled)  # every scanned layer counted
   return dict(state=state, step=compiled, batch=batch, compile_s=compile_s,
               xla_flops=xla_flops or 0.0, num_params=state_lib.num_params(state.params))
 

@@ -45,8 +45,9 @@ def plan(config: ml_collections.ConfigDict, budget_gb: float | None = None) -> d
   step = steps.jit_train_step(mesh_plan, jax.tree.map(lambda x: x.sharding, state),
                               **b.step_options)
   with mesh_plan.activation_context():
-    compiled = step.lower(state, batch).compile()
-    flops_per_device = flops.per_device(compiled, step, state, batch)
+    traced = step.trace(state, batch)
+    compiled = traced.lower().compile()
+    flops_per_device = flops.per_device(traced, compiled)
   memory = compiled.memory_analysis()
   report = {
       "devices": jax.device_count(),

@@ -20,7 +20,9 @@ from jax.extend import core as jax_core
 def count(fn: Callable[..., Any], *args: Any) -> float | None:
   """FLOPs of fn(*args) (arrays or ShapeDtypeStructs) with every scan iteration counted; None
   where XLA gives no figure."""
-  return cost(fn, *args)[1]
+  traced = jax.jit(fn).trace(*args)
+  counted = _flops(traced.lower().cost_analysis())
+  return None if counted is None else counted + _extra(traced.jaxpr.jaxpr)
 
 
 def per_example(model: Any, variables: Any, example_1: Any) -> float | None:
@@ -28,34 +30,22 @@ def per_example(model: Any, variables: Any, example_1: Any) -> float | None:
   return count(lambda v, x: model.apply(v, x, train=False), variables, example_1)
 
 
-def cost(fn: Callable[..., Any], *args: Any) -> tuple[float | None, float | None]:
-  """(XLA's count of fn(*args), which counts each loop body once; the count with every scan
-  iteration). Their ratio scales a compiled program's per-device figure (dry_run.py)."""
-  closed = jax.make_jaxpr(fn)(*args)
-  counted = _xla(closed)
-  if counted is None:
-    return None, None
-  return counted, counted + _extra(closed.jaxpr)
+def per_device(traced: Any, compiled: Any) -> float | None:
+  """FLOPs per device of `compiled`, a program traced (jit(...).trace) and compiled over all
+  devices: XLA's cost analysis of the compiled program, which counts a loop's body once, plus
+  the iterations it left out, spread evenly over the devices as batch-parallel loop bodies are."""
+  counted = _flops(compiled.cost_analysis())
+  return None if counted is None else counted + _extra(traced.jaxpr.jaxpr) / jax.device_count()
 
 
-def per_device(compiled: Any, fn: Callable[..., Any], *args: Any) -> float | None:
-  """FLOPs per device of `compiled`, fn(*args) compiled over all devices: XLA's cost analysis
-  of the compiled program (which counts a loop's body once) plus the iterations it left out
-  (cost()), spread evenly over the devices, as batch-parallel loop bodies are."""
-  analysis = compiled.cost_analysis()
+def _flops(analysis: Any) -> float | None:
   analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
-  if not analysis or "flops" not in analysis:
-    return None
-  counted, every_iteration = cost(fn, *args)
-  extra = (every_iteration - counted) if counted is not None else 0.0
-  return float(analysis["flops"]) + extra / jax.device_count()
+  return float(analysis["flops"]) if analysis and "flops" in analysis else None
 
 
 def _lowered(fn: Callable[..., Any], avals: list[Any]) -> float | None:
   structs = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in avals]
-  analysis = jax.jit(fn).lower(*structs).cost_analysis()
-  analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
-  return float(analysis["flops"]) if analysis and "flops" in analysis else None
+  return _flops(jax.jit(fn).lower(*structs).cost_analysis())
 
 
 def _xla(closed: jax_core.ClosedJaxpr) -> float | None:
