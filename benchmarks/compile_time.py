@@ -28,7 +28,8 @@ CHILD = r"""
 import json, sys, tempfile, time
 sys.path.insert(0, {repo!r})
 import jax
-from bigmodel_jax import build as build_lib, config as config_lib, steps, train
+from bigmodel_jax import config as config_lib
+from bigmodel_jax.trainer import build as build_lib, steps, train
 from bigmodel_jax.data import tasks
 c = config_lib.load_config_file({name!r})
 c.total_steps, c.total_epochs, c.log_every = 2, None, 1

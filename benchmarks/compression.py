@@ -26,7 +26,7 @@ import sys
 from collections import defaultdict
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bigmodel_jax import quantize  # noqa: E402
+from bigmodel_jax.inference import quantize  # noqa: E402
 
 ROWS = [  # (label, training row, quantize options)
     ("float32", "float", dict(weight_bits=0)),

@@ -31,7 +31,7 @@ JAX_SIDE = r"""
 import json, sys, time
 sys.path.insert(0, ROOT + "/benchmarks")
 import jax
-from bigmodel_jax import state as state_lib
+from bigmodel_jax.trainer import state as state_lib
 from cpu_transformer import jax_step
 seconds = float(sys.argv[1])
 step, state, batches = jax_step(4)
@@ -58,7 +58,8 @@ def jax_step(batches: int):
   import jax
   import numpy as np
 
-  from bigmodel_jax import build as build_lib, config as config_lib, steps
+  from bigmodel_jax.trainer import build as build_lib, steps
+  from bigmodel_jax import config as config_lib
   c = config_lib.load_config_file(ROOT + "/configs/pycode.py:transformer")
   c.model.positions = "learned"
   b = build_lib.build(c, jax.numpy.zeros((1, 128), jax.numpy.int32), 256, 10**6)

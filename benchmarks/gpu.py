@@ -38,10 +38,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bigmodel_jax import config as config_lib  # noqa: E402
-from bigmodel_jax import build as build_lib  # noqa: E402
-from bigmodel_jax import flops  # noqa: E402
-from bigmodel_jax import steps  # noqa: E402
-from bigmodel_jax import state as state_lib  # noqa: E402
+from bigmodel_jax.trainer import build as build_lib  # noqa: E402
+from bigmodel_jax.trainer import flops  # noqa: E402
+from bigmodel_jax.trainer import state as state_lib  # noqa: E402
+from bigmodel_jax.trainer import steps  # noqa: E402
 
 # Data-sheet dense bf16 tensor-core rates (TFLOP/s) by device kind, for MFU.
 PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}

@@ -29,10 +29,10 @@ import time
 import jax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bigmodel_jax import build as build_lib  # noqa: E402
 from bigmodel_jax import config as config_lib  # noqa: E402
-from bigmodel_jax import runners  # noqa: E402
 from bigmodel_jax.data import jpeg_folder, pipeline, tasks  # noqa: E402
+from bigmodel_jax.trainer import build as build_lib  # noqa: E402
+from bigmodel_jax.trainer import runners  # noqa: E402
 
 
 def main() -> None:

@@ -33,10 +33,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bigmodel_jax import config as config_lib  # noqa: E402
-from bigmodel_jax import build as build_lib  # noqa: E402
-from bigmodel_jax import sharding, steps  # noqa: E402
-from bigmodel_jax.config import ConfigError  # noqa: E402
 from bigmodel_jax.data import on_device, pipeline, tasks  # noqa: E402
+from bigmodel_jax.faults import ConfigError  # noqa: E402
+from bigmodel_jax.trainer import build as build_lib  # noqa: E402
+from bigmodel_jax.trainer import sharding, steps  # noqa: E402
 
 DEFAULT_CONFIGS = ("configs/mnist1d.py:cnn,configs/digits.py:cnn,configs/pycode.py:transformer,"
                    "configs/seq2seq.py:transformer")

@@ -22,9 +22,9 @@ def main() -> None:
       "import sys, json, os;"
       f"os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count={args.devices}';"
       "os.environ['JAX_PLATFORMS'] = 'cpu';"
-      "from bigmodel_jax import dry_run; from bigmodel_jax.config import load_config_file;"
+      "from bigmodel_jax.trainer import planning; from bigmodel_jax.config import load_config_file;"
       "c = load_config_file(sys.argv[1]); c.sharding = sys.argv[2];"
-      "print(json.dumps(dry_run.plan(c)))")
+      "print(json.dumps(planning.dry_run(c)))")
   mib = lambda b: f"{b / 2**20:.2f}"  # noqa: E731
   print("| preset | mesh | parameters MiB | optimizer state MiB | temporaries MiB | peak MiB |")
   print("| --- | --- | --- | --- | --- | --- |")

@@ -5,10 +5,11 @@ devices under fsdp and fsdp_tp, and the step time the single-GPU MFU measured he
 
 Per device: parameters and optimizer state (exact, from the shardings), the compiled step's peak
 (the CPU compiler's estimate), against 80 GB. FLOPs per step are the model's (6 x parameters +
-attention, per token, PaLM's count), not XLA's: with scanned blocks XLA's cost analysis counts
-the loop body once. Predicted step time = FLOPs / (devices x 989.4 TFLOP/s x MFU), MFU = 51.6%
-(the 1.07B LM on one H100, benchmarks/RESULTS.md), i.e. assuming the communication hides behind
-the compute, which a real cluster only approaches.
+attention, per token, PaLM's count); beside them the dry run's count (XLA's cost analysis of the
+CPU compile, every scanned block counted: trainer/flops.py), with full remat's recomputed
+forward pass and the optimizer in it. Predicted step time = model FLOPs / (devices x 989.4
+TFLOP/s x MFU), MFU = 51.6% (the 1.07B LM on one H100, benchmarks/RESULTS.md), i.e. assuming the
+communication hides behind the compute, which a real cluster only approaches.
 """
 
 import json
@@ -35,12 +36,12 @@ def model_flops_per_step(c) -> float:
 
 
 def plan_all(devices: int) -> None:
-  from bigmodel_jax import dry_run
+  from bigmodel_jax.trainer import planning
   from bigmodel_jax.config import load_config_file
   for size, preset in PLANS:
     c = load_config_file(os.path.join(REPO, "configs", f"llama.py:{size}"))
     c.sharding = preset
-    r = dry_run.plan(c, budget_gb=80)
+    r = planning.dry_run(c, budget_gb=80)
     flops, n = model_flops_per_step(c)
     step_s = flops / (devices * H100_BF16 * MFU)
     print(json.dumps({"size": size, "sharding": preset, "devices": devices, "mesh": r["mesh"],
@@ -49,6 +50,7 @@ def plan_all(devices: int) -> None:
                       "opt_state_gib": r["opt_state_bytes"] / 2**30,
                       "peak_gib": r["peak_bytes"] / 2**30, "fits_80gb": r["fits"],
                       "model_flops_per_step": flops, "predicted_step_s": step_s,
+                      "xla_flops_per_step": r["flops_per_step_per_device"] * devices,
                       "predicted_tokens_per_s": c.batch_size * c.data.seq_len / step_s}),
           flush=True)
 
@@ -66,14 +68,15 @@ def main() -> None:
                          cwd=REPO, check=True).stdout
     rows += [json.loads(line) for line in out.splitlines() if line.startswith("{")]
   print("| model | devices | preset (mesh) | parameters / device | optimizer state / device | "
-        "peak / device (CPU estimate) | fits 80 GiB | model FLOPs / step | predicted step | "
-        "predicted tokens/s |")
-  print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        "peak / device (CPU estimate) | fits 80 GiB | model FLOPs / step | XLA FLOPs / step | "
+        "predicted step | predicted tokens/s |")
+  print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
   for r in rows:
     print(f"| {r['size']} ({r['num_params'] / 1e9:.2f}B) | {r['devices']} | {r['sharding']} "
           f"{r['mesh']} | {r['params_gib']:.2f} GiB | {r['opt_state_gib']:.2f} GiB | "
           f"{r['peak_gib']:.1f} GiB | {'yes' if r['fits_80gb'] else 'no'} | "
-          f"{r['model_flops_per_step']:.3g} | {r['predicted_step_s']:.2f} s | "
+          f"{r['model_flops_per_step']:.3g} | {r['xla_flops_per_step']:.3g} | "
+          f"{r['predicted_step_s']:.2f} s | "
           f"{r['predicted_tokens_per_s']:,.0f} |")
 
 

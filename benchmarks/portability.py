@@ -36,7 +36,7 @@ GOLDEN = """
 import json, os, sys, tempfile
 sys.path.insert(0, os.path.join(sys.argv[1], "tests"))
 from conftest import small_config
-from bigmodel_jax import train
+from bigmodel_jax.trainer import train
 c = small_config("cnn", "mnist1d", total_steps=2, log_every=1, eval_every=2, checkpoint_every=30,
                  batch_size=64, eval_batch_size=512, **{"schedule.name": "constant"})
 w = tempfile.mkdtemp()

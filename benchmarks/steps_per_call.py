@@ -32,10 +32,10 @@ import optax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bigmodel_jax import config as config_lib  # noqa: E402
-from bigmodel_jax import build as build_lib  # noqa: E402
-from bigmodel_jax import sharding, steps  # noqa: E402
-from bigmodel_jax import state as state_lib  # noqa: E402
 from bigmodel_jax.data import on_device, pipeline, tasks  # noqa: E402
+from bigmodel_jax.trainer import build as build_lib  # noqa: E402
+from bigmodel_jax.trainer import sharding, steps  # noqa: E402
+from bigmodel_jax.trainer import state as state_lib  # noqa: E402
 
 
 def main() -> None:

@@ -31,8 +31,9 @@ import optax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bigmodel_jax import config as config_lib  # noqa: E402
-from bigmodel_jax import models, optim, train  # noqa: E402
+from bigmodel_jax import models
 from bigmodel_jax.data import pipeline  # noqa: E402
+from bigmodel_jax.trainer import optim, train  # noqa: E402
 
 DEFAULT_CONFIGS = "configs/mnist1d.py:cnn,configs/pycode.py:transformer"
 DEFAULT_STEPS = {"configs/mnist1d.py:cnn": 2000, "configs/pycode.py:transformer": 100}

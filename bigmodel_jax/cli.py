@@ -11,7 +11,8 @@ from typing import Any
 import ml_collections
 
 from bigmodel_jax import faults
-from bigmodel_jax.config import ConfigError, flatten, load_config_file, nearest_keys, to_dict
+from bigmodel_jax.config import flatten, load_config_file, nearest_keys, to_dict
+from bigmodel_jax.faults import ConfigError
 
 
 def _override_error(argv: list[str], config: ml_collections.ConfigDict) -> str | None:

@@ -1,6 +1,6 @@
 """The default config every experiment file starts from, and the checks on configs.
 
-Bad input gets a `ConfigError`: `main.py` prints its message on one line and exits with status 2.
+Bad input gets a `faults.ConfigError`: `main.py` prints its message on one line and exits with status 2.
 """
 
 import difflib
@@ -13,18 +13,15 @@ from typing import Any
 import ml_collections
 from ml_collections import config_dict
 
-from bigmodel_jax.compression import config as compression  # its ConfigError: this file's
+from bigmodel_jax.compression import config as compression
 from bigmodel_jax.config_rules import CHOICES, NUMERIC_RULES, is_finite, is_int
+from bigmodel_jax.faults import ConfigError
 
 
 # Keys that may differ between a workdir's config.json and a rerun on it: they change how long a
 # run goes and how often it reports, not what one step computes.
 RESUME_SAFE_KEYS = ("total_steps", "total_epochs", "log_every", "eval_every", "checkpoint_every",
                     "checkpoint_keep", "nan_policy", "steps_per_call", "data.workers")
-
-
-class ConfigError(ValueError):
-  """A config, flag or workdir the run cannot use; the message is the one line the user sees."""
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -62,7 +59,7 @@ def default_config() -> ml_collections.ConfigDict:
   # vae, gan, diffusion, contrastive, captioning. Other keys go to the objective's constructor.
   c.objective = ml_collections.ConfigDict({"name": ""})
   # Generative objectives: samples scored at every eval by a classifier of the data set
-  # (objectives/judge.py): per_class samples of each class; judge: a classifier's workdir
+  # (trainer/judge.py): per_class samples of each class; judge: a classifier's workdir
   # ("" = the pinned one for the data set, trained on first use).
   c.samples = ml_collections.ConfigDict({"per_class": 100, "judge": ""})
 

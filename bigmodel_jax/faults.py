@@ -2,7 +2,7 @@
 
   0    finished
   1    an unexpected error (a bug): the traceback
-  2    bad input (config.ConfigError): one line, nothing written
+  2    bad input (ConfigError): one line, nothing written
   3    non-finite loss or gradients with nan_policy=stop; the last good checkpoint is kept
   4    the disk is full (or a file-size quota hit) while writing; older checkpoints are intact
   5    lost contact with another process of a multi-process run
@@ -29,6 +29,11 @@ from typing import Any
 PREEMPTED = 75
 SECOND_INTERRUPT = 130
 DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+class ConfigError(ValueError):
+  """Bad input: a config, flag, data set or workdir the run cannot use (exit status 2); the
+  message is the one line the user sees, and nothing has been written."""
 
 
 class RunStopped(Exception):

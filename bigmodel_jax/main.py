@@ -15,7 +15,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from bigmodel_jax import cli
+from bigmodel_jax import cli, faults
 from bigmodel_jax import config as config_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment file: path.py[:arg].",
@@ -51,11 +51,11 @@ def _dry_run() -> None:
   n = _DRY_RUN_DEVICES.value
   if n is not None:
     if n <= 0:
-      raise config_lib.ConfigError(f"--dry_run_devices must be positive, got {n}")
+      raise faults.ConfigError(f"--dry_run_devices must be positive, got {n}")
     _virtual_cpu_devices(n)
-  from bigmodel_jax import dry_run
+  from bigmodel_jax.trainer import planning
 
-  report = dry_run.plan(_CONFIG.value, _BUDGET.value)
+  report = planning.dry_run(_CONFIG.value, _BUDGET.value)
   if report.get("fits") is False:
     sys.exit(1)
 
@@ -66,7 +66,7 @@ def _virtual_cpu_devices(n: int) -> None:
 
   if jax._src.xla_bridge.backends_are_initialized():  # noqa: SLF001
     if jax.device_count() != n:
-      raise config_lib.ConfigError(f"--dry_run_devices={n}: JAX already runs on "
+      raise faults.ConfigError(f"--dry_run_devices={n}: JAX already runs on "
                                    f"{jax.device_count()} devices in this process")
     return
   os.environ["XLA_FLAGS"] = " ".join(
@@ -86,10 +86,10 @@ def init_distributed() -> None:
   if not (_COORDINATOR.value or _DISTRIBUTED.value or slurm):
     return
   if _COORDINATOR.value and (_NUM_PROCESSES.value is None or _PROCESS_ID.value is None):
-    raise config_lib.ConfigError("--coordinator_address needs --num_processes and --process_id")
+    raise faults.ConfigError("--coordinator_address needs --num_processes and --process_id")
   jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU backend only
   if _HEARTBEAT.value <= 0:
-    raise config_lib.ConfigError(f"--heartbeat_timeout_s must be positive, got {_HEARTBEAT.value}")
+    raise faults.ConfigError(f"--heartbeat_timeout_s must be positive, got {_HEARTBEAT.value}")
   jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                              num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value,
                              heartbeat_timeout_seconds=_HEARTBEAT.value)
@@ -98,13 +98,13 @@ def init_distributed() -> None:
 def main(argv: list[str]) -> None:
   def body() -> None:
     config_lib.check_values(_CONFIG.value)  # bad values fail fast, before JAX loads
-    from bigmodel_jax import train
+    from bigmodel_jax.trainer import train
 
     if _DRY_RUN.value:
       _dry_run()
       return
     if not _WORKDIR.value:
-      raise config_lib.ConfigError("--workdir is required")
+      raise faults.ConfigError("--workdir is required")
     init_distributed()
     train.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
                              allow_config_change=_ALLOW_CONFIG_CHANGE.value,

@@ -21,7 +21,8 @@ scale learning_rate with batch_size.
 
 import os
 
-from bigmodel_jax.config import ConfigError, load_config_file
+from bigmodel_jax.config import load_config_file
+from bigmodel_jax.faults import ConfigError
 
 VARIANTS = ("resnet18", "resnet50", "vit")
 

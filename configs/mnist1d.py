@@ -18,8 +18,8 @@ decay 0.05) and a cosine decay, which holds test accuracy above 90% over seeds; 
 constant-rate Adam is `--config.optimizer.name=adam --config.schedule.name=constant`.
 """
 
-from bigmodel_jax import sweep
 from bigmodel_jax.config import from_variant
+from bigmodel_jax.experiments import sweeps
 
 VARIANTS = {
     "cnn": dict(name="cnn", channels=(25, 25, 25), kernel_sizes=(5, 3, 3), strides=2,
@@ -61,4 +61,4 @@ def get_sweep(arg: str = "cnn"):
   python -m bigmodel_jax.sweep --config=configs/mnist1d.py:cnn --root=runs/sweeps/mnist1d_cnn_lr --parallel=2
   python -m bigmodel_jax.report runs/sweeps/mnist1d_cnn_lr
   """
-  return sweep.product({"optimizer.learning_rate": [3e-3, 1e-2, 3e-2], "seed": [0, 1, 2]})
+  return sweeps.product({"optimizer.learning_rate": [3e-3, 1e-2, 3e-2], "seed": [0, 1, 2]})

@@ -51,7 +51,7 @@ def run_main(*args: str, env: dict | None = None, timeout: float = 300,
 def first_losses(c, devices=None, count: int = 3):
   """(the first `count` train losses, the state after them) of config c on `devices` (None:
   all 8), each step jitted over c's mesh plan as the trainer does."""
-  from bigmodel_jax import build, sharding, steps
+  from bigmodel_jax.trainer import build, sharding, steps
   from bigmodel_jax.data import pipeline
   sources = pipeline.load(c.data)
   b = build.build(c, build.example_of(sources.train), sources.num_outputs, 100, devices=devices)

@@ -15,9 +15,13 @@ import optax
 import pytest
 from conftest import ONE_DEVICE, first_losses, kill_and_resume, run_main, small_config
 
-from bigmodel_jax import models, quantize, train
+from bigmodel_jax import models
 from bigmodel_jax.compression import prune, ptq, qwix_wrap
-from bigmodel_jax.config import ConfigError, default_config
+from bigmodel_jax.config import default_config
+from bigmodel_jax.faults import ConfigError
+from bigmodel_jax.inference import quantize
+from bigmodel_jax.runs import load
+from bigmodel_jax.trainer import train
 
 
 def _pruning(**kw) -> ml_collections.ConfigDict:
@@ -194,7 +198,7 @@ def test_ptq_int8_keeps_accuracy_and_stores_kernels_as_bytes(teacher, tmp_path):
   assert r["model_bytes"] == kernels + 4 * channels + 4 * channels
   assert r["float_model_bytes"] == 4 * (kernels + channels)
   assert json.load(open(out / "results.json"))["model_bytes"] == r["model_bytes"]
-  _, variables = quantize.load(str(out))
+  variables = load.load(str(out)).variables
   kernel = variables["params"]["hidden_0"]["kernel"]
   assert len(np.unique(kernel[:, 0])) <= 255  # 8-bit levels of one output channel
   with pytest.raises(ConfigError, match="exists and is not empty"):

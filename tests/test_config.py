@@ -6,7 +6,7 @@ import pytest
 
 from bigmodel_jax import config as config_lib
 from bigmodel_jax.compression import config as compression_config
-from bigmodel_jax.config import ConfigError
+from bigmodel_jax.faults import ConfigError
 
 RULES = {**config_lib.NUMERIC_RULES, **compression_config.NUMERIC_RULES}
 

@@ -86,7 +86,7 @@ def test_lit_starts_its_image_tower_from_a_classifier_and_keeps_it_locked(tmp_pa
   assert not [p for p in frozen if not p.startswith("image/") or "head" in p]
   import orbax.checkpoint as ocp
 
-  from bigmodel_jax import checkpoint
+  from bigmodel_jax.runs import checkpoint
   read = lambda w: ocp.PyTreeCheckpointer().restore(os.path.join(  # noqa: E731
       checkpoint.directory(str(w)), str(checkpoint.saved_steps(str(w))[-1]), "state"))["params"]
   before, after = read(classifier), read(lit)

@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 from conftest import REPO, small_config
 
+from bigmodel_jax.runs import load
+
 FIXTURES = os.path.join(REPO, "tests", "fixtures", "pretrained")
 sys.path.insert(0, FIXTURES)
 import weights  # noqa: E402  (tests/fixtures/pretrained/weights.py)
@@ -48,7 +50,8 @@ def test_torch_files_read_without_torch_exactly():
 def test_torchvision_resnets_compute_torchvision_logits(tmp_path, variant, fixture):
   """Wide-ResNet-50-2 (ResNet-50 with wider bottlenecks: the same names and layouts) is checked by
   hand: its fixture is in the folder, and converting it gives torchvision's logits too."""
-  from bigmodel_jax import convert, predict
+  from bigmodel_jax.inference import predict
+  from bigmodel_jax.pretrained import convert
   from bigmodel_jax.pretrained import files
   with open(os.path.join(FIXTURES, f"{fixture}.json")) as f:
     spec = json.load(f)
@@ -57,9 +60,10 @@ def test_torchvision_resnets_compute_torchvision_logits(tmp_path, variant, fixtu
   ref = np.load(os.path.join(FIXTURES, f"{fixture}_logits.npz"))
   report = convert.convert_in(source, small_config(variant, "imagenet2012"), str(tmp_path / "w"))
   assert report["left_over"] == [] and report["num_outputs"] == 1000
-  close(predict.predict(str(tmp_path / "w"), ref["inputs"]), ref["logits"])
+  close(predict.outputs(str(tmp_path / "w"), ref["inputs"]), ref["logits"])
   if variant == "resnet50":  # training mode: normalized by the batch's statistics
-    _, model, variables = convert.load(str(tmp_path / "w"))
+    run = load.load(str(tmp_path / "w"))
+    model, variables = run.model, run.variables
     train_logits, _ = model.apply(variables, jnp.asarray(ref["inputs"]), train=True,
                                   mutable=["batch_stats"])
     # A batch of 2's statistics are ill-conditioned: torch's own float32 logits are ~1e-4 off
@@ -71,7 +75,7 @@ def test_torchvision_resnets_compute_torchvision_logits(tmp_path, variant, fixtu
 
 
 def _tiny(name, tmp_path):
-  from bigmodel_jax import convert
+  from bigmodel_jax.pretrained import convert
   if name == "densenet":
     c = small_config("densenet121", "imagenet2012", **{
         "model.block_sizes": (2, 2), "model.growth": 8, "model.bn_size": 2,
@@ -86,22 +90,24 @@ def _tiny(name, tmp_path):
 
 @pytest.mark.parametrize("name", ["densenet", "vit"])
 def test_torchvision_densenet_and_vit_compute_torchvision_logits(tmp_path, name):
-  from bigmodel_jax import predict
+  from bigmodel_jax.inference import predict
   ref = np.load(os.path.join(FIXTURES, f"{name}_logits.npz"))
-  close(predict.predict(_tiny(name, tmp_path), ref["inputs"]), ref["logits"])
+  close(predict.outputs(_tiny(name, tmp_path), ref["inputs"]), ref["logits"])
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_hugging_face_lms_compute_transformers_logits_also_with_the_cache(tmp_path, family):
   import jax
 
-  from bigmodel_jax import convert, predict
+  from bigmodel_jax.inference import predict
+  from bigmodel_jax.pretrained import convert
   ref = np.load(os.path.join(FIXTURES, f"{family}_logits.npz"))
   report = convert.convert_in(os.path.join(FIXTURES, family), small_config(f"{family}_tiny", "text"),
                               str(tmp_path / "w"))
   assert report["left_over"] == []
-  close(predict.predict(str(tmp_path / "w"), ref["tokens"]), ref["logits"])
-  _, model, variables = convert.load(str(tmp_path / "w"))
+  close(predict.outputs(str(tmp_path / "w"), ref["tokens"]), ref["logits"])
+  run = load.load(str(tmp_path / "w"))
+  model, variables = run.model, run.variables
   tokens = jnp.asarray(ref["tokens"])
   cache = jax.tree.map(jnp.zeros_like, model.init(jax.random.PRNGKey(0), tokens, decode=True)["cache"])
   prompt = 8  # as make.py: the prompt at once, then one token at a time
@@ -119,7 +125,7 @@ def test_hugging_face_lms_compute_transformers_logits_also_with_the_cache(tmp_pa
 def test_export_gives_back_the_checkpoint_tensor_for_tensor(tmp_path, family, to):
   """Out and in again: the same tensors, bit for bit (the reference library loading the export
   is checked by hand: make.py --check-export)."""
-  from bigmodel_jax import convert
+  from bigmodel_jax.pretrained import convert
   from bigmodel_jax.pretrained import files
   if family == "vit":
     workdir, source = _tiny("vit", tmp_path), os.path.join(FIXTURES, "vit.pth")
@@ -202,7 +208,7 @@ def test_predict_command_writes_the_logits(tmp_path):
 def test_a_killed_writers_partial_directory_is_removed_by_the_next_writer(tmp_path):
   """convert and quantize write OUT.tmpPID, then rename it: one a killed process left (its PID
   no longer runs) goes when OUT is next written; a running process's stays."""
-  from bigmodel_jax import workdir
+  from bigmodel_jax.runs import workdir
   dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                             capture_output=True, text=True).stdout)
   stale = tmp_path / f"out.tmp{dead}"
@@ -223,8 +229,8 @@ def test_a_killed_writers_partial_directory_is_removed_by_the_next_writer(tmp_pa
 def test_a_model_transformers_would_compute_otherwise_is_not_exported(tmp_path):
   import shutil
 
-  from bigmodel_jax import convert
-  from bigmodel_jax.config import ConfigError
+  from bigmodel_jax.pretrained import convert
+  from bigmodel_jax.faults import ConfigError
   workdir = tmp_path / "w"
   convert.convert_in(os.path.join(FIXTURES, "gpt2"), small_config("gpt2_tiny", "text"), str(workdir))
   config = json.loads((workdir / "config.json").read_text())

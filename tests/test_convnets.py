@@ -8,8 +8,10 @@ import pytest
 from conftest import small_config
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from bigmodel_jax import sharding, train
-from bigmodel_jax.models import DenseNet, MobileNet, ResNet
+from bigmodel_jax.models.densenet import DenseNet
+from bigmodel_jax.models.mobilenet import MobileNet
+from bigmodel_jax.models.resnet import ResNet
+from bigmodel_jax.trainer import sharding, train
 
 
 def _params(model, shape):

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from bigmodel_jax.config import ConfigError, default_config
+from bigmodel_jax.config import default_config
 from bigmodel_jax.data import digits, mnist1d, pipeline, pycode
+from bigmodel_jax.faults import ConfigError
 
 
 def _sha(a: np.ndarray) -> str:

@@ -14,7 +14,9 @@ from conftest import REPO, documented_commands
 
 from bigmodel_jax import sweep
 from bigmodel_jax.cli import parse_config
-from bigmodel_jax.config import ConfigError, check_values
+from bigmodel_jax.config import check_values
+from bigmodel_jax.experiments import sweeps
+from bigmodel_jax.faults import ConfigError
 
 TEMPLATE = ("[", "...", "NAME", "CONFIG", "|")  # usage lines: placeholders for the reader
 ABSL = {"verbosity", "v", "helpfull", "help", "helpshort", "logtostderr", "alsologtostderr"}
@@ -47,7 +49,7 @@ def _problems(module: str, args: list[str], tmp_path) -> list[str]:
     if module == "bigmodel_jax.sweep":  # every point's config, as the sweep checks them
       parsed, extra = sweep.parse([a if not a.startswith("--root=") else f"--root={tmp_path}/r"
                                    for a in args])
-      sweep.plan(parsed.config, parsed.root, extra)
+      sweeps.jobs(parsed.config, parsed.root, extra)
     elif spec is not None:
       check_values(parse_config(spec, [a for a in args if a.startswith("--config.")]))
   except ConfigError as e:

@@ -1,14 +1,14 @@
 """--dry_run: compile the step for the configured mesh without data, report per-device memory."""
 
-from bigmodel_jax import dry_run
+from bigmodel_jax.trainer import planning
 from conftest import run_main, small_config
 
 
 def test_plan_reports_state_bytes_from_the_shardings():
   c = small_config("transformer", "pycode")
-  dp = dry_run.plan(c)
+  dp = planning.dry_run(c)
   c.sharding = "fsdp"
-  fsdp = dry_run.plan(c)
+  fsdp = planning.dry_run(c)
   assert dp["devices"] == fsdp["devices"] == 8 and fsdp["mesh"] == {"fsdp": 8}
   full = dp["params_bytes"] + dp["opt_state_bytes"]
   assert full == 3 * 4 * dp["num_params"] + 4 * 2  # params + Adam's mu, nu (float32) + 2 counts
@@ -16,7 +16,7 @@ def test_plan_reports_state_bytes_from_the_shardings():
   assert 1 / 8 <= (fsdp["params_bytes"] + fsdp["opt_state_bytes"]) / full < 1 / 8 * 1.1
   assert dp["peak_bytes"] > full and dp["flops_per_step_per_device"] > 0
   c.sharding, c.data.packing = "dp", True  # packed windows: {"tokens", "segment_ids", "positions"}
-  packed = dry_run.plan(c)
+  packed = planning.dry_run(c)
   assert packed["num_params"] == dp["num_params"] and packed["flops_per_step_per_device"] > 0
 
 

@@ -23,8 +23,9 @@ import orbax.checkpoint as ocp
 import pytest
 from conftest import REPO, run_main, small_config
 
-from bigmodel_jax import faults, train
-from bigmodel_jax.config import ConfigError
+from bigmodel_jax import faults
+from bigmodel_jax.faults import ConfigError
+from bigmodel_jax.trainer import train
 
 STEPS = 400
 ARGS = ["--config=configs/mnist1d.py:cnn", f"--config.total_steps={STEPS}", "--config.batch_size=64",
@@ -336,7 +337,7 @@ def test_non_finite_logits_are_never_hits():
 ])
 def test_a_failed_save_says_what_failed_and_only_a_full_disk_is_called_one(tmp_path, monkeypatch,
                                                                           error, status, text):
-  from bigmodel_jax import checkpoint
+  from bigmodel_jax.runs import checkpoint
   ckpt = checkpoint.Checkpointer(str(tmp_path), keep=3)
   state = {"w": jnp.ones(4)}
   ckpt.save(1, state, {"position": 1})

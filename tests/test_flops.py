@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from conftest import small_config
 
-from bigmodel_jax import dry_run, flops, models
+from bigmodel_jax import models
+from bigmodel_jax.trainer import flops, planning
 
 
 def _chain(x, ws):  # one matrix product and tanh per layer, as a Python loop
@@ -80,11 +81,11 @@ def test_a_recurrent_net_counts_every_time_step():
 
 
 def test_the_dry_run_counts_every_layer_and_micro_batch():
-  unscanned, scanned = (dry_run.plan(_decoder(scan)) for scan in (False, True))
+  unscanned, scanned = (planning.dry_run(_decoder(scan)) for scan in (False, True))
   # the compiled programs differ a little (the loop's bookkeeping, other fusions): 1%
   assert scanned["flops_per_step_per_device"] == pytest.approx(
       unscanned["flops_per_step_per_device"], rel=0.01)
   c = _decoder(True)
   c.grad_accum_steps = 2  # a scan over 2 micro-batches of half the batch: the same work
-  assert dry_run.plan(c)["flops_per_step_per_device"] == pytest.approx(
+  assert planning.dry_run(c)["flops_per_step_per_device"] == pytest.approx(
       scanned["flops_per_step_per_device"], rel=0.01)

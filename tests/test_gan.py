@@ -7,8 +7,8 @@ import pytest
 from conftest import ONE_DEVICE, first_losses, kill_and_resume
 from test_generative import _tiny
 
-from bigmodel_jax import build as build_lib
 from bigmodel_jax.data import pipeline
+from bigmodel_jax.trainer import build as build_lib
 
 
 @pytest.mark.parametrize("arg", ["gan", "ddpm"])

@@ -14,8 +14,9 @@ import pytest
 from conftest import REPO, generative_config, train_losses
 
 from bigmodel_jax import config as config_lib
-from bigmodel_jax import models, objectives, train
+from bigmodel_jax import models, objectives
 from bigmodel_jax.data import pipeline
+from bigmodel_jax.trainer import train
 
 TINY = {  # model overrides: small and quick to compile
     "vae": dict(hidden=(64,), latents=8),
@@ -79,12 +80,12 @@ def test_vae_trains_and_the_importance_weighted_bound_is_tighter(tmp_path, digit
 
 
 def test_the_judge_scores_real_images_as_near_perfect_samples(digits_judge):
-  from bigmodel_jax import judge
+  from bigmodel_jax.trainer import judge
   c = _tiny("gan", digits_judge)
   sources = pipeline.load(c.data)
   train_x = sources.train.gather(np.arange(len(sources.train)))["inputs"]
   test = sources.eval.gather(np.arange(len(sources.eval)))
-  scorer = judge.SampleScorer(c, train_x, test["inputs"])
+  scorer = judge.SampleScorer(c.samples.judge, c, train_x, test["inputs"])
   real = scorer.score(test["inputs"], test["label"])
   assert real["eval/sample_accuracy"] > 0.9 and real["eval/fid_digits"] < 1e-6
   shuffled = scorer.score(test["inputs"], np.random.default_rng(0).permutation(test["label"]))

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bigmodel_jax.config import ConfigError, default_config
+from bigmodel_jax.config import default_config
 from bigmodel_jax.data import image_folder, images, jpeg_folder, pipeline
+from bigmodel_jax.faults import ConfigError
 from conftest import REPO, run_main
 
 

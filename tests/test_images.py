@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from bigmodel_jax import train
-from bigmodel_jax.config import ConfigError, default_config
+from bigmodel_jax.config import default_config
 from bigmodel_jax.data import images, pipeline
+from bigmodel_jax.faults import ConfigError
+from bigmodel_jax.trainer import train
 from conftest import small_config
 
 

@@ -121,7 +121,8 @@ BAD_INPUT = [
     ([CONFIG, W], "config.json is unreadable",
      lambda tmp: (tmp / "w").mkdir() or (tmp / "w" / "config.json").write_text("{")),
     ([CONFIG, W, "--config.batch_size=64", "--config.init_from={setup}"],
-     "init_from: no checkpoints in", lambda tmp: str(tmp / "nothing_here")),
+     "init_from: no config.json in {tmp}/nothing_here: not a workdir",
+     lambda tmp: str(tmp / "nothing_here")),
     ([CONFIG, "--workdir={tmp}/bad_name_\udcff"], "is not valid UTF-8", None),
     ([CONFIG, "--workdir=/proc/no_such_dir/run", "--config.batch_size=64"], "workdir /proc/no_such_dir/run cannot be created: "
      "No such file or directory (errno 2)", None),
@@ -267,7 +268,7 @@ def test_same_command_on_one_device_matches_eight(tmp_path):
 
   from conftest import small_config
 
-  from bigmodel_jax import train
+  from bigmodel_jax.trainer import train
   args = ["--config.total_steps=20", "--config.log_every=5", "--config.batch_size=64",
           "--config.eval_every=20"]
   proc = run_main(CONFIG, *args, f"--workdir={tmp_path / 'one'}",

@@ -7,7 +7,7 @@ import pytest
 from conftest import small_config
 
 from bigmodel_jax import models
-from bigmodel_jax.config import ConfigError
+from bigmodel_jax.faults import ConfigError
 
 
 def _abstract_variables(model, shape):

@@ -9,11 +9,11 @@ import pytest
 import tensorflow_datasets as tfds
 from conftest import first_losses, run_main, small_config
 
-from bigmodel_jax import build as build_lib
 from bigmodel_jax import models
 from bigmodel_jax.data import digits, paired_digits, pipeline
 from bigmodel_jax.data.words import Words
 from bigmodel_jax.objectives.captioning import teacher_forced
+from bigmodel_jax.trainer import build as build_lib
 
 
 def _tiny(arg, **overrides):

@@ -8,9 +8,10 @@ import pytest
 import tensorflow_datasets as tfds
 from conftest import small_config
 
-from bigmodel_jax import dry_run, models, train
-from bigmodel_jax.config import ConfigError
+from bigmodel_jax import models
 from bigmodel_jax.data import pipeline, tasks
+from bigmodel_jax.faults import ConfigError
+from bigmodel_jax.trainer import planning, train
 
 
 def _two_tasks(**overrides):
@@ -81,7 +82,7 @@ def test_catalogue_multitask_config_trains_and_plans_on_mock_data(tmp_path):
                    log_every=1, eval_every=2, checkpoint_every=2, **{"schedule.warmup_steps": 1})
   with tfds.testing.mock_data(num_examples=16, policy=tfds.testing.MockPolicy.USE_CODE):
     results = train.train_and_evaluate(c, str(tmp_path))
-    plan = dry_run.plan(c)
+    plan = planning.dry_run(c)
   assert {f"eval/{t}/accuracy" for t in ("fashion", "kmnist", "mnist")} <= set(results)
   assert plan["num_params"] == results["num_params"]
 

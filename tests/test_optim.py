@@ -6,8 +6,9 @@ import numpy as np
 import optax
 import pytest
 
-from bigmodel_jax import optim
-from bigmodel_jax.config import ConfigError, default_config
+from bigmodel_jax.config import default_config
+from bigmodel_jax.faults import ConfigError
+from bigmodel_jax.trainer import optim
 
 
 def _schedule(name, total=100, **kw):

@@ -9,10 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bigmodel_jax import models, optim, sharding, steps, train
-from bigmodel_jax import state as state_lib
+from bigmodel_jax import models
 from bigmodel_jax.models.transformer import REMAT_POLICIES
 from bigmodel_jax.objectives.classify import Classify
+from bigmodel_jax.trainer import optim, sharding, steps, train
+from bigmodel_jax.trainer import state as state_lib
 from conftest import small_config, train_losses
 
 # float32, 4 steps of AdamW: the strategies differ only in the order of float reductions. Adam

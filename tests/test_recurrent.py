@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 from conftest import small_config, train_losses
 
-from bigmodel_jax import train
-from bigmodel_jax.models import RNNClassifier
-from bigmodel_jax.models.recurrent import RecurrentLayers, _cell
+from bigmodel_jax.models.recurrent import RNNClassifier, RecurrentLayers, _cell
+from bigmodel_jax.trainer import train
 
 
 def _count(model, shape):

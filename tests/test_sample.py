@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from conftest import REPO, small_config
 
-from bigmodel_jax import sample, train
-from bigmodel_jax.models import DecoderLM
+from bigmodel_jax.models import decoding
+from bigmodel_jax.models.transformer import DecoderLM
+from bigmodel_jax.trainer import train
 
 
 @pytest.fixture(scope="module", params=["learned", "rotary"])
@@ -43,8 +44,8 @@ def test_generation_is_the_same_with_and_without_the_cache(lm, temperature, top_
   model, params = lm
   prompt = list(b"def f(")
   kwargs = dict(temperature=temperature, top_k=top_k, seed=3)
-  cached = sample.generate(model, params, prompt, 12, use_cache=True, **kwargs)
-  uncached = sample.generate(model, params, prompt, 12, use_cache=False, **kwargs)
+  cached = decoding.generate(model, params, prompt, 12, use_cache=True, **kwargs)
+  uncached = decoding.generate(model, params, prompt, 12, use_cache=False, **kwargs)
   assert cached == uncached and cached[:6] == prompt and len(cached) == 18
 
 

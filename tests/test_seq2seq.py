@@ -7,10 +7,11 @@ import pytest
 import tensorflow_datasets as tfds
 from conftest import small_config, train_losses
 
-from bigmodel_jax import train
-from bigmodel_jax.objectives.classify import greedy_decode
 from bigmodel_jax.data import addition, pipeline
-from bigmodel_jax.models import EncoderDecoder, RNNSeq2Seq
+from bigmodel_jax.models.recurrent import RNNSeq2Seq
+from bigmodel_jax.models.transformer import EncoderDecoder
+from bigmodel_jax.objectives.classify import greedy_decode
+from bigmodel_jax.trainer import train
 
 
 def test_addition_splits_are_disjoint_and_correct():

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from conftest import run_main, small_config
 
-from bigmodel_jax import train
-from bigmodel_jax.config import ConfigError
+from bigmodel_jax.faults import ConfigError
+from bigmodel_jax.trainer import train
 
 
 TIMINGS = ("train/steps_per_sec", "train/input_wait_fraction")  # differ between runs
@@ -104,7 +104,7 @@ def test_a_rolled_loop_makes_the_same_updates_as_the_unrolled_steps():
 
   import jax
 
-  from bigmodel_jax import build as build_lib, steps
+  from bigmodel_jax.trainer import build as build_lib, steps
   from bigmodel_jax.data import on_device, tasks
   c = _config()
   sources = tasks.load(c)

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from conftest import REPO, cluster_calls, wait_for_job
 
-from bigmodel_jax import report, sweep
+from bigmodel_jax import report
+from bigmodel_jax.experiments import reports, sweeps
 
 TINY = ["--config.total_steps=12", "--config.batch_size=64", "--config.log_every=4",
         "--config.eval_every=12", "--config.checkpoint_every=12"]
@@ -21,7 +22,7 @@ TINY = ["--config.total_steps=12", "--config.batch_size=64", "--config.log_every
 def _sweep_file(tmp_path, points: str) -> str:
   path = tmp_path / "sweep_config.py"
   path.write_text(f'''"""python -m bigmodel_jax.main --config={path} (a test sweep)"""
-from bigmodel_jax import sweep
+from bigmodel_jax.experiments import sweeps
 from bigmodel_jax.config import load_config_file
 
 def get_config(arg="cnn"):
@@ -39,20 +40,20 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_helpers_build_products_zips_and_names():
-  assert sweep.product({"a": [1, 2], "seed": [0, 1]}) == [
+  assert sweeps.product({"a": [1, 2], "seed": [0, 1]}) == [
       {"a": 1, "seed": 0}, {"a": 1, "seed": 1}, {"a": 2, "seed": 0}, {"a": 2, "seed": 1}]
-  assert sweep.zipped({"model.dim": [64, 128], "lr": [0.01, 0.005]}) == [
+  assert sweeps.zipped({"model.dim": [64, 128], "lr": [0.01, 0.005]}) == [
       {"model.dim": 64, "lr": 0.01}, {"model.dim": 128, "lr": 0.005}]
   with pytest.raises(ValueError, match="different lengths"):
-    sweep.zipped({"a": [1, 2], "b": [1]})
-  assert len(sweep.cross(sweep.zipped({"a": [1, 2]}), sweep.product({"seed": [0, 1, 2]}))) == 6
-  assert sweep.point_name({"optimizer.learning_rate": 0.01, "model.channels": (8, 8), "seed": 1}) == (
+    sweeps.zipped({"a": [1, 2], "b": [1]})
+  assert len(sweeps.cross(sweeps.zipped({"a": [1, 2]}), sweeps.product({"seed": [0, 1, 2]}))) == 6
+  assert sweeps.point_name({"optimizer.learning_rate": 0.01, "model.channels": (8, 8), "seed": 1}) == (
       "optimizer.learning_rate=0.01,model.channels=_8,_8_,seed=1")
-  assert sweep.value_text((0.5,)) == "(0.5,)" and sweep.value_text("cosine") == "cosine"
+  assert sweeps.value_text((0.5,)) == "(0.5,)" and sweeps.value_text("cosine") == "cosine"
 
 
 def test_sweep_runs_points_in_parallel_reports_a_failure_and_a_rerun_skips_finished(tmp_path):
-  spec = _sweep_file(tmp_path, 'sweep.product({"seed": [0, 1]}) + [{"seed": 2, "model.name": "nope"}]')
+  spec = _sweep_file(tmp_path, 'sweeps.product({"seed": [0, 1]}) + [{"seed": 2, "model.name": "nope"}]')
   root = tmp_path / "root"
   proc = _run(f"--config={spec}", f"--root={root}", "--parallel=2", *TINY)
   assert proc.returncode == 1, proc.stderr
@@ -92,7 +93,7 @@ def test_sweep_runs_points_in_parallel_reports_a_failure_and_a_rerun_skips_finis
 
 
 def test_dry_run_lists_points_and_their_commands(tmp_path):
-  spec = _sweep_file(tmp_path, 'sweep.product({"optimizer.learning_rate": [0.01, 0.03], "seed": [0, 1]})')
+  spec = _sweep_file(tmp_path, 'sweeps.product({"optimizer.learning_rate": [0.01, 0.03], "seed": [0, 1]})')
   root = tmp_path / "root"
   proc = _run(f"--config={spec}", f"--root={root}", "--dry_run", "--config.total_steps=5")
   assert proc.returncode == 0, proc.stderr
@@ -105,7 +106,7 @@ def test_dry_run_lists_points_and_their_commands(tmp_path):
 
 
 def test_a_bad_point_or_root_stops_the_sweep_before_anything_is_written(tmp_path):
-  spec = _sweep_file(tmp_path, 'sweep.product({"seed": [0, 1]}) + [{"seed": 2, '
+  spec = _sweep_file(tmp_path, 'sweeps.product({"seed": [0, 1]}) + [{"seed": 2, '
                                '"optimizer.learning_rate": -1.0}]')
   root = tmp_path / "root"
   for args, error in [(["--config.nope=1"], "point seed=0: unknown config key 'nope'"),
@@ -141,7 +142,7 @@ def test_report_refuses_a_metric_no_run_logged(tmp_path):
 def test_slurm_sweep_submits_the_job_array_its_dry_run_writes(tmp_path, fake_cluster):
   """Through a fake sbatch that runs the job array here (tests/fakes/fake_cluster.py)."""
   env, state = fake_cluster
-  spec = _sweep_file(tmp_path, 'sweep.product({"seed": [0, 1]})')
+  spec = _sweep_file(tmp_path, 'sweeps.product({"seed": [0, 1]})')
   root = tmp_path / "root"
   args = [f"--config={spec}", f"--root={root}", "--launcher=slurm", "--parallel=2", *TINY]
   dry = subprocess.run([sys.executable, "-m", "bigmodel_jax.sweep", *args, "--dry_run"], cwd=REPO,
@@ -192,7 +193,7 @@ def test_power_law_fit_recovers_the_exponent(tmp_path):
     d.mkdir()
     (d / "config.json").write_text(json.dumps({"model": {"dim": int(n)}, "seed": 0}))
     (d / "results.json").write_text(json.dumps({"num_params": n, "eval/loss": 5.0 * n ** -0.1}))
-  s = report.summarize(report.find_runs(str(tmp_path)), ["eval/loss"])
-  fit = report.power_law(s, "num_params", "eval/loss", str(tmp_path))
+  s = reports.summarize(reports.find_runs(str(tmp_path)), ["eval/loss"])
+  fit = reports.power_law(s, "num_params", "eval/loss", str(tmp_path))
   assert fit["b"] == pytest.approx(-0.1, abs=1e-9) and fit["a"] == pytest.approx(5.0, rel=1e-9)
   assert (tmp_path / "power_law.png").exists()

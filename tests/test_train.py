@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -9,8 +10,9 @@ import pytest
 import tensorflow_datasets as tfds
 from conftest import small_config
 
-from bigmodel_jax import checkpoint, train
-from bigmodel_jax.config import ConfigError
+from bigmodel_jax.faults import ConfigError
+from bigmodel_jax.runs import checkpoint
+from bigmodel_jax.trainer import train
 
 
 def _quick(arg="cnn", file="mnist1d", **overrides):
@@ -66,8 +68,8 @@ def test_parameters_and_batches_live_on_the_mesh(tmp_path, monkeypatch):
   """What the trainer creates and steps on (recorded as it runs, FSDP over 8 devices): every
   state leaf is a global array over all 8 devices, the larger ones split 8 ways; inside the
   compiled step the batch is split by rows over the 8 devices."""
-  from bigmodel_jax import sharding, steps
-  from bigmodel_jax import state as state_lib
+  from bigmodel_jax.trainer import sharding, steps
+  from bigmodel_jax.trainer import state as state_lib
   created, batch_shardings = [], []
   create, train_step = state_lib.create, steps.train_step
   monkeypatch.setattr(state_lib, "create", lambda *a, **k: created.append(create(*a, **k)) or created[-1])
@@ -121,8 +123,12 @@ def test_init_from_warm_starts_the_parameters(finished_run, tmp_path):
   warm = train.train_and_evaluate(c, str(tmp_path / "warm"))
   assert warm["params_sha256"] == results["params_sha256"]
   assert abs(warm["eval/accuracy"] - results["eval/accuracy"]) < 1e-6
-  with pytest.raises(ConfigError, match="init_from: no checkpoints"):
+  with pytest.raises(ConfigError, match="init_from: no config.json in .*nothing: not a workdir"):
     train.train_and_evaluate(_quick(init_from=str(tmp_path / "nothing")), str(tmp_path / "w2"))
+  (tmp_path / "config_only").mkdir()  # a run stopped before its first checkpoint
+  shutil.copy(os.path.join(source, "config.json"), tmp_path / "config_only")
+  with pytest.raises(ConfigError, match="init_from: no checkpoints in"):
+    train.train_and_evaluate(_quick(init_from=str(tmp_path / "config_only")), str(tmp_path / "w2"))
   assert not os.path.exists(tmp_path / "w2")
 
 

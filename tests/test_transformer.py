@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from conftest import small_config, train_losses
 
-from bigmodel_jax import train
-from bigmodel_jax.models import DecoderLM, TransformerClassifier
+from bigmodel_jax.models.transformer import DecoderLM, TransformerClassifier
+from bigmodel_jax.trainer import train
 
 
 def _count(model, x):

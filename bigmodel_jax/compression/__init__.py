@@ -5,6 +5,6 @@
   prune.py      magnitude pruning (per layer, global, N:M) as an optax wrapper; masks in opt_state
   ptq.py        post-training quantization of a parameter tree (per-channel absmax, int8/int4)
 
-Distillation is an objective (objectives/distill.py); the command that quantizes a workdir (and
-merges LoRA adapters for export) is bigmodel_jax/quantize.py.
+Distillation is an objective (objectives/distill.py); quantizing a trained workdir (and merging
+LoRA adapters for export) is inference/quantize.py (python -m bigmodel_jax.quantize).
 """

@@ -6,8 +6,8 @@ from typing import Any
 
 import ml_collections
 
-from bigmodel_jax import config as config_lib  # config.py imports this file: names used lazily
 from bigmodel_jax.config_rules import is_finite, is_int
+from bigmodel_jax.faults import ConfigError
 
 BITS = (4, 8)  # weight bits qwix (QAT) and ptq.py (PTQ) both serve
 
@@ -34,15 +34,11 @@ def add_defaults(c: ml_collections.ConfigDict) -> None:
   c.lora = ml_collections.ConfigDict({"rank": 0, "alpha": 16.0, "modules": "attention"})
 
 
-def _error(message: str) -> Exception:
-  return config_lib.ConfigError(message)
-
-
 def _regex(key: str, value: str) -> None:
   try:
     re.compile(value)
   except re.error as e:
-    raise _error(f"{key}='{value}' is not a regex: {e}") from None
+    raise ConfigError(f"{key}='{value}' is not a regex: {e}") from None
 
 
 def n_m(text: str) -> tuple[int, int] | None:
@@ -51,7 +47,7 @@ def n_m(text: str) -> tuple[int, int] | None:
     return None
   m = re.fullmatch(r"(\d+):(\d+)", text)
   if not m or not 0 < int(m[1]) < int(m[2]):
-    raise _error(f"pruning.n_m must be 'N:M' with 0 < N < M (e.g. 2:4), got '{text}'")
+    raise ConfigError(f"pruning.n_m must be 'N:M' with 0 < N < M (e.g. 2:4), got '{text}'")
   return int(m[1]), int(m[2])
 
 
@@ -85,25 +81,25 @@ def check(config: ml_collections.ConfigDict) -> None:
   for key, (ok, what) in NUMERIC_RULES.items():
     section, leaf = key.split(".")
     if not ok(config[section][leaf]):
-      raise _error(f"{key} must be {what}, got {config[section][leaf]!r}")
+      raise ConfigError(f"{key} must be {what}, got {config[section][leaf]!r}")
   q, p, lora = config.quantization, config.pruning, config.lora
   if q.act_bits and not q.weight_bits:
-    raise _error("quantization.act_bits needs quantization.weight_bits (4 or 8)")
+    raise ConfigError("quantization.act_bits needs quantization.weight_bits (4 or 8)")
   _regex("quantization.modules", q.modules)
   if p.scope not in ("layer", "global"):
-    raise _error(f"pruning.scope must be layer or global, got '{p.scope}'")
+    raise ConfigError(f"pruning.scope must be layer or global, got '{p.scope}'")
   if p.end_step and p.end_step <= p.start_step:
-    raise _error(f"pruning.end_step={p.end_step} must be after start_step={p.start_step}")
+    raise ConfigError(f"pruning.end_step={p.end_step} must be after start_step={p.start_step}")
   if n_m(p.n_m) and p.sparsity:
-    raise _error(f"pruning.n_m={p.n_m} sets the sparsity itself; leave pruning.sparsity=0")
+    raise ConfigError(f"pruning.n_m={p.n_m} sets the sparsity itself; leave pruning.sparsity=0")
   _regex("pruning.dense", p.dense)
   if lora.rank:
     _regex("lora.modules", lora.modules)
     if q.weight_bits:
-      raise _error("lora.rank and quantization.weight_bits together (QLoRA) are not built: "
+      raise ConfigError("lora.rank and quantization.weight_bits together (QLoRA) are not built: "
                         "train the adapters, then quantize the merged model (bigmodel_jax.quantize)")
     if config.freeze:
-      raise _error("lora.rank freezes every parameter but the adapters; leave freeze empty")
+      raise ConfigError("lora.rank freezes every parameter but the adapters; leave freeze empty")
   if (p.sparsity or p.n_m) and lora.rank:
-    raise _error("pruning and lora together are not built (the adapters would undo the "
+    raise ConfigError("pruning and lora together are not built (the adapters would undo the "
                       "zeros of the merged kernels)")

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from bigmodel_jax.config import ConfigError
+from bigmodel_jax.faults import ConfigError
 
 LORA_SUFFIXES = ("_lora_a", "_lora_b")
 _QTYPES = {4: jnp.int4, 8: jnp.int8}

@@ -5,5 +5,5 @@ Importing this package registers the builders, so `tfds.data_source("mnist1d")` 
 files: textdir, image_folder) work exactly as for the catalogue's data sets.
 """
 
-from bigmodel_jax.data import (addition, digits, image_folder, mnist1d, paired_digits,  # noqa: F401
-                               pycode, textdir)
+from bigmodel_jax.data import (addition, digits, image_folder, mnist1d, paired_digits, pycode,
+                               textdir)

@@ -28,9 +28,9 @@ from PIL import Image, UnidentifiedImageError
 
 from bigmodel_jax import faults
 from bigmodel_jax.cli import ArgumentParser, run_script
-from bigmodel_jax.config import ConfigError
 from bigmodel_jax.data.offline import OfflineBuilder, generated_with, user_directory
 from bigmodel_jax.data.textdir import _NoCustomConfigWarning  # noqa: F401  (quiets TFDS for us too)
+from bigmodel_jax.faults import ConfigError
 
 SUFFIXES = (".jpeg", ".jpg", ".png")
 

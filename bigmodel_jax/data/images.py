@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from bigmodel_jax.config import ConfigError
+from bigmodel_jax.faults import ConfigError
 
 AUGMENTS = ("", "flip", "crop_flip", "inception_crop")
 CROP_PADDING = 4  # crop_flip: pixels of zero padding on each side before the random crop

@@ -6,7 +6,7 @@ import platform
 
 import tensorflow_datasets as tfds
 
-from bigmodel_jax.config import ConfigError
+from bigmodel_jax.faults import ConfigError
 
 
 class OfflineBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):

@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from bigmodel_jax.config import ConfigError
 from bigmodel_jax.data import pipeline
+from bigmodel_jax.faults import ConfigError
 
 
 def _replicated(x: np.ndarray, sharding: NamedSharding) -> jax.Array:

@@ -7,12 +7,12 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from bigmodel_jax.config import ConfigError
-from bigmodel_jax.data import pipeline
+from bigmodel_jax.data import records
 from bigmodel_jax.data.words import Words
+from bigmodel_jax.faults import ConfigError
 
 Batch = dict[str, np.ndarray]
-Rngs = pipeline.Rngs
+Rngs = records.Rngs
 
 
 def outputs(cfg: ml_collections.ConfigDict, builder: Any) -> dict[str, Any]:
@@ -39,7 +39,7 @@ def outputs(cfg: ml_collections.ConfigDict, builder: Any) -> dict[str, Any]:
   return outputs
 
 
-class Paired(pipeline.Records):
+class Paired(records.Records):
   """An image and a text (word ids, data/words.py) with a class label. A text feature of several
   captions (K x T) gives one caption per example: a random one in training (each example's RNG),
   caption i mod K of example i at evaluation, with all K as "references"."""

@@ -3,8 +3,9 @@
 A split becomes an *examples* object: `len()`, `gather(indices, rngs) -> batch of arrays` and
 `random` (whether training batches need per-example RNGs), optionally `in_memory` (gathering
 is a cheap array index: no reader threads) and, for a mixture of tasks, `sampler`:
-  Records       TFDS records, preprocessed one by one (any size of data set; images.py)
-  InMemory      the same, decoded once into memory (data.cache, for small data sets)
+  Records       (records.py) TFDS records, preprocessed one by one (any size of data set;
+                images.py)
+  InMemory      (records.py) the same, decoded once into memory (data.cache, small data sets)
   TokenWindows  (text.py) a text split's tokens cut into fixed windows, optionally packed
                 with document boundaries (data.kind="lm"; tokenizer.py: bytes or BPE)
   TextPairs     (text.py) question/answer texts as padded bytes (data.kind="seq2seq")
@@ -42,95 +43,14 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from bigmodel_jax import faults
-from bigmodel_jax.config import ConfigError
-from bigmodel_jax.data import (addition, digits, image_folder, mnist1d, paired_digits,  # noqa: F401
-                               pycode, textdir)  # (registers the offline builders)
-from bigmodel_jax.data import images, iterator, tokenizer
+from bigmodel_jax.data import (addition, digits, image_folder, mnist1d, paired_digits, pycode,
+                               textdir)  # (registers the offline builders)
+from bigmodel_jax.data import iterator, paired, records, tokenizer
 from bigmodel_jax.data.iterator import Gather, GlobalBatch, trainer_batch  # noqa: F401
 from bigmodel_jax.data.text import BOS, EOS, PAD, TextPairs, TokenWindows  # noqa: F401
+from bigmodel_jax.faults import ConfigError
 
 tfds.disable_progress_bar()  # builders announce their preparation themselves
-
-Batch = dict[str, np.ndarray]
-Rngs = list[np.random.Generator] | None  # one per example when training (augmentation), else None
-
-
-class Records:
-  """TFDS records -> classification examples, read and preprocessed on demand (images.py).
-
-  `decode` reads and crops examples into a stacked batch; `finish` augments and normalizes it.
-  `gather_uint8` leaves uint8 images unnormalized: the trainer's batches, normalized in the step.
-  """
-
-  def __init__(self, source: Any, cfg: ml_collections.ConfigDict):
-    self.source, self.input_key, self.label_key = source, cfg.input_key, cfg.label_key
-    self.preprocess = images.Preprocess(cfg)
-    self.random = bool(cfg.augment)  # training batches need per-example RNGs
-    self.decodes_files = False  # images read encoded and decoded per batch (load sets it)
-
-  def __len__(self) -> int:
-    return len(self.source)
-
-  def decode(self, indices: np.ndarray, rngs: Rngs = None) -> Batch:
-    # Plain indexing: every data source has it (tfds.testing.mock_data's __getitems__ is broken).
-    return self.decode_records([self.source[i] for i in indices.tolist()], rngs)
-
-  def decode_records(self, examples: list[Any], rngs: Rngs = None) -> Batch:
-    rngs = rngs or [None] * len(examples)
-    inputs = [self.preprocess.example(_image(e[self.input_key]), rng)
-              for e, rng in zip(examples, rngs)]
-    labels = ([e[self.label_key] for e in examples] if self.label_key  # "": unlabeled, 0
-              else np.zeros(len(examples)))
-    return {"inputs": np.stack(inputs), "label": np.asarray(labels, np.int32)}
-
-  def finish(self, batch: Batch, rngs: Rngs = None) -> Batch:
-    return {**batch, "inputs": self.preprocess.batch(batch["inputs"], rngs)}
-
-  def gather(self, indices: np.ndarray, rngs: Rngs = None) -> Batch:
-    return self.finish(self.decode(indices, rngs), rngs)
-
-  def finish_uint8(self, batch: Batch, rngs: Rngs = None) -> Batch:
-    inputs = batch["inputs"]
-    if inputs.dtype != np.uint8:  # float features: normalized here
-      return self.finish(batch, rngs)
-    return {**batch, "inputs": self.preprocess.augment_batch(inputs, rngs)}
-
-  def gather_uint8(self, indices: np.ndarray, rngs: Rngs = None) -> Batch:
-    return self.finish_uint8(self.decode(indices, rngs), rngs)
-
-
-def _image(value: Any) -> Any:
-  return value if isinstance(value, bytes) else np.asarray(value)  # bytes: encoded (SkipDecoding)
-
-
-class InMemory:
-  """Examples decoded once into arrays; gathering is one fancy-indexing per key (then Records'
-  augmentation and normalization, which stay per batch)."""
-
-  in_memory = True  # gathering is cheap: no reader threads needed
-
-  def __init__(self, examples: Any):
-    self.examples = examples
-    self.random = getattr(examples, "random", False)
-    if isinstance(examples, Records):
-      if examples.preprocess.random_per_example:
-        raise ConfigError("data.cache cannot keep randomly cropped examples "
-                          "(data.augment=inception_crop): turn one of them off")
-      self.arrays = examples.decode(np.arange(len(examples)))
-    else:
-      self.arrays = examples.gather(np.arange(len(examples)))
-
-  def __len__(self) -> int:
-    return len(self.arrays["label"])
-
-  def gather(self, indices: np.ndarray, rngs: Rngs = None) -> Batch:
-    batch = jax.tree.map(lambda v: v[indices], self.arrays)
-    return self.examples.finish(batch, rngs) if isinstance(self.examples, Records) else batch
-
-  def gather_uint8(self, indices: np.ndarray, rngs: Rngs = None) -> Batch:
-    batch = jax.tree.map(lambda v: v[indices], self.arrays)
-    return self.examples.finish_uint8(batch, rngs) if isinstance(self.examples, Records) else batch
-
 
 @dataclasses.dataclass(frozen=True)
 class Sources:
@@ -155,7 +75,6 @@ def _builder_and_outputs(cfg: ml_collections.ConfigDict,
   if cfg.tokenizer and cfg.kind != "lm":
     raise ConfigError(f"data.tokenizer is for data.kind=lm, not {cfg.kind}")
   if cfg.kind == "paired":
-    from bigmodel_jax.data import paired  # paired.py builds on this file
     return builder, paired.outputs(cfg, builder)
   keys = (cfg.input_key,) if cfg.kind == "lm" or not cfg.label_key else (cfg.input_key,
                                                                            cfg.label_key)
@@ -312,12 +231,11 @@ def _examples(source: Any, cfg: ml_collections.ConfigDict, tok: Any = None,
   if cfg.kind == "seq2seq":
     examples = TextPairs(source, cfg)
   elif cfg.kind == "paired":
-    from bigmodel_jax.data import paired
     examples = paired.Paired(source, cfg, captions=np.ndim(source[0][cfg.text_key]) == 2)
   else:
-    examples = Records(source, cfg)
+    examples = records.Records(source, cfg)
     examples.decodes_files = isinstance(source[0][cfg.input_key], bytes)  # encoded images
-  return InMemory(examples) if cfg.cache else examples
+  return records.InMemory(examples) if cfg.cache else examples
 
 
 def train_iterator(examples: Any, global_batch: int, seed: int,
@@ -345,7 +263,7 @@ def train_iterator(examples: Any, global_batch: int, seed: int,
   return iterator.TrainIterator(lambda numbers: numbers.map(batches).map(gather), workers, threads)
 
 
-def eval_batches(examples: Any, global_batch: int) -> Iterator[Batch]:
+def eval_batches(examples: Any, global_batch: int) -> Iterator[records.Batch]:
   """One ordered pass over this process's contiguous share, with "mask" (1 real, 0 padding).
 
   Every process yields the same number of equally shaped batches, as the jitted step needs.

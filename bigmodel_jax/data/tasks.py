@@ -22,8 +22,8 @@ import ml_collections
 import numpy as np
 
 from bigmodel_jax import config as config_lib
-from bigmodel_jax.config import ConfigError
-from bigmodel_jax.data import pipeline
+from bigmodel_jax.data import pipeline, records
+from bigmodel_jax.faults import ConfigError
 
 
 def task_configs(config: ml_collections.ConfigDict) -> dict[str, tuple[float, ml_collections.ConfigDict]]:
@@ -79,7 +79,7 @@ class TaskExamples:
   def __len__(self) -> int:
     return len(self.examples)
 
-  def gather(self, indices: np.ndarray, rngs: pipeline.Rngs = None) -> pipeline.Batch:
+  def gather(self, indices: np.ndarray, rngs: records.Rngs = None) -> records.Batch:
     batch = self.examples.gather(indices, rngs)
     task = np.full(len(indices), self.task_id, np.int32)
     return {**batch, "inputs": {"x": batch["inputs"], "task": task}}
@@ -98,7 +98,7 @@ class Mixture:
   def __len__(self) -> int:
     return int(self.offsets[-1])
 
-  def gather(self, indices: np.ndarray, rngs: pipeline.Rngs = None) -> pipeline.Batch:
+  def gather(self, indices: np.ndarray, rngs: records.Rngs = None) -> records.Batch:
     indices = np.asarray(indices)
     task_of = np.searchsorted(self.offsets, indices, side="right") - 1
     out = None

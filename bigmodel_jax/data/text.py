@@ -6,8 +6,8 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from bigmodel_jax.config import ConfigError
 from bigmodel_jax.data import tokenizer
+from bigmodel_jax.faults import ConfigError
 
 Batch = dict[str, np.ndarray]
 Rngs = list[np.random.Generator] | None

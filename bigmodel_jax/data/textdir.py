@@ -21,8 +21,8 @@ import sys
 
 import tensorflow_datasets as tfds
 
-from bigmodel_jax.config import ConfigError
 from bigmodel_jax.data.offline import OfflineBuilder, generated_with, user_directory
+from bigmodel_jax.faults import ConfigError
 
 SPLITS = (("train", 90), ("validation", 95), ("test", 100))  # cumulative percent
 SUFFIXES = (".txt", ".jsonl")

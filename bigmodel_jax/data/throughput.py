@@ -16,13 +16,15 @@ import json
 import time
 from typing import Any
 
+import jax
 import ml_collections
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from bigmodel_jax import cli
+from bigmodel_jax import cli, faults
 from bigmodel_jax import config as config_lib
+from bigmodel_jax.data import images, pipeline, records, tasks
 
 
 def stages(examples: Any, seed: int, batch: int, rounds: int = 4) -> dict[str, float]:
@@ -37,29 +39,27 @@ def stages(examples: Any, seed: int, batch: int, rounds: int = 4) -> dict[str, f
 
 
 def _stages(examples: Any, seed: int, indices: np.ndarray) -> dict[str, float]:
-  from bigmodel_jax.data import images, pipeline
-
   random = getattr(examples, "random", False)
   rngs = ([np.random.default_rng((seed, int(p))) for p in indices] if random else
           [None] * len(indices))
   per = 1e3 / len(indices)
-  if not (isinstance(examples, pipeline.Records) and getattr(examples, "decodes_files", False)):
+  if not (isinstance(examples, records.Records) and getattr(examples, "decodes_files", False)):
     t = time.perf_counter()
     pipeline.trainer_batch(examples, indices, rngs if random else None)
     return {"gather": (time.perf_counter() - t) * per}
   p = examples.preprocess
   inception = p.augment == "inception_crop"
   t0 = time.perf_counter()
-  records = [examples.source[i] for i in indices.tolist()]
+  rows = [examples.source[i] for i in indices.tolist()]
   t1 = time.perf_counter()
   decoded = [images.decode_scaled(r[examples.input_key], p.size, rng if inception else None,
-                                  p.eval_crop) for r, rng in zip(records, rngs)]
+                                  p.eval_crop) for r, rng in zip(rows, rngs)]
   t2 = time.perf_counter()
   crops = [images.crop_resize(pil, box, p.size, flip=inception and rng.random() < 0.5)
            for (pil, box), rng in zip(decoded, rngs)]
   t3 = time.perf_counter()
   stacked = np.stack(crops)
-  labels = np.asarray([r[examples.label_key] for r in records], np.int32)
+  labels = np.asarray([r[examples.label_key] for r in rows], np.int32)
   t4 = time.perf_counter()
   p.augment_batch(stacked, rngs if random else None)
   t5 = time.perf_counter()
@@ -69,10 +69,6 @@ def _stages(examples: Any, seed: int, indices: np.ndarray) -> dict[str, float]:
 
 
 def measure(config: ml_collections.ConfigDict, batches: int, warmup: int) -> dict[str, Any]:
-  import jax
-
-  from bigmodel_jax.data import pipeline, tasks
-
   sources = tasks.load(config)
   it = pipeline.train_iterator(sources.train, config.batch_size, config.seed, config.data.workers)
   local = config.batch_size // jax.process_count()
@@ -101,7 +97,7 @@ def main(argv: list[str]) -> None:
     config = flags.FLAGS.config
     config_lib.check_values(config)
     if flags.FLAGS.batches <= 0 or flags.FLAGS.warmup < 0:
-      raise config_lib.ConfigError("--batches must be positive and --warmup >= 0")
+      raise faults.ConfigError("--batches must be positive and --warmup >= 0")
     r = measure(config, flags.FLAGS.batches, flags.FLAGS.warmup)
     how = f"{r['workers']} worker processes" if r["workers"] else f"{r['threads']} reader threads"
     print(f"{r['data']}: {r['examples_per_sec']:,.1f} examples/s, {r['batches_per_sec']:.2f} "

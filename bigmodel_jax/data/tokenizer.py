@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from bigmodel_jax.config import ConfigError
+from bigmodel_jax.faults import ConfigError
 
 EOS = "<|endoftext|>"
 
@@ -111,4 +111,15 @@ def eos_id(tok: Any) -> int | None:
 
 
 def encode(tok: Any, texts: list[str]) -> list[np.ndarray]:
+  """Documents -> token ids, each an int32 array (no special tokens)."""
   return [np.asarray(e.ids, np.int32) for e in tok.encode_batch(texts, add_special_tokens=False)]
+
+
+def encode_one(tok: Any, text: str) -> list[int]:
+  """One text -> token ids: a tokenizer's (no special tokens), or its bytes (tok None)."""
+  return list(text.encode()) if tok is None else tok.encode(text, add_special_tokens=False).ids
+
+
+def decode(tok: Any, tokens: list[int]) -> str:
+  """Token ids -> text: a tokenizer's, or bytes (tok None; invalid UTF-8 replaced)."""
+  return bytes(tokens).decode("utf-8", errors="replace") if tok is None else tok.decode(tokens)

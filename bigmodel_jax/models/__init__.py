@@ -18,29 +18,18 @@ import jax
 import ml_collections
 
 from bigmodel_jax import faults
-from bigmodel_jax.config import ConfigError
-from bigmodel_jax.models.cnn import CNN
-from bigmodel_jax.models.densenet import DenseNet
+from bigmodel_jax.faults import ConfigError
+from bigmodel_jax.models.classifiers import CLASSIFIERS
 from bigmodel_jax.models.gan import GAN
-from bigmodel_jax.models.mlp import MLP
-from bigmodel_jax.models.mobilenet import MobileNet
 from bigmodel_jax.models.multimodal import Captioner, DualEncoder, FusionClassifier
 from bigmodel_jax.models.multitask import MultiTask
-from bigmodel_jax.models.recurrent import RNNLM, RNNClassifier, RNNSeq2Seq
-from bigmodel_jax.models.resnet import ResNet
-from bigmodel_jax.models.transformer import DecoderLM, EncoderDecoder, TransformerClassifier
+from bigmodel_jax.models.recurrent import RNNLM, RNNSeq2Seq
+from bigmodel_jax.models.transformer import DecoderLM, EncoderDecoder
 from bigmodel_jax.models.unet import UNet
 from bigmodel_jax.models.vae import VAE
 
 MODELS: dict[str, type[nn.Module]] = {
-    "mlp": MLP,
-    "cnn": CNN,
-    "resnet": ResNet,  # ResNeXt too: groups, width_per_group
-    "mobilenet": MobileNet,
-    "densenet": DenseNet,
-    "rnn": RNNClassifier,  # LSTM or GRU: cell, bidirectional, pooling
-    "transformer": TransformerClassifier,  # 1-D patches of sequences
-    "vit": TransformerClassifier,  # the same with 2-D patches of images
+    **CLASSIFIERS,  # mlp, cnn, resnet, mobilenet, densenet, rnn, transformer, vit
     "decoder_lm": DecoderLM,
     "rnn_lm": RNNLM,
     "encoder_decoder": EncoderDecoder,
@@ -107,7 +96,7 @@ def build_for(config: ml_collections.ConfigDict, num_outputs: int | tuple[int, .
   class count per task, in sorted task order) the trunk of a MultiTask with a head per task."""
   if not config.tasks:
     return build(config.model, num_outputs)
-  if "num_classes" not in {f.name for f in dataclasses.fields(MODELS.get(config.model.name, MLP))}:
+  if config.model.name not in CLASSIFIERS:
     raise ConfigError(f"multi-task training needs a classifier trunk, not model "
                       f"'{config.model.name}'")
   if config.task_features <= 0:

@@ -28,6 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bigmodel_jax.models.classifiers import CLASSIFIERS
 from bigmodel_jax.models.layers import conv, dense
 from bigmodel_jax.models.transformer import Block, blocks, layer_norm
 
@@ -191,12 +192,12 @@ class DualEncoder(nn.Module):
   logit_bias: float = 0.0  # SigLIP starts it at -10; the softmax loss ignores it
 
   def setup(self):
-    from bigmodel_jax.models import MODELS  # the registry imports this file
     tower = dict(self.image_tower or VIT_TOWER)
     name = tower.pop("name", "")
-    if name not in MODELS or name in ("dual_encoder", "fusion", "captioner"):
-      raise ValueError(f"image_tower: '{name}' is not a registered image classifier")
-    self.image = MODELS[name](num_classes=self.embed_dim, **tower)
+    if name not in CLASSIFIERS:
+      raise ValueError(f"image_tower: '{name}' is not a registered image classifier "
+                       f"({', '.join(CLASSIFIERS)})")
+    self.image = CLASSIFIERS[name](num_classes=self.embed_dim, **tower)
     self.text_embed = TokenEmbed(self.vocab_size, self.dim)
     self.text_encoder = Encoder(self.depth, self.num_heads, self.mlp_dim, self.dropout)
     self.text_head = dense(self.embed_dim, ("embed", "mlp"))

@@ -9,7 +9,8 @@ from typing import Any
 
 import ml_collections
 
-from bigmodel_jax.config import ConfigError, objective_name
+from bigmodel_jax.config import objective_name
+from bigmodel_jax.faults import ConfigError
 from bigmodel_jax.objectives import distill
 from bigmodel_jax.objectives.base import Objective
 from bigmodel_jax.objectives.captioning import Captioning
@@ -32,10 +33,11 @@ OBJECTIVES: dict[str, type[Objective]] = {
 FROM_DATA = ("prompts",)  # constructor arguments a paired data set gives (pipeline.load)
 
 
-def build(config: ml_collections.ConfigDict, model: Any, example: Any,
-          num_outputs: Any) -> Objective:
+def build(config: ml_collections.ConfigDict, model: Any, example: Any, num_outputs: Any,
+          teacher: tuple[Any, Any] | None = None) -> Objective:
   """The config's objective over `model` (which objective trains which model, and on which data
-  kinds, is checked by config.check_values)."""
+  kinds, is checked by config.check_values). teacher: (model, variables or None) of a
+  distillation teacher when config.distill.teacher is set."""
   name = objective_name(config)
   options = {k: v for k, v in config.objective.items() if k != "name"}
   input_shape = tuple(example.shape[1:]) if hasattr(example, "shape") else ()
@@ -46,10 +48,9 @@ def build(config: ml_collections.ConfigDict, model: Any, example: Any,
     if options:
       raise ConfigError(f"objective '{name}' has no options ({', '.join(sorted(options))})")
     objective = Classify(model, input_shape, num_outputs, kind=name)
-    if config.distill.teacher:  # the same loss, mixed with the teacher's outputs
-      teacher, _ = distill.teacher_model(config.distill.teacher, num_outputs, name)
-      distill.check_teacher(teacher, model, example, config.distill.teacher)
-      return distill.Distill(objective, teacher, config.distill.temperature, config.distill.alpha)
+    if teacher is not None:  # the same loss, mixed with the teacher's outputs
+      return distill.Distill(objective, *teacher, config.distill.temperature,
+                             config.distill.alpha)
     return objective
   if config.distill.teacher:
     raise ConfigError(f"distillation trains classifiers and language models, not objective '{name}'")

@@ -52,6 +52,9 @@ class Objective:
 
   networks: tuple[str, ...] = ()  # top-level parameter groups, each with its own optimizer
   can_sample = False  # generates inputs: sample() exists, samples are scored at every eval
+  # extra_state collections whose values are given (a distillation teacher's variables): the
+  # trainer places them over their initial values when a run starts
+  preset_state: dict[str, Any] = {}
 
   def __init__(self, model: nn.Module, input_shape: tuple[int, ...], num_classes: int):
     self.model, self.input_shape, self.num_classes = model, tuple(input_shape), num_classes

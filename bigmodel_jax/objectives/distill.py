@@ -4,10 +4,11 @@ objective learns from the labels and from a trained teacher's outputs on the sam
   loss = (1 - alpha) CE(labels, student) + alpha T^2 KL(softmax(teacher / T) || softmax(student / T))
 
 per label (per example, or per position of a language model), weighted like the cross entropy.
-The teacher is a workdir's newest checkpoint. Its variables are a model-state collection
-("teacher") created at init (extra_state): sharded by their logical axis names like the
-student's, saved in the student's checkpoints (a resumed run needs no teacher workdir), never
-differentiated or updated.
+The teacher is a model and its variables (the trainer loads them from a workdir). They are a
+model-state collection ("teacher") created at init (extra_state) and set to the teacher's
+values (preset_state): sharded by their logical axis names like the student's, saved in the
+student's checkpoints (a resumed run needs no teacher workdir), never differentiated or
+updated.
 """
 
 from typing import Any
@@ -15,44 +16,19 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 
 from bigmodel_jax import faults
-from bigmodel_jax.config import ConfigError
+from bigmodel_jax.faults import ConfigError
 from bigmodel_jax.objectives.base import Objective, apply
 from bigmodel_jax.objectives.classify import Classify, hits
 
 TEACHER = "teacher"  # the model-state collection holding the teacher's variables
 
 
-def teacher_model(workdir: str, num_outputs: Any,
-                  kind: str) -> tuple[nn.Module, ml_collections.ConfigDict]:
-  """The teacher's model and config; ConfigError if it is not a finished workdir of a `kind`
-  model (classification, lm) with this run's number of outputs."""
-  from bigmodel_jax import checkpoint, models, sample
-  from bigmodel_jax.config import objective_name
-  from bigmodel_jax.data import pipeline
-
-  try:
-    config = sample.workdir_config(workdir)
-  except ConfigError as e:
-    raise ConfigError(f"distill.teacher: {e}") from None
-  _, outputs = pipeline.input_spec(config.data)
-  if outputs != num_outputs:
-    raise ConfigError(f"distill.teacher {workdir} predicts {outputs} classes, this run's data "
-                      f"has {num_outputs}: the teacher must be trained on the same labels")
-  if objective_name(config) != kind:
-    raise ConfigError(f"distill.teacher {workdir} holds a {objective_name(config)} run; the "
-                      f"teacher of a {kind} student must be a {kind} run")
-  if not checkpoint.saved_steps(workdir):
-    raise ConfigError(f"distill.teacher: no checkpoints in {workdir}")
-  return models.build(config.model, outputs), config
-
-
-def check_teacher(teacher: nn.Module, student: nn.Module, example: Any, workdir: str) -> None:
+def check_teacher(teacher: nn.Module, student: nn.Module, example: Any) -> None:
   """The teacher reads the student's inputs and gives outputs of the student's shape (shapes
-  only: nothing is computed)."""
+  only: nothing is computed); ConfigError saying which does not hold."""
   def outputs(model: nn.Module) -> Any:
     return jax.eval_shape(lambda x: model.apply(model.init(jax.random.PRNGKey(0), x, train=False),
                                                 x, train=False), example)
@@ -61,24 +37,28 @@ def check_teacher(teacher: nn.Module, student: nn.Module, example: Any, workdir:
   try:
     theirs = outputs(teacher)
   except Exception as e:  # noqa: BLE001 (the teacher's model fails on these inputs)
-    raise ConfigError(f"distill.teacher {workdir}: its model cannot read this run's inputs of "
-                      f"shape {shapes}: {faults.first_line(e)}") from e
+    raise ConfigError(f"its model cannot read this run's inputs of shape {shapes}: "
+                      f"{faults.first_line(e)}") from e
   try:
     ours = outputs(student)
   except Exception:  # noqa: BLE001 (the student's own misfit: reported where its state is made)
     return
   if jax.tree.map(lambda x: x.shape, theirs) != jax.tree.map(lambda x: x.shape, ours):
-    raise ConfigError(f"distill.teacher {workdir} gives outputs of shape "
+    raise ConfigError(f"it gives outputs of shape "
                       f"{jax.tree.map(lambda x: tuple(x.shape[1:]), theirs)} per example; the "
                       f"student's are {jax.tree.map(lambda x: tuple(x.shape[1:]), ours)}")
 
 
 class Distill(Objective):
-  def __init__(self, student: Classify, teacher: nn.Module, temperature: float, alpha: float):
+  def __init__(self, student: Classify, teacher: nn.Module, teacher_variables: Any,
+               temperature: float, alpha: float):
+    """teacher_variables: {"params", **collections} of the teacher, placed over its collection's
+    initial values (preset_state); None when only planning."""
     if student.kind not in ("classification", "lm"):
       raise ConfigError(f"distillation trains classifiers and language models, not '{student.kind}'")
     super().__init__(student.model, student.input_shape, student.num_classes)
     self.student, self.teacher = student, teacher
+    self.preset_state = {TEACHER: teacher_variables} if teacher_variables is not None else {}
     self.temperature, self.alpha = float(temperature), float(alpha)
 
   def weights(self, batch):

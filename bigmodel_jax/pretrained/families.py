@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from bigmodel_jax.config import ConfigError
+from bigmodel_jax.faults import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,7 +7,8 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from bigmodel_jax.config import ConfigError
+from bigmodel_jax.faults import ConfigError
+from bigmodel_jax.models import MODELS
 
 _GPT2_ACT = {"gelu_new": "gelu", "gelu_pytorch_tanh": "gelu", "gelu": "gelu_exact"}
 
@@ -49,8 +50,6 @@ def _expected(family: str, hf: dict[str, Any]) -> dict[str, Any]:
 
 def options(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The model's options, its class's defaults filled in for the keys the config leaves out."""
-  from bigmodel_jax.models import MODELS
-
   fields = {f.name: f.default for f in dataclasses.fields(MODELS[model.name])
             if f.default is not dataclasses.MISSING}
   return ml_collections.ConfigDict({**fields, **model.to_dict()})

@@ -18,8 +18,8 @@ float row of their seed: the sweep runs the float points first and names their w
 
 import os
 
-from bigmodel_jax import sweep
 from bigmodel_jax.config import load_config_file
+from bigmodel_jax.experiments import sweeps
 
 CONFIGS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = {  # the config and the student's overrides (about half the parameters)
@@ -73,13 +73,13 @@ def get_sweep(arg: str = ""):
   root = options.get("root", ROOT)
   points = []
   for model in models:  # the float rows first: the distill and lora rows read them
-    points += sweep.product({"arg": [f"{model}_float"], "seed": seeds})
+    points += sweeps.product({"arg": [f"{model}_float"], "seed": seeds})
   for model in models:  # then the cheaper rows first
     points += [{"arg": f"{model}_lora", "seed": s, "init_from": float_workdir(model, s, root)}
                for s in seeds]
     points += [{"arg": f"{model}_distill", "seed": s,
                 "distill.teacher": float_workdir(model, s, root)} for s in seeds]
-    points += sweep.product({"arg": [f"{model}_{r}" for r in ("student", "qat8", "qat4",
+    points += sweeps.product({"arg": [f"{model}_{r}" for r in ("student", "qat8", "qat4",
                                                               "prune80", "prune50", "prune90")],
                              "seed": seeds})
   return points

@@ -14,8 +14,8 @@ rows; eval/fid_digits_floor is the train-vs-test distance, the same for every ro
 
 import os
 
-from bigmodel_jax import sweep
 from bigmodel_jax.config import load_config_file
+from bigmodel_jax.experiments import sweeps
 
 BASE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "generative.py")
 ROWS = ("vae", "conv_vae", "cvae", "gan", "ddpm")
@@ -34,5 +34,5 @@ def get_sweep(arg: str = ""):
   """Every row x 3 seeds; --config=configs/paper/generative.py:ROW sweeps that row only, and
   :one_seed every row with seed 0 (benchmarks/generative.md's table)."""
   if arg == "one_seed":
-    return sweep.product({"arg": list(ROWS), "seed": [0]})
-  return sweep.product({"arg": [arg] if arg else list(ROWS), "seed": [0, 1, 2]})
+    return sweeps.product({"arg": list(ROWS), "seed": [0]})
+  return sweeps.product({"arg": [arg] if arg else list(ROWS), "seed": [0, 1, 2]})

@@ -15,8 +15,8 @@ regression 32%, MLP 68%, CNN 94%, GRU 91%.
 
 import os
 
-from bigmodel_jax import sweep
 from bigmodel_jax.config import load_config_file
+from bigmodel_jax.experiments import sweeps
 
 BASE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "mnist1d.py")
 
@@ -55,4 +55,4 @@ def get_config(arg: str = "cnn"):
 def get_sweep(arg: str = ""):
   """Every row x 3 seeds ("arg" picks the row: the part after the colon of --config);
   --config=configs/paper/mnist1d.py:ROW sweeps that row only."""
-  return sweep.product({"arg": [arg] if arg else list(ROWS), "seed": [0, 1, 2]})
+  return sweeps.product({"arg": [arg] if arg else list(ROWS), "seed": [0, 1, 2]})

@@ -15,8 +15,8 @@ one_seed,lit_from=DIR).
 
 import os
 
-from bigmodel_jax import sweep
 from bigmodel_jax.config import load_config_file
+from bigmodel_jax.experiments import sweeps
 
 BASE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "multimodal.py")
 ROWS = ("image_only", "text_only", "late_fusion", "gated_fusion", "early_fusion",
@@ -37,5 +37,5 @@ def get_sweep(arg: str = ""):
   options = dict(part.partition("=")[::2] for part in arg.split(",") if part)
   seeds = [0] if "one_seed" in options else [0, 1, 2]
   lit_from = options.get("lit_from", "runs/digits_cnn")
-  points = sweep.product({"arg": [r for r in ROWS if r != "lit"], "seed": seeds})
-  return points + sweep.product({"arg": ["lit"], "seed": seeds, "init_from": [lit_from]})
+  points = sweeps.product({"arg": [r for r in ROWS if r != "lit"], "seed": seeds})
+  return points + sweeps.product({"arg": ["lit"], "seed": seeds, "init_from": [lit_from]})

@@ -13,8 +13,8 @@ exponent describes these short runs, not converged models.
 
 import os
 
-from bigmodel_jax import sweep
 from bigmodel_jax.config import load_config_file
+from bigmodel_jax.experiments import sweeps
 
 BASE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pycode.py")
 
@@ -42,4 +42,4 @@ def get_config(arg: str = "d64"):
 
 
 def get_sweep(arg: str = ""):
-  return sweep.product({"arg": [arg] if arg else list(SIZES), "seed": [0]})
+  return sweeps.product({"arg": [arg] if arg else list(SIZES), "seed": [0]})

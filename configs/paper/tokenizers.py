@@ -16,8 +16,8 @@ the bytes of text each token stands for, so the three are comparable.
 
 import os
 
-from bigmodel_jax import sweep
 from bigmodel_jax.config import load_config_file
+from bigmodel_jax.experiments import sweeps
 
 BASE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pycode.py")
 VARIANTS = {  # tokenizer, packing, batch size
@@ -41,4 +41,4 @@ def get_config(arg: str = "bpe4096_packed"):
 
 
 def get_sweep(arg: str = ""):
-  return sweep.product({"arg": [arg] if arg else list(VARIANTS), "seed": [0]})
+  return sweeps.product({"arg": [arg] if arg else list(VARIANTS), "seed": [0]})

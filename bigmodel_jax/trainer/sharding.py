@@ -27,7 +27,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from bigmodel_jax.config import ConfigError
+from bigmodel_jax.faults import ConfigError
 from bigmodel_jax.models import layers
 
 # Mesh axes in the order they are laid out over devices: data outermost, tensor innermost (the

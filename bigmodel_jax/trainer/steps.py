@@ -10,10 +10,10 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from bigmodel_jax import sharding
 from bigmodel_jax.data import images
 from bigmodel_jax.objectives.base import Objective
-from bigmodel_jax.state import TrainState
+from bigmodel_jax.trainer import sharding
+from bigmodel_jax.trainer.state import TrainState
 
 # "inputs" B x ... (seq2seq: {"encoder", "decoder"}), "label" B (classes) or B x L (next tokens,
 # answer bytes), int32; seq2seq also "weights" B x L (0 on padding); eval also "mask" B.

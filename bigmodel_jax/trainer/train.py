@@ -10,21 +10,25 @@ the workdir until every check has passed.
 import json
 import math
 import os
+import shutil
+import tempfile
 import time
 from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
+from flax.traverse_util import flatten_dict, unflatten_dict
 
-from bigmodel_jax import build as build_lib
-from bigmodel_jax import (checkpoint, evaluation, faults, flops, metrics, optim, profiling,
-                          runners)
 from bigmodel_jax import config as config_lib
-from bigmodel_jax import state as state_lib
-from bigmodel_jax import workdir as workdir_lib
+from bigmodel_jax import faults, metrics
 from bigmodel_jax.compression import prune, qwix_wrap
 from bigmodel_jax.data import pipeline, tasks
-from bigmodel_jax.objectives.distill import TEACHER
+from bigmodel_jax.runs import checkpoint
+from bigmodel_jax.runs import load, workdir as workdir_lib
+from bigmodel_jax.trainer import build as build_lib
+from bigmodel_jax.trainer import evaluation, flops, judge, optim, profiling, runners
+from bigmodel_jax.trainer import state as state_lib
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -43,27 +47,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   train_iter = pipeline.train_iterator(sources.train, config.batch_size, config.seed,
                                        config.data.workers)
 
-  # --- Build: the mesh plan, model, objective, optimizer and schedule (shared with --dry_run,
-  # summary and the benchmarks). ---
-  b = build_lib.build(config, build_lib.example_of(sources.train), sources.num_outputs,
+  # --- Build: mesh plan, model, objective, optimizer, schedule (shared with planning.py). ---
+  built = build_lib.build(config, build_lib.example_of(sources.train), sources.num_outputs,
                       total_steps)
 
   # --- Sharded state: parameters and optimizer state created in place on the mesh. ---
   if config.lora.rank:  # the adapters' shapes, checked before anything is allocated
-    qwix_wrap.check_adapters(b.planned_state().params, config.lora)
-  state, state_shardings = b.create_state(config.seed)
-  forward_flops = flops.per_example(b.model, jax.tree.map(
+    qwix_wrap.check_adapters(built.planned_state().params, config.lora)
+  state, state_shardings = built.create_state(config.seed)
+  forward_flops = flops.per_example(built.model, jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), {"params": state.params,
-                                                         **state.model_state}), b.example)
+                                                         **state.model_state}), built.example)
   n_params = state_lib.num_params(state.params)
   fresh: list[str] = []  # warm start: parameters that did not fit and start from scratch
   if not checkpoint.saved_steps(workdir):  # a workdir's own checkpoint wins
-    state, fresh = _warm_start(config, state, state_shardings)
+    state, fresh = _warm_start(config, built.objective, state, state_shardings)
   frozen = optim.frozen_paths(state.params, optim.freeze_regex(config))
 
   # --- Execution path (compiled steps, the state donated: updated in place) and evaluation. ---
-  runner = runners.make(config, b, state_shardings, train_iter, sources.train, total_steps)
-  evaluate = evaluation.Evaluator(config, b, state_shardings, sources, workdir)
+  runner = runners.make(config, built, state_shardings, train_iter, sources.train, total_steps)
+  evaluate = evaluation.Evaluator(config, built, state_shardings, sources, workdir,
+                                  _sample_judge(config) if built.objective.can_sample else "")
 
   # --- Workdir: every check passed; from here on files are written. ---
   workdir_lib.create(workdir)
@@ -71,7 +75,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   workdir_lib.keep_tokenizer(workdir, getattr(sources.train, "tokenizer_path", ""))
   writer = metrics.MetricWriter(workdir)
   ckpt = checkpoint.Checkpointer(workdir, config.checkpoint_keep)
-  metrics.console(_run_line(config, b, sources, n_params, total_steps))
+  metrics.console(_run_line(config, built, sources, n_params, total_steps))
 
   # --- Restore: the newest good checkpoint (state and data position), else a fresh start. ---
   restored = ckpt.restore_latest(state_lib.abstract(state_shardings, state), train_iter)
@@ -109,8 +113,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   return results
 
 
-def _run_line(config: ml_collections.ConfigDict, b: build_lib.Build, sources: Any, n_params: int,
-              total_steps: int) -> str:
+def _run_line(config: ml_collections.ConfigDict, built: build_lib.Build, sources: Any,
+              n_params: int, total_steps: int) -> str:
   """The console's first line: model, objective, data, steps and mesh."""
   data_name = " + ".join(f"{n} ({cfg.name})" for n, (_, cfg) in tasks.task_configs(config).items()
                         ) if config.tasks else config.data.name
@@ -119,7 +123,8 @@ def _run_line(config: ml_collections.ConfigDict, b: build_lib.Build, sources: An
   return (f"Model {config.model.name} ({config_lib.objective_name(config)}): "
           f"{n_params:,} parameters; data {data_name}: {len(sources.train):,} train / "
           f"{_count(sources.eval):,} eval examples; {total_steps:,} steps ({length}); "
-          f"{config.sharding} over mesh {dict(b.plan.mesh.shape)} on {jax.device_count()} devices")
+          f"{config.sharding} over mesh {dict(built.plan.mesh.shape)} on {jax.device_count()} "
+          "devices")
 
 
 def _train(config: ml_collections.ConfigDict, runner: runners.JitRunner, evaluate: Any,
@@ -262,31 +267,60 @@ def _results(config: ml_collections.ConfigDict, state: Any, first: dict[str, Any
   return {k: metrics.json_value(v) for k, v in out.items()}
 
 
-def _warm_start(config: ml_collections.ConfigDict, state: Any,
+def _sample_judge(config: ml_collections.ConfigDict) -> str:
+  """The workdir of the classifier that scores the samples (judge.py): samples.judge, or the
+  data set's pinned one, trained here (a run of its own) on first use."""
+  judge.check(config)
+  if config.samples.judge:
+    return config.samples.judge
+  pinned, workdir = judge.pinned_workdir(config)
+  if os.path.isfile(os.path.join(workdir, "results.json")):
+    return workdir
+  if jax.process_count() > 1:
+    raise faults.ConfigError(f"the sample judge {workdir} is not trained yet: train it in one "
+                             "process first (any single-process run of this config does), or "
+                             "set samples.judge")
+  metrics.console(f"Training the sample judge for {config.data.name} (first use) into {workdir}")
+  os.makedirs(os.path.dirname(workdir), exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=".training-", dir=os.path.dirname(workdir))
+  train_and_evaluate(pinned, tmp)
+  try:
+    os.rename(tmp, workdir)  # atomic: a concurrent run may have finished first
+  except OSError:
+    shutil.rmtree(tmp, ignore_errors=True)
+  return workdir
+
+
+def _warm_start(config: ml_collections.ConfigDict, objective: Any, state: Any,
                 state_shardings: Any) -> tuple[Any, list[str]]:
-  """The parameters of config.init_from (into the group config.init_into, if set); those that do
-  not fit keep their fresh values and are named. The optimizer state starts fresh either way.
-  A distillation teacher's variables come from config.distill.teacher."""
-  if config.distill.teacher:
-    abstract = state_lib.abstract(state_shardings.model_state, state.model_state)[TEACHER]
-    saved = checkpoint.load_variables(config.distill.teacher, {
-        "params": abstract["params"],
-        "model_state": {k: v for k, v in abstract.items() if k != "params"}})
-    state = state.replace(model_state={**state.model_state,
-                                       TEACHER: {"params": saved["params"], **saved["model_state"]}})
+  """The objective's preset collections (a distillation teacher's variables) over their
+  initial values; the parameters of config.init_from's newest checkpoint (runs/load.py) that
+  fit this model by path and shape (in the group config.init_into, if set), the others keeping
+  their fresh values and named. The optimizer state starts fresh either way."""
+  preset = objective.preset_state
+  state = state.replace(model_state={**state.model_state, **jax.device_put(
+      preset, {name: state_shardings.model_state[name] for name in preset})})
   if not config.init_from:
     return state, []
-  abstract = state_lib.abstract(state_shardings.params, state.params)
   into = config.init_into
-  if not into:
-    params, fresh = checkpoint.load_params(config.init_from, abstract, init_params=state.params)
-    return state.replace(params=params), fresh
-  if into not in state.params:
-    raise config_lib.ConfigError(f"init_into='{into}': the model has no parameter group '{into}'"
-                                 f"; its groups: {', '.join(state.params)}")
-  part, fresh = checkpoint.load_params(config.init_from, abstract[into],
-                                       init_params=state.params[into])
-  return state.replace(params={**state.params, into: part}), [f"{into}/{p}" for p in fresh]
+  if into and into not in state.params:
+    raise faults.ConfigError(f"init_into='{into}': the model has no parameter group '{into}'; "
+                             f"its groups: {', '.join(state.params)}")
+  ours, shardings = ((state.params[into], state_shardings.params[into]) if into else
+                     (state.params, state_shardings.params))
+  try:
+    theirs = flatten_dict(load.load(config.init_from).variables["params"], sep="/")
+  except faults.ConfigError as e:
+    raise faults.ConfigError(f"init_from: {e}") from None
+  flat = flatten_dict(ours, sep="/")
+  fits = {k for k, v in flat.items() if k in theirs and np.shape(theirs[k]) == v.shape}
+  if not fits:
+    raise faults.ConfigError(f"init_from {config.init_from}: its parameters do not fit this "
+                             f"model ({', '.join(sorted(flat)[:5])} ...)")
+  params = jax.device_put(unflatten_dict({k: theirs[k] if k in fits else v
+                                          for k, v in flat.items()}, sep="/"), shardings)
+  fresh = [f"{into}/{k}" if into else k for k in sorted(set(flat) - fits)]
+  return state.replace(params={**state.params, into: params} if into else params), fresh
 
 
 def _count(examples: Any) -> int:

@@ -8,7 +8,7 @@ import ml_collections
 import optax
 
 from bigmodel_jax.compression import prune, qwix_wrap
-from bigmodel_jax.config import ConfigError
+from bigmodel_jax.faults import ConfigError
 
 
 def decay_mask(params: Any) -> Any:

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bigmodel_jax import sharding
+from bigmodel_jax.trainer import sharding
 
 
 @flax.struct.dataclass
@@ -85,21 +85,3 @@ def params_digest(params: Any) -> str | None:
   for x in jax.device_get(leaves):
     h.update(x.tobytes())
   return h.hexdigest()
-
-
-@jax.jit
-def _leaf_checksums(leaves: list[jax.Array]) -> list[jax.Array]:
-  def one(x):
-    bits = x.astype(jnp.uint8) if x.dtype == jnp.bool_ else x
-    width = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}[bits.dtype.itemsize]
-    u = jax.lax.bitcast_convert_type(bits, width).astype(jnp.uint32).reshape(-1)
-    position = jnp.arange(u.size, dtype=jnp.uint32) * jnp.uint32(2654435761) + jnp.uint32(1)
-    return jnp.sum(u * position, dtype=jnp.uint32)  # wraps mod 2**32: exact in any order
-  return [one(x) for x in leaves]
-
-
-def state_digest(state: Any) -> list[int]:
-  """A position-weighted checksum of every leaf's bits, computed where the shards live (works
-  multi-host). Saved with each checkpoint and checked on restore: a flipped, zeroed or
-  missing chunk changes it."""
-  return [int(c) for c in jax.device_get(_leaf_checksums(jax.tree.leaves(state)))]

@@ -18,21 +18,22 @@ import jax
 import ml_collections
 import numpy as np
 
-from bigmodel_jax import pmap, sharding, steps
-from bigmodel_jax.build import Build
 from bigmodel_jax.data import on_device
+from bigmodel_jax.trainer import pmap, sharding, steps
+from bigmodel_jax.trainer.build import Build
 
 
 class JitRunner:
-  def __init__(self, config: ml_collections.ConfigDict, b: Build, state_shardings: Any,
+  def __init__(self, config: ml_collections.ConfigDict, built: Build, state_shardings: Any,
                train_iter: Any, total_steps: int, sample: Any = None):
-    self.plan, self.train_iter, self.total_steps = b.plan, train_iter, total_steps
+    self.plan, self.train_iter, self.total_steps = built.plan, train_iter, total_steps
     self.k = config.steps_per_call
     # each size compiles on its first use
-    self.steps = {k: steps.jit_train_step(b.plan, state_shardings, sample=sample, steps_per_call=k,
-                                          **b.step_options) for k in {1, self.k}}
+    self.steps = {k: steps.jit_train_step(built.plan, state_shardings, sample=sample,
+                                          steps_per_call=k, **built.step_options)
+                  for k in {1, self.k}}
     self.stacked_sharding = jax.sharding.NamedSharding(  # K x B x ...
-        b.plan.mesh, jax.sharding.PartitionSpec(None, b.plan.batch_axes))
+        built.plan.mesh, jax.sharding.PartitionSpec(None, built.plan.batch_axes))
     self.waited = 0.0  # seconds blocked on the input pipeline (train/input_wait_fraction)
 
   def _next(self) -> Any:
@@ -73,10 +74,10 @@ class JitRunner:
 
 
 class OnDeviceRunner(JitRunner):
-  def __init__(self, config, b, state_shardings, train_iter, total_steps, examples):
+  def __init__(self, config, built, state_shardings, train_iter, total_steps, examples):
     sample = functools.partial(on_device.sample, global_batch=config.batch_size)
-    super().__init__(config, b, state_shardings, train_iter, total_steps, sample=sample)
-    self.data = on_device.DeviceData(examples, config.batch_size, config.seed, b.plan.mesh,
+    super().__init__(config, built, state_shardings, train_iter, total_steps, sample=sample)
+    self.data = on_device.DeviceData(examples, config.batch_size, config.seed, built.plan.mesh,
                                      config.steps_per_call)
 
   def next_batch(self, done: int) -> Any:
@@ -87,10 +88,10 @@ class OnDeviceRunner(JitRunner):
 
 
 class PmapRunner(JitRunner):
-  def __init__(self, config, b, state_shardings, train_iter, total_steps):
-    self.plan, self.train_iter, self.total_steps, self.k = b.plan, train_iter, total_steps, 1
+  def __init__(self, config, built, state_shardings, train_iter, total_steps):
+    self.plan, self.train_iter, self.total_steps, self.k = built.plan, train_iter, total_steps, 1
     self.waited = 0.0
-    self.strategy = pmap.Strategy(state_shardings, **b.step_options)
+    self.strategy = pmap.Strategy(state_shardings, **built.step_options)
 
   def next_batch(self, done: int) -> Any:
     return self._next()  # this process's rows
@@ -105,10 +106,10 @@ class PmapRunner(JitRunner):
     return self.strategy.to_global(state)
 
 
-def make(config: ml_collections.ConfigDict, b: Build, state_shardings: Any, train_iter: Any,
+def make(config: ml_collections.ConfigDict, built: Build, state_shardings: Any, train_iter: Any,
          examples: Any, total_steps: int) -> JitRunner:
   if config.parallel.strategy == "pmap":
-    return PmapRunner(config, b, state_shardings, train_iter, total_steps)
+    return PmapRunner(config, built, state_shardings, train_iter, total_steps)
   if config.data.on_device:
-    return OnDeviceRunner(config, b, state_shardings, train_iter, total_steps, examples)
-  return JitRunner(config, b, state_shardings, train_iter, total_steps)
+    return OnDeviceRunner(config, built, state_shardings, train_iter, total_steps, examples)
+  return JitRunner(config, built, state_shardings, train_iter, total_steps)

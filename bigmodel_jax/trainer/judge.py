@@ -10,15 +10,14 @@ samples (objectives whose samples are inputs of a classification data set).
 
 The judge is config.samples.judge (a workdir of a classifier trained on the same data set with
 the same scaling), or "": the pinned classifier of PINNED for the data set, trained on first use
-into $BIGMODEL_JAX_CACHE (default ~/.cache/bigmodel_jax)/judges/NAME-HASH and reused after.
+(train.py, before the run writes anything) into $BIGMODEL_JAX_CACHE (default
+~/.cache/bigmodel_jax)/judges/NAME-HASH and reused after.
 """
 
 import functools
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from typing import Any
 
 import flax.linen as nn
@@ -28,8 +27,8 @@ import ml_collections
 import numpy as np
 
 from bigmodel_jax import config as config_lib
-from bigmodel_jax import metrics
-from bigmodel_jax.config import ConfigError
+from bigmodel_jax.faults import ConfigError
+from bigmodel_jax.runs import load
 
 # data set -> the judge's config: the tutorial CNN on digits (configs/digits.py:cnn, ~98% test
 # accuracy), the reference CNN on MNIST-1D (configs/mnist1d.py:cnn, ~94%).
@@ -77,56 +76,30 @@ def check(config: ml_collections.ConfigDict) -> None:
     pinned_config(config.data.name)
 
 
-def judge_workdir(config: ml_collections.ConfigDict) -> str:
-  """The judge's workdir; the pinned one is trained here on first use."""
-  check(config)
-  if config.samples.judge:
-    return config.samples.judge
+def pinned_workdir(config: ml_collections.ConfigDict) -> tuple[ml_collections.ConfigDict, str]:
+  """The pinned judge of config's data set: its config and the workdir it is trained into (a
+  hash of that config names it). train.py trains it there on first use."""
   judge = pinned_config(config.data.name, config.data.data_dir)
   digest = hashlib.sha256(json.dumps(config_lib.to_dict(judge) | {"data_dir": ""},
                                      sort_keys=True).encode()).hexdigest()[:12]
-  workdir = os.path.join(cache_dir(), "judges", f"{config.data.name}-{digest}")
-  if os.path.isfile(os.path.join(workdir, "results.json")):
-    return workdir
-  if jax.process_count() > 1:
-    raise ConfigError(f"the sample judge {workdir} is not trained yet: train it in one process "
-                      "first (any single-process run of this config does), or set samples.judge")
-  from bigmodel_jax import train  # a training run of its own
-  metrics.console(f"Training the sample judge for {config.data.name} (first use) into {workdir}")
-  os.makedirs(os.path.dirname(workdir), exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=".training-", dir=os.path.dirname(workdir))
-  train.train_and_evaluate(judge, tmp)
-  try:
-    os.rename(tmp, workdir)  # atomic: a concurrent run may have finished first
-  except OSError:
-    shutil.rmtree(tmp, ignore_errors=True)
-  return workdir
+  return judge, os.path.join(cache_dir(), "judges", f"{config.data.name}-{digest}")
 
 
 class Judge:
   """A trained classifier's logits and penultimate features."""
 
   def __init__(self, workdir: str, data_config: ml_collections.ConfigDict):
-    from bigmodel_jax import checkpoint, models, sample
-    from bigmodel_jax.data import pipeline
-    with open(os.path.join(workdir, "config.json")) as f:
-      config = ml_collections.ConfigDict(sample.tuples(json.load(f)))
+    judge = load.load(workdir)
     for key in ("name", "scale", "mean", "std", "input_key", "image_size"):
-      if config.data[key] != data_config[key]:
+      if judge.config.data[key] != data_config[key]:
         raise ConfigError(f"sample judge {workdir} was trained on data.{key}="
-                          f"{config.data[key]!r}, this run reads {data_config[key]!r}")
-    example, self.num_classes = pipeline.input_spec(config.data)
-    self.model = models.build(config.model, self.num_classes)
-    init = lambda: nn.unbox(self.model.init(jax.random.PRNGKey(0), jnp.zeros(example.shape,  # noqa: E731
-                                                                                example.dtype)))
-    variables = jax.eval_shape(init)
-    if set(variables) != {"params"}:
-      raise ConfigError(f"sample judge {workdir}: model '{config.model.name}' keeps state "
-                        f"({', '.join(k for k in variables if k != 'params')}); use one without")
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device),
-                            variables["params"])
-    self.params = checkpoint.load_params(workdir, abstract)[0]
+                          f"{judge.config.data[key]!r}, this run reads {data_config[key]!r}")
+    if set(judge.variables) != {"params"}:
+      raise ConfigError(f"sample judge {workdir}: model '{judge.config.model.name}' keeps state "
+                        f"({', '.join(k for k in judge.variables if k != 'params')}); use one "
+                        "without")
+    self.model, self.num_classes = judge.model, judge.num_outputs
+    self.params = jax.device_put(judge.variables["params"], jax.devices()[0])
     self.workdir = workdir
 
   def features_and_logits(self, x: np.ndarray, batch: int = 1000) -> tuple[np.ndarray, np.ndarray]:
@@ -167,8 +140,9 @@ class SampleScorer:
   """Scores a run's samples against its data: features of the test and train splits are
   computed once."""
 
-  def __init__(self, config: ml_collections.ConfigDict, train_x: np.ndarray, test_x: np.ndarray):
-    self.judge = Judge(judge_workdir(config), config.data)
+  def __init__(self, judge_workdir: str, config: ml_collections.ConfigDict, train_x: np.ndarray,
+               test_x: np.ndarray):
+    self.judge = Judge(judge_workdir, config.data)
     self.name = config.data.name
     self.test_features, _ = self.judge.features_and_logits(test_x)
     train_features, _ = self.judge.features_and_logits(train_x)

@@ -12,7 +12,7 @@ from typing import Any
 
 import jax
 
-from bigmodel_jax.config import ConfigError
+from bigmodel_jax.faults import ConfigError
 
 
 class Window:

@@ -1,8 +1,12 @@
-"""Memory planning before launch: `python -m bigmodel_jax.main --config=... --dry_run
-[--dry_run_devices=64] [--memory_budget_gb=80]`.
+"""Sizing a model and planning its memory before launch, from the config and the data set's
+metadata alone (no data read, nothing allocated, no workdir written).
 
-Compiles the train step ahead of time for the configured mesh and sharding, from abstract
-arrays only (no data read, nothing allocated, no workdir written), and reports per device:
+summary(config): `python -m bigmodel_jax.summary --config=...`: parameters per module, the
+total, and forward FLOPs per example (flops.py: every layer and time step counted).
+
+dry_run(config): `python -m bigmodel_jax.main --config=... --dry_run [--dry_run_devices=64]
+[--memory_budget_gb=80]`. Compiles the train step ahead of time for the configured mesh and
+sharding, from abstract arrays only, and reports per device:
 parameters, optimizer state and model state (exact: from the arrays' shardings), the compiled
 step's temporaries and its peak (XLA's memory analysis), and FLOPs per step: the compiled step's
 cost analysis, which counts a loop's body once, plus the iterations it left out (flops.py: every
@@ -16,26 +20,50 @@ temporaries and FLOPs are the CPU compiler's, an estimate of what a GPU or TPU c
 import math
 from typing import Any
 
+import flax.linen as nn
 import jax
 import ml_collections
 
 from bigmodel_jax import config as config_lib
-from bigmodel_jax import build as build_lib
-from bigmodel_jax import flops, metrics, sharding, steps
-from bigmodel_jax.config import ConfigError
+from bigmodel_jax import metrics, models
 from bigmodel_jax.data import tasks
+from bigmodel_jax.faults import ConfigError
+from bigmodel_jax.trainer import build as build_lib
+from bigmodel_jax.trainer import flops, sharding, steps
 
 GIB = 1024 ** 3
 
 
-def plan(config: ml_collections.ConfigDict, budget_gb: float | None = None) -> dict[str, Any]:
+def summary(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The model of `config` sized without its data: inputs, outputs, parameters per top-level
+  module and in all, forward FLOPs per example."""
+  example, num_outputs = tasks.input_spec(config)
+  built = build_lib.build(config, example, num_outputs, mesh=False, restore=False)
+  with models.init_errors_as_config_errors(config.model.name, example):
+    variables = jax.eval_shape(lambda x: nn.unbox(built.model.init(
+        {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}, x, train=False)),
+        example)
+    forward = flops.per_example(built.model, variables, example)
+  modules = {name: sum(x.size for x in jax.tree.leaves(sub))
+             for name, sub in variables["params"].items()}
+  return {"model": config.model.name, "objective": config_lib.objective_name(config),
+          "data": "+".join(sorted(config.tasks)) or config.data.name,
+          "input_shape": jax.tree.map(lambda x: list(x.shape[1:]), example),
+          "input_dtype": jax.tree.map(lambda x: str(x.dtype), example),
+          "num_outputs": ({k: v for k, v in num_outputs.items() if k != "prompts"}  # paired
+                          if isinstance(num_outputs, dict) else num_outputs),
+          "num_params": sum(modules.values()),
+          "params_per_module": modules, "flops_per_example": forward}
+
+
+def dry_run(config: ml_collections.ConfigDict, budget_gb: float | None = None) -> dict[str, Any]:
   config_lib.check_values(config)
   if config.parallel.strategy != "jit":
     raise ConfigError("--dry_run plans the jit strategy (parallel.strategy=jit)")
   example, num_outputs = tasks.input_spec(config)
-  b = build_lib.build(config, example, num_outputs)
-  mesh_plan = b.plan
-  state = b.planned_state()
+  built = build_lib.build(config, example, num_outputs, restore=False)
+  mesh_plan = built.plan
+  state = built.planned_state()
 
   batch = {"inputs": example, "label": _label_spec(config.data, example)}
   if config.data.kind == "seq2seq" or config.data.packing:
@@ -43,7 +71,7 @@ def plan(config: ml_collections.ConfigDict, budget_gb: float | None = None) -> d
   batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct((config.batch_size, *x.shape[1:]), x.dtype,
                                                       sharding=mesh_plan.batch_sharding), batch)
   step = steps.jit_train_step(mesh_plan, jax.tree.map(lambda x: x.sharding, state),
-                              **b.step_options)
+                              **built.step_options)
   with mesh_plan.activation_context():
     traced = step.trace(state, batch)
     compiled = traced.lower().compile()

@@ -16,7 +16,8 @@ import ml_collections
 
 from bigmodel_jax import config as config_lib
 from bigmodel_jax import faults, metrics
-from bigmodel_jax.config import ConfigError
+from bigmodel_jax.faults import ConfigError
+from bigmodel_jax.runs import load
 
 
 def check(workdir: str, config: ml_collections.ConfigDict, allow_change: bool) -> None:
@@ -33,18 +34,16 @@ def check(workdir: str, config: ml_collections.ConfigDict, allow_change: bool) -
     existing = os.path.dirname(os.path.abspath(existing))
   if not os.access(existing, os.W_OK | os.X_OK):
     raise ConfigError(f"workdir {workdir} is not writable ({existing})")
-  if os.path.exists(os.path.join(workdir, "convert.json")):
-    raise ConfigError(f"workdir {workdir} holds converted weights (convert.json); train in a new "
-                      f"workdir with --config.init_from={workdir}")
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path) or allow_change:
+  if os.path.exists(os.path.join(workdir, load.CONVERTED)):
+    raise ConfigError(f"workdir {workdir} holds converted weights ({load.CONVERTED}); train in a "
+                      f"new workdir with --config.init_from={workdir}")
+  if not os.path.exists(os.path.join(workdir, "config.json")) or allow_change:
     return
   try:
-    with open(path) as f:
-      old = json.load(f)
-  except (OSError, ValueError) as e:
-    raise ConfigError(f"{path} is unreadable ({e}); use another workdir") from e
-  changed = config_lib.changed_keys(old, config_lib.to_dict(config))
+    old = load.read_config(workdir)
+  except ConfigError as e:
+    raise ConfigError(f"{e}; use another workdir") from e
+  changed = config_lib.changed_keys(config_lib.to_dict(old), config_lib.to_dict(config))
   if changed:
     raise ConfigError(f"workdir {workdir} holds a run with a different config ({', '.join(changed)}"
                       f"); use another workdir, or --allow_config_change to resume it anyway")

@@ -2,7 +2,7 @@
 
 Crash safety: Orbax writes each step into a temporary directory and renames it when complete, so
 a process killed mid-write leaves nothing that restore would take. Every checkpoint also holds a
-checksum of the state (state.state_digest) that restore recomputes: a checkpoint damaged later
+checksum of the state (state_digest) that restore recomputes: a checkpoint damaged later
 (truncated, missing or altered files) fails to restore or fails the check, is moved to
 WORKDIR/corrupt_checkpoints/ with a warning naming it, and the run resumes from the next older
 good one. A save that fails stops the run with faults.DiskError (a full disk, exit 4) or
@@ -18,12 +18,12 @@ from typing import Any
 
 import grain
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from bigmodel_jax import faults
-from bigmodel_jax import state as state_lib
-from bigmodel_jax.config import ConfigError
+from bigmodel_jax.faults import ConfigError
 
 
 def directory(workdir: str) -> str:
@@ -67,7 +67,7 @@ class Checkpointer:
     """data_position: the data iterator, or its get_state() taken after the step's batch (the
     trainer reads a batch ahead); saved in the same form either way."""
     self.wait()
-    digest = state_lib.state_digest(state)
+    digest = state_digest(state)
     if isinstance(data_position, dict):
       data_position = _Position(data_position)
     try:
@@ -113,7 +113,7 @@ class Checkpointer:
             state=ocp.args.StandardRestore(abstract_state),
             data=grain.checkpoint.CheckpointRestore(data_iter),
             digest=ocp.args.JsonRestore()))
-        if state_lib.state_digest(restored["state"]) != restored["digest"]["leaves"]:
+        if state_digest(restored["state"]) != restored["digest"]["leaves"]:
           raise ValueError("its contents do not match the digest saved with it")
       except Exception as e:  # noqa: BLE001 (any failure: try the next older one)
         failed.append((step, faults.first_line(e)[:200]))
@@ -149,47 +149,18 @@ class Checkpointer:
     self.mngr.close()
 
 
-def load_params(workdir: str, abstract_params: Any,
-                init_params: Any = None) -> tuple[Any, list[str]]:
-  """The parameters of another workdir's newest checkpoint, sharded like `abstract_params`.
-  Warm start (init_params given): parameters this model has but the checkpoint lacks, or holds
-  with another shape (a classifier head for another number of classes), keep their fresh values
-  from `init_params`; their paths are returned. Without init_params every one must fit.
-  ConfigError if nothing fits."""
-  steps = saved_steps(workdir)
-  if not steps:
-    raise ConfigError(f"init_from: no checkpoints in {workdir}")
-  state_dir = os.path.join(directory(workdir), str(steps[-1]), "state")
-  try:
-    saved = ocp.PyTreeCheckpointer().metadata(state_dir).item_metadata.tree["params"]
-  except Exception as e:  # noqa: BLE001
-    raise ConfigError(f"init_from {workdir}: cannot read {state_dir}: {e}") from e
-  saved_shapes = {k: tuple(m.shape) for k, m in flatten_dict(saved, sep="/").items()}
-  wanted = flatten_dict(abstract_params, sep="/")
-  fits = {k: x for k, x in wanted.items() if saved_shapes.get(k) == tuple(x.shape)}
-  misfits = sorted(set(wanted) - set(fits))
-  if not fits or (misfits and init_params is None):
-    raise ConfigError(f"{workdir}: its parameters do not fit this model "
-                      f"({', '.join(misfits[:5])}{' ...' if len(misfits) > 5 else ''})")
-  target = {"params": unflatten_dict(fits, sep="/")}
-  restored = ocp.PyTreeCheckpointer().restore(state_dir, args=ocp.args.PyTreeRestore(
-      target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-      partial_restore=True))["params"]
-  params = {**flatten_dict(init_params or {}, sep="/"), **flatten_dict(restored, sep="/")}
-  return unflatten_dict(params, sep="/"), misfits
-
-
 def save_tree(path: str, tree: Any) -> None:
-  """A pytree of host arrays as one Orbax checkpoint at path (load_variables / load_params read
-  it as WORKDIR/checkpoints/STEP/state): quantize's and convert's outputs."""
+  """A pytree of host arrays as one Orbax checkpoint at path (restore_variables reads it as
+  WORKDIR/checkpoints/STEP/state): quantize's and convert's outputs."""
   import numpy as np
   with ocp.PyTreeCheckpointer() as ckpt:
     ckpt.save(os.path.abspath(path), jax.tree.map(np.asarray, tree))
 
 
-def load_variables(workdir: str, abstract: dict[str, Any]) -> dict[str, Any]:
+def restore_variables(workdir: str, abstract: dict[str, Any]) -> dict[str, Any]:
   """{"params", "model_state"} of a workdir's newest checkpoint (a generator's BatchNorm
-  statistics with its parameters), placed like `abstract`."""
+  statistics with its parameters), placed like `abstract` (runs/load.py reads workdirs
+  through this)."""
   steps = saved_steps(workdir)
   if not steps:
     raise ConfigError(f"no checkpoints in {workdir}")
@@ -203,3 +174,21 @@ def load_variables(workdir: str, abstract: dict[str, Any]) -> dict[str, Any]:
   except Exception as e:  # noqa: BLE001
     raise ConfigError(f"{workdir}: cannot read the parameters of {state_dir}: "
                       f"{faults.first_line(e)}") from e
+
+
+@jax.jit
+def _leaf_checksums(leaves: list[jax.Array]) -> list[jax.Array]:
+  def one(x):
+    bits = x.astype(jnp.uint8) if x.dtype == jnp.bool_ else x
+    width = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}[bits.dtype.itemsize]
+    u = jax.lax.bitcast_convert_type(bits, width).astype(jnp.uint32).reshape(-1)
+    position = jnp.arange(u.size, dtype=jnp.uint32) * jnp.uint32(2654435761) + jnp.uint32(1)
+    return jnp.sum(u * position, dtype=jnp.uint32)  # wraps mod 2**32: exact in any order
+  return [one(x) for x in leaves]
+
+
+def state_digest(state: Any) -> list[int]:
+  """A position-weighted checksum of every leaf's bits, computed where the shards live (works
+  multi-host). Saved with each checkpoint and checked on restore: a flipped, zeroed or
+  missing chunk changes it."""
+  return [int(c) for c in jax.device_get(_leaf_checksums(jax.tree.leaves(state)))]

@@ -13,10 +13,14 @@ import jax
 import ml_collections
 import optax
 
-from bigmodel_jax import models, objectives, optim, sharding, steps
+from bigmodel_jax import models, objectives
 from bigmodel_jax.compression import qwix_wrap
-from bigmodel_jax import state as state_lib
-from bigmodel_jax.config import ConfigError
+from bigmodel_jax.config import objective_name
+from bigmodel_jax.faults import ConfigError
+from bigmodel_jax.objectives import distill
+from bigmodel_jax.runs import checkpoint, load
+from bigmodel_jax.trainer import optim, sharding, steps
+from bigmodel_jax.trainer import state as state_lib
 
 
 @dataclasses.dataclass
@@ -45,10 +49,12 @@ class Build:
 
 
 def build(config: ml_collections.ConfigDict, example: Any, num_outputs: Any,
-          total_steps: int | None = None, mesh: bool = True, devices: list | None = None) -> Build:
+          total_steps: int | None = None, mesh: bool = True, devices: list | None = None,
+          restore: bool = True) -> Build:
   """total_steps None: the schedule's length only has to be valid (planning, summaries).
   mesh False: no plan (a summary sizes a model for a mesh this machine does not have).
-  devices: the mesh's (default all)."""
+  devices: the mesh's (default all). restore False: a distillation teacher's variables are not
+  read (planning)."""
   plan = None
   if mesh:
     plan = sharding.Plan(config.sharding, config.sharding_rules, config.mesh.to_dict(), devices)
@@ -62,11 +68,38 @@ def build(config: ml_collections.ConfigDict, example: Any, num_outputs: Any,
     total_steps = max(config.total_steps, config.schedule.warmup_steps + 1,
                       *(o.schedule.warmup_steps + 1 for o in config.optimizers.values()))
   model = qwix_wrap.wrap(config, models.build_for(config, num_outputs))  # QAT, LoRA
-  objective = objectives.build(config, model, example, num_outputs)
+  teacher = (_teacher(config, model, example, num_outputs, restore) if config.distill.teacher
+             else None)
+  objective = objectives.build(config, model, example, num_outputs, teacher)
   tx, schedule = optim.for_networks(config, objective.networks, total_steps)
   return Build(plan=plan, model=model, objective=objective, tx=tx, schedule=schedule,
                step_options=steps.step_options(config, objective, tx, schedule), example=example,
                model_name=config.model.name)
+
+
+def _teacher(config: ml_collections.ConfigDict, student: nn.Module, example: Any,
+             num_outputs: Any, restore: bool) -> tuple[nn.Module, Any]:
+  """The distillation teacher's model and variables (None: not restored), from the workdir
+  config.distill.teacher: a run of this student's kind on the same labels, whose model reads
+  the student's inputs and gives outputs of the student's shape. Checked before it is read."""
+  path, kind = config.distill.teacher, objective_name(config)
+  try:
+    teacher = load.load(path, restore=False)
+  except ConfigError as e:
+    raise ConfigError(f"distill.teacher: {e}") from None
+  if teacher.num_outputs != num_outputs:
+    raise ConfigError(f"distill.teacher {path} predicts {teacher.num_outputs} classes, this run's "
+                      f"data has {num_outputs}: the teacher must be trained on the same labels")
+  if objective_name(teacher.config) != kind:
+    raise ConfigError(f"distill.teacher {path} holds a {objective_name(teacher.config)} run; "
+                      f"the teacher of a {kind} student must be a {kind} run")
+  if not checkpoint.saved_steps(path):
+    raise ConfigError(f"distill.teacher: no checkpoints in {path}")
+  try:
+    distill.check_teacher(teacher.model, student, example)
+  except ConfigError as e:
+    raise ConfigError(f"distill.teacher {path}: {e}") from None
+  return teacher.model, load.load(path).variables if restore else None
 
 
 def example_of(examples: Any) -> Any:

@@ -13,8 +13,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from bigmodel_jax import steps
 from bigmodel_jax.models import layers
+from bigmodel_jax.trainer import steps
 
 AXIS = "batch"
 

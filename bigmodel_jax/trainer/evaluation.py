@@ -3,7 +3,6 @@ sample, samples scored by a judge classifier (judge.py) and a grid of them at
 WORKDIR/samples/STEP.png (one row per class)."""
 
 import functools
-import math
 import os
 from typing import Any
 
@@ -12,32 +11,33 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from bigmodel_jax import sharding, steps
-from bigmodel_jax.build import Build
 from bigmodel_jax.data import pipeline
+from bigmodel_jax.trainer import grids, judge, sharding, steps
+from bigmodel_jax.trainer.build import Build
 
 GRID_COLUMNS = 10  # samples per row of the grid
 FEATURE_EXAMPLES = 10_000  # examples of each split whose judge features the distances use
 
 
 class Evaluator:
-  def __init__(self, config: ml_collections.ConfigDict, b: Build, state_shardings: Any,
-               sources: Any, workdir: str):
-    self.config, self.plan, self.objective, self.sources = config, b.plan, b.objective, sources
-    b.plan.check_batch_size("eval_batch_size", config.eval_batch_size)
+  def __init__(self, config: ml_collections.ConfigDict, built: Build, state_shardings: Any,
+               sources: Any, workdir: str, judge_workdir: str = ""):
+    """judge_workdir: the classifier that scores an objective's samples (train.py finds it)."""
+    self.config, self.plan, self.objective = config, built.plan, built.objective
+    self.sources = sources
+    built.plan.check_batch_size("eval_batch_size", config.eval_batch_size)
     self.workdir = workdir
-    self.step = jax.jit(functools.partial(steps.eval_step, objective=b.objective,
-                                          compute_dtype=b.step_options["compute_dtype"],
-                                          normalize=b.step_options["normalize"]),
-                        in_shardings=(state_shardings, b.plan.batch_sharding, None))
+    self.step = jax.jit(functools.partial(steps.eval_step, objective=built.objective,
+                                          compute_dtype=built.step_options["compute_dtype"],
+                                          normalize=built.step_options["normalize"]),
+                        in_shardings=(state_shardings, built.plan.batch_sharding, None))
     self.scorer = None  # the judge, loaded at the first evaluation
-    if b.objective.can_sample:
-      from bigmodel_jax import judge
-      judge.check(config)
-      classes = b.objective.num_classes if b.objective.conditional else 1
-      per_class = config.samples.per_class * (b.objective.num_classes if classes == 1 else 1)
+    self.judge_workdir = judge_workdir
+    if built.objective.can_sample:
+      classes = built.objective.num_classes if built.objective.conditional else 1
+      per_class = config.samples.per_class * (built.objective.num_classes if classes == 1 else 1)
       self.labels = np.repeat(np.arange(classes), per_class).astype(np.int32)
-      self.sample = jax.jit(b.objective.sample)
+      self.sample = jax.jit(built.objective.sample)
       self.sample_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), steps.EVAL_STREAM)
 
   def split(self, state: Any, examples: Any) -> dict[str, float]:
@@ -72,19 +72,18 @@ class Evaluator:
     return out
 
   def samples(self, state: Any, step: int) -> dict[str, float]:
-    from bigmodel_jax import judge, sample
     with self.plan.activation_context():
       x = self.sample({"params": state.params, **state.model_state}, self.sample_rng,
                       jnp.asarray(self.labels))
     x = np.asarray(_gather(x))
     if jax.process_index() == 0:
       rows = len(np.unique(self.labels)) if self.objective.conditional else GRID_COLUMNS
-      sample.save_grid(_grid_rows(x, self.labels, rows),
-                       os.path.join(self.workdir, "samples", f"{step}.png"))
+      grids.save(grids.rows_of(x, self.labels, rows, GRID_COLUMNS),
+                 os.path.join(self.workdir, "samples", f"{step}.png"))
     if self.scorer is None:  # the splits' features, once (at most FEATURE_EXAMPLES of each)
       first = lambda ex: ex.gather(np.arange(min(len(ex), FEATURE_EXAMPLES)))["inputs"]  # noqa: E731
-      self.scorer = judge.SampleScorer(self.config, first(self.sources.train),
-                                       first(self.sources.eval))
+      self.scorer = judge.SampleScorer(self.judge_workdir, self.config,
+                                       first(self.sources.train), first(self.sources.eval))
     return self.scorer.score(x, self.labels if self.objective.conditional else None)
 
 
@@ -93,11 +92,3 @@ def _gather(x: jax.Array) -> Any:
     return x
   from jax.experimental import multihost_utils
   return multihost_utils.process_allgather(x, tiled=True)
-
-
-def _grid_rows(x: np.ndarray, labels: np.ndarray, rows: int) -> np.ndarray:
-  """rows x GRID_COLUMNS samples: row r the first samples of class r (or the first samples)."""
-  if rows == 1 or len(np.unique(labels)) == 1:
-    n = min(len(x), rows * GRID_COLUMNS)
-    return x[:n].reshape(math.ceil(n / GRID_COLUMNS), GRID_COLUMNS, *x.shape[1:])
-  return np.stack([x[labels == r][:GRID_COLUMNS] for r in range(rows)])

@@ -1,0 +1,154 @@
+"""Pretrained weights in and out (`python -m bigmodel_jax.convert`): other ecosystems'
+checkpoints as workdirs, and back.
+
+In: a torchvision state_dict (torch.save file, read without torch), a safetensors file or a
+Hugging Face model directory (config.json + model.safetensors; gpt2 and llama) becomes a
+workdir of converted weights: config.json, checkpoints/0/state (parameters and BatchNorm
+statistics), convert.json (what was mapped, the number of outputs) and the directory's
+tokenizer.json if it has one; runs/load.py reads it like a trained workdir. The config must
+describe the checkpoint's architecture: a tensor of another shape, a tensor the model needs
+that the checkpoint lacks, or a Hugging Face option the config does not match (an epsilon, the
+rotary base) is an error naming it, and nothing is written.
+
+Out: model.safetensors under the other ecosystem's names (torchvision: load it with
+`model.load_state_dict(safetensors.torch.load_file(...))`; hf: with config.json, the directory
+that `AutoModelForCausalLM.from_pretrained(DIR)` loads), and the workdir's tokenizer.json if any.
+The tensor names and layouts of each family: families.py; files: files.py.
+"""
+
+import json
+import os
+import shutil
+from typing import Any
+
+import ml_collections
+import numpy as np
+from flax.traverse_util import flatten_dict, unflatten_dict
+
+from bigmodel_jax import config as config_lib
+from bigmodel_jax import models
+from bigmodel_jax.faults import ConfigError
+from bigmodel_jax.pretrained import families, files, hf_config
+from bigmodel_jax.runs import checkpoint, load
+from bigmodel_jax.runs import workdir as workdir_lib
+
+
+def num_outputs_of(family: str, tensors: files.Tensors) -> int:
+  """Classes (the classifier's rows) or the vocabulary (the embedding's rows)."""
+  name = {"torchvision_resnet": "fc.weight", "torchvision_densenet": "classifier.weight",
+          "torchvision_vit": "heads.head.weight", "gpt2": "transformer.wte.weight",
+          "llama": "model.embed_tokens.weight"}[family]
+  if name not in tensors:
+    raise ConfigError(f"the checkpoint has no tensor {name}: is it a {family} checkpoint?")
+  return int(tensors[name].shape[0])
+
+
+def _normalized(family: str, tensors: files.Tensors) -> files.Tensors:
+  """Hugging Face base-model files (GPT2Model, LlamaModel) lack the task model's prefix."""
+  prefix = {"gpt2": "transformer.", "llama": "model."}.get(family)
+  if prefix and not any(k.startswith(prefix) for k in tensors):
+    return {(k if k == "lm_head.weight" else prefix + k): v for k, v in tensors.items()}
+  return tensors
+
+
+def import_variables(family: str, tensors: files.Tensors,
+                     abstract: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, list]]:
+  """Our variables {path: array} from their tensors, and what was mapped / ignored / left over."""
+  used, out = set(), {}
+  wanted = {path: families.tensor_of(family, path, len(spec.shape)) for path, spec in abstract.items()}
+  order = {name: i for i, name in enumerate(tensors)}  # errors name the checkpoint's first misfit
+  for path in sorted(wanted, key=lambda p: order.get(wanted[p].name, len(order))):
+    t, spec = wanted[path], abstract[path]
+    if t.name not in tensors:
+      raise ConfigError(f"the checkpoint has no tensor {t.name} (for {path} {tuple(spec.shape)}): "
+                        f"a checkpoint of another architecture, or a config that does not match it")
+    theirs = tensors[t.name]
+    want = families.their_shape(t, tuple(spec.shape))
+    if tuple(theirs.shape) != want:
+      raise ConfigError(f"tensor {t.name} has shape {tuple(theirs.shape)} in the checkpoint; this "
+                        f"config's {path} needs {want}: a checkpoint of another architecture, or "
+                        f"a config that does not match it")
+    out[path] = families.to_ours(t, np.asarray(theirs, np.float32), tuple(spec.shape))
+    used.add(t.name)
+  ignored = sorted(k for k in tensors if k not in used and families.IGNORED.fullmatch(k))
+  tied = "lm_head.weight"
+  if tied in tensors and tied not in used:  # an output layer tied to the embedding
+    embedding = next(k for k in tensors if k.endswith(("wte.weight", "embed_tokens.weight")))
+    if not np.array_equal(tensors[tied], tensors[embedding]):
+      raise ConfigError("the checkpoint's lm_head.weight differs from its embedding: set "
+                        "--config.model.tie_embeddings=False")
+    ignored.append(tied)
+  left = sorted(set(tensors) - used - set(ignored))
+  return out, {"mapped": sorted(used), "ignored": ignored, "left_over": left}
+
+
+def convert_in(source: str, config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """The checkpoint at `source` as a converted workdir (see the module's docstring); a report
+  of the tensors mapped, ignored and left over."""
+  workdir_lib.check_new_directory(workdir, "--workdir")
+  if config.model.get("scan_layers"):
+    raise ConfigError("convert writes one parameter set per layer: set "
+                      "--config.model.scan_layers=False (a run may scan after init_from)")
+  tensors, hf = files.read(source)
+  family = families.family_of(config.model, hf)
+  if hf is not None:
+    hf_config.check(family, hf, config.model)
+  tensors = _normalized(family, tensors)
+  outputs = num_outputs_of(family, tensors)
+  model = models.build(config.model, outputs)
+  example = load.converted_example(config)
+  with models.init_errors_as_config_errors(config.model.name, example):
+    abstract = flatten_dict(load.abstract_variables(model, example), sep="/")
+  flat, report = import_variables(family, tensors, abstract)
+  tree = unflatten_dict(flat, sep="/")
+  variables = {"params": tree.pop("params"), "model_state": tree}
+  report = {"source": os.path.abspath(source), "family": family, "num_outputs": outputs, **report}
+  tokenizer = os.path.join(source, "tokenizer.json") if os.path.isdir(source) else ""
+  with workdir_lib.whole_directory(workdir) as tmp:
+    workdir_lib.write_json(os.path.join(tmp, "config.json"), config_lib.to_dict(config))
+    checkpoint.save_tree(os.path.join(checkpoint.directory(tmp), "0", "state"), variables)
+    if tokenizer and os.path.exists(tokenizer):
+      shutil.copy(tokenizer, os.path.join(tmp, "tokenizer.json"))
+      report["tokenizer"] = "tokenizer.json"
+    workdir_lib.write_json(os.path.join(tmp, load.CONVERTED), report)
+  return report
+
+
+def convert_out(workdir: str, to: str, out: str) -> dict[str, Any]:
+  """A trained or converted workdir's newest parameters under another ecosystem's names in the
+  new directory `out` (hf: with config.json); its family and tensor count."""
+  if not out:
+    raise ConfigError("--to needs --out, the new directory to write")
+  workdir_lib.check_new_directory(out, "--out")
+  run = load.load(workdir)
+  config, variables = run.config, run.variables
+  family = families.family_of(config.model, None)
+  if (to == "hf") != (families.FAMILIES[family][2] == "hf"):
+    raise ConfigError(f"model '{config.model.name}' exports to "
+                      f"{families.FAMILIES[family][2]}, not {to}")
+  if to == "hf":  # the model must be one that transformers computes the same way
+    hf_config.check(family, hf_config.of(family, config.model, variables), config.model,
+                    exporting=True)
+  flat = flatten_dict({"params": variables["params"],
+                       **{k: v for k, v in variables.items() if k != "params"}}, sep="/")
+  parts: dict[str, dict[int, np.ndarray]] = {}
+  axes: dict[str, int] = {}
+  for path, value in flat.items():
+    t = families.tensor_of(family, path, np.ndim(value))
+    axis, index, _ = t.part or (0, 0, 1)
+    parts.setdefault(t.name, {})[index] = families.to_theirs(t, np.asarray(value, np.float32))
+    axes[t.name] = axis
+  tensors = {name: np.concatenate([p[i] for i in sorted(p)], axis=axes[name]) if len(p) > 1
+             else p[0] for name, p in parts.items()}
+  if family.startswith("torchvision"):  # BatchNorm's counter, which load_state_dict expects
+    for name in [n for n in tensors if n.endswith(".running_mean")]:
+      tensors[name[:-len("running_mean")] + "num_batches_tracked"] = np.zeros((), np.int64)
+  with workdir_lib.whole_directory(out) as tmp:
+    files.write_safetensors(os.path.join(tmp, "model.safetensors"), tensors, {"format": "pt"})
+    if to == "hf":
+      with open(os.path.join(tmp, "config.json"), "w") as f:
+        json.dump(hf_config.of(family, config.model, variables), f, indent=2)
+    tokenizer = os.path.join(workdir, "tokenizer.json")
+    if os.path.exists(tokenizer):
+      shutil.copy(tokenizer, os.path.join(tmp, "tokenizer.json"))
+  return {"family": family, "tensors": len(tensors)}
