@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from conftest import REPO, small_config
 
+from bigmodel_jax.faults import ConfigError
 from bigmodel_jax.runs import load
 
 FIXTURES = os.path.join(REPO, "tests", "fixtures", "pretrained")
@@ -183,15 +184,19 @@ def test_predict_command_writes_the_logits(tmp_path):
           f"--out={tmp_path}/bad.npy")
   assert r.returncode == 2 and "token ids" in r.stderr and not (tmp_path / "bad.npy").exists()
   vocab = json.loads((tmp_path / "w" / "convert.json").read_text())["num_outputs"]
-  for bad_id in (vocab, -1, 2**32 + 5):  # the last wraps into range as int32
-    ids = ref["tokens"].astype(np.int64)
+  ids = ref["tokens"].astype(np.int64)
+  ids[0, 0] = vocab
+  np.save(tmp_path / "ids.npy", ids)
+  r = run("predict", f"--workdir={tmp_path}/w", f"--inputs={tmp_path}/ids.npy",
+          f"--out={tmp_path}/bad.npy")
+  assert r.returncode == 2 and r.stderr.strip().startswith(
+      f"error: --inputs: token ids must be in [0, {vocab}) (the model's vocabulary)"), r.stderr
+  assert not (tmp_path / "bad.npy").exists()
+  from bigmodel_jax.inference import predict
+  for bad_id in (-1, 2**32 + 5):  # the last wraps into range as int32
     ids[0, 0] = bad_id
-    np.save(tmp_path / "ids.npy", ids)
-    r = run("predict", f"--workdir={tmp_path}/w", f"--inputs={tmp_path}/ids.npy",
-            f"--out={tmp_path}/bad.npy")
-    assert r.returncode == 2 and r.stderr.strip().startswith(
-        f"error: --inputs: token ids must be in [0, {vocab}) (the model's vocabulary)"), r.stderr
-    assert not (tmp_path / "bad.npy").exists()
+    with pytest.raises(ConfigError, match=r"token ids must be in \[0, "):
+      predict.outputs(f"{tmp_path}/w", ids)
   before = (tmp_path / "tokens.npy").read_bytes()
   r = run("predict", f"--workdir={tmp_path}/w", f"--inputs={tmp_path}/tokens.npy",
           f"--out={tmp_path}/./tokens.npy")
@@ -230,7 +235,6 @@ def test_a_model_transformers_would_compute_otherwise_is_not_exported(tmp_path):
   import shutil
 
   from bigmodel_jax.pretrained import convert
-  from bigmodel_jax.faults import ConfigError
   workdir = tmp_path / "w"
   convert.convert_in(os.path.join(FIXTURES, "gpt2"), small_config("gpt2_tiny", "text"), str(workdir))
   config = json.loads((workdir / "config.json").read_text())

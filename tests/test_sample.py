@@ -72,7 +72,6 @@ def test_sample_command_on_a_trained_workdir(tmp_path):
   assert not_lm.returncode == 2 and "not a workdir" in not_lm.stderr
   before = sorted(tmp_path.rglob("*"))
   for flag, error in {"--temperature=nan": "--temperature must be a finite number >= 0",
-                      "--temperature=inf": "--temperature must be a finite number >= 0",
                       "--top_k=1000": "--top_k=1000 is more than the model's 256 tokens",
                       f"--out={tmp_path / 'lm'}": "must be a .png file to write, not a directory"
                       }.items():

@@ -135,8 +135,10 @@ def test_init_from_warm_starts_the_parameters(finished_run, tmp_path):
 def test_total_epochs_converts_to_steps_and_missing_parents_are_created_and_named(tmp_path, capsys):
   c = _quick(total_epochs=0.08)  # 0.08 * 4000 / 64 = 5 steps
   assert train.train_and_evaluate(c, str(tmp_path / "a" / "b" / "run"))["step"] == 5
+  out = capsys.readouterr().out
   assert ("Created the workdir's missing parent directories: "
-          f"{tmp_path / 'a'}, {tmp_path / 'a' / 'b'}") in capsys.readouterr().out
+          f"{tmp_path / 'a'}, {tmp_path / 'a' / 'b'}") in out
+  assert "5 steps (total_epochs=0.08)" in out  # the console says which length counts
 
 
 @pytest.mark.parametrize("arg", ["cnn", "mlp"])

@@ -1,7 +1,7 @@
 """The compression table: every workdir of configs/paper/compression.py's sweep exported or
 quantized with bigmodel_jax.quantize, then one row per method and model.
 
-  python benchmarks/compression.py [--root=runs/paper_compression] [--out=benchmarks/compression.md]
+  python benchmarks/compression_table.py [--root=runs/paper_compression] [--out=benchmarks/compression.md]
 
 Per training workdir (ROOT/arg=MODEL_ROW,seed=S...), into ROOT/exports/ (kept: a rerun only
 does what is missing):
