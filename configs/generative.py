@@ -20,7 +20,7 @@ Variants (the arg):
   ddpm         class-conditional DDPM: small U-Net (32-64), cosine schedule over 1000 steps,
                epsilon prediction, classifier-free guidance (w=1), DDIM sampling in 50 steps
   vae_mnist1d  MLP VAE on MNIST-1D signals, Gaussian likelihood with a learned scale
-Samples are scored at every eval by a classifier of the data set (bigmodel_jax/judge.py):
+Samples are scored at every eval by a classifier of the data set (trainer/judge.py):
 eval/sample_accuracy (conditional models), eval/fid_digits and its train-vs-test floor; a grid
 is written to WORKDIR/samples/STEP.png.
 """

@@ -16,7 +16,7 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
 os.environ["JAX_PLATFORMS"] = "cpu"
 # Offline data sets are prepared once per test session, exercising the first-use path.
 os.environ.setdefault("TFDS_DATA_DIR", tempfile.mkdtemp(prefix="bigmodel_tfds_"))
-# Sample judges (bigmodel_jax/judge.py) trained on first use go here, not to ~/.cache.
+# Sample judges (bigmodel_jax/trainer/judge.py) trained on first use go here, not to ~/.cache.
 os.environ.setdefault("BIGMODEL_JAX_CACHE", tempfile.mkdtemp(prefix="bigmodel_cache_"))
 # JAX's persistent compilation cache, one per test session: the many processes that the resume,
 # fault and launcher tests start compile the same programs (half of a small run's 5 s). Every

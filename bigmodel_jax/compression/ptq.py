@@ -1,4 +1,4 @@
-"""Post-training quantization (in project; bigmodel_jax/quantize.py is the command).
+"""Post-training quantization (in project; inference/quantize.py quantizes a workdir).
 
 Weights: each kernel (2 or more dimensions, path matching `modules`) becomes integers with one
 float32 scale per output channel (the last axis; an embedding table's rows), symmetric absmax,
