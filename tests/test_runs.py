@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import REPO, small_config
@@ -95,3 +96,28 @@ def test_an_older_language_model_samples_and_a_converted_one_exports(tmp_path):
   _older(converted)
   assert convert.convert_out(str(converted), "hf", str(tmp_path / "hf"))["tensors"] > 0
   shutil.rmtree(tmp_path / "hf")
+
+
+def test_a_lora_run_loads_merged_and_computes_what_it_trained(tmp_path):
+  """The loader gives a LoRA run as the plain model with the adapters merged into the kernels
+  (init_from, predict, export and quantize all read it so): its outputs are the adapted
+  model's on the run's own parameters."""
+  import flax
+  from bigmodel_jax.compression import qwix_wrap
+  from bigmodel_jax.runs import checkpoint
+  c = small_config("mlp", batch_size=32, **{"model.hidden": (24, 24), "lora.rank": 2,
+                                            "lora.modules": "hidden", **TINY})
+  train.train_and_evaluate(c, str(tmp_path / "lora"))
+  run = load.load(str(tmp_path / "lora"))
+  names = flax.traverse_util.flatten_dict(run.variables["params"], sep="/")
+  assert names and not any(qwix_wrap.is_adapter(n) for n in names)
+  adapted = qwix_wrap.wrap(c, run.model)
+  abstract = load.abstract_variables(adapted, run.example)
+  trained = checkpoint.restore_variables(str(tmp_path / "lora"), {"params": abstract["params"],
+                                                                  "model_state": {}})["params"]
+  # qwix's LoRA needs JAX arrays: numpy adapters are skipped, numpy inputs refused
+  trained = flax.traverse_util.unflatten_dict(
+      {k: jnp.asarray(v) for k, v in flax.traverse_util.flatten_dict(trained).items()})
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 40)), jnp.float32)
+  np.testing.assert_allclose(run.model.apply(run.variables, x, train=False),
+                             adapted.apply({"params": trained}, x, train=False), atol=2e-4)
