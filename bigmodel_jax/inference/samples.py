@@ -22,7 +22,6 @@ from bigmodel_jax.runs import load
 from bigmodel_jax.trainer import grids
 
 GENERATIVE = ("vae", "gan", "diffusion")
-GRID_COLUMNS = 10  # samples per row of an unconditional model's grid
 
 
 def sample(workdir: str, *, num: int = 10, out: str = "", prompt: str = "def ",
@@ -63,11 +62,11 @@ def text(workdir: str, prompt: str, length: int, **options: Any) -> str:
 
 def images(workdir: str, num: int, seed: int = 0) -> np.ndarray:
   """R x num samples of a generative model's workdir: R = its classes when class-conditional
-  (row r of class r), else num rows of GRID_COLUMNS."""
+  (row r of class r), else num rows of grids.COLUMNS."""
   run = load.load(workdir)
   objective = objectives.build(run.config, run.model, run.example, run.num_outputs)
   rows = objective.num_classes if objective.conditional else num
-  columns = num if objective.conditional else GRID_COLUMNS
+  columns = num if objective.conditional else grids.COLUMNS
   labels = np.repeat(np.arange(rows) if objective.conditional else np.zeros(rows), columns)
   x = jax.jit(objective.sample)(run.variables, jax.random.PRNGKey(seed),
                                 jnp.asarray(labels, jnp.int32))

@@ -15,7 +15,6 @@ from bigmodel_jax.data import pipeline
 from bigmodel_jax.trainer import grids, judge, sharding, steps
 from bigmodel_jax.trainer.build import Build
 
-GRID_COLUMNS = 10  # samples per row of the grid
 FEATURE_EXAMPLES = 10_000  # examples of each split whose judge features the distances use
 
 
@@ -77,8 +76,8 @@ class Evaluator:
                       jnp.asarray(self.labels))
     x = np.asarray(_gather(x))
     if jax.process_index() == 0:
-      rows = len(np.unique(self.labels)) if self.objective.conditional else GRID_COLUMNS
-      grids.save(grids.rows_of(x, self.labels, rows, GRID_COLUMNS),
+      rows = len(np.unique(self.labels)) if self.objective.conditional else grids.COLUMNS
+      grids.save(grids.rows_of(x, self.labels, rows, grids.COLUMNS),
                  os.path.join(self.workdir, "samples", f"{step}.png"))
     if self.scorer is None:  # the splits' features, once (at most FEATURE_EXAMPLES of each)
       first = lambda ex: ex.gather(np.arange(min(len(ex), FEATURE_EXAMPLES)))["inputs"]  # noqa: E731

@@ -7,6 +7,8 @@ import os
 import numpy as np
 from PIL import Image
 
+COLUMNS = 10  # samples per row of an unconditional model's grid
+
 
 def rows_of(x: np.ndarray, labels: np.ndarray, rows: int, columns: int) -> np.ndarray:
   """rows x columns samples: row r the first samples of class r (or the first samples)."""
