@@ -5,7 +5,6 @@ Only process 0 writes files or prints; the others stay quiet.
 
 import json
 import math
-import os
 import sys
 import time
 from typing import Any
@@ -14,33 +13,51 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bigmodel_jax import storage
+
 
 class MetricWriter:
-  """Appends {"step": ..., "train/loss": ...} lines to WORKDIR/metrics.jsonl and TensorBoard."""
+  """Appends {"step": ..., "train/loss": ...} lines to WORKDIR/metrics.jsonl and TensorBoard.
+
+  In a bucket (no appends there) the file is rewritten whole, at most every FLUSH_S seconds, at
+  each checkpoint (flush) and at the end: a resumed run drops and logs again the lines past its
+  checkpoint, so lines written later and lost with a killed process cost nothing."""
+
+  FLUSH_S = 10.0
 
   def __init__(self, workdir: str):
     self.active = jax.process_index() == 0
-    self.path = os.path.join(workdir, "metrics.jsonl")
-    self.tb_dir = os.path.join(workdir, "tensorboard")
+    self.path = storage.join(workdir, "metrics.jsonl")
+    self.tb_dir = storage.join(workdir, "tensorboard")
+    self.remote = storage.is_remote(workdir)
+    self._lines: list[str] = []  # in a bucket: the file's lines
+    self._unflushed = False
+    self._flushed_at = time.time()
     self._tb = None
 
   def truncate_after(self, step: int) -> None:
-    """Drops lines past `step`: a resumed run logs those steps again from its checkpoint."""
-    if not self.active or not os.path.exists(self.path):
+    """Drops lines past `step`: a resumed run logs those steps again from its checkpoint. Called
+    once before the first write."""
+    if not self.active or not storage.exists(self.path):
       return
-    with open(self.path) as f:
-      kept = [line for line in f if line.strip() and _line_step(line) <= step]
-    tmp = self.path + ".tmp"
-    with open(tmp, "w") as f:
-      f.writelines(kept)
-    os.replace(tmp, self.path)
+    text = storage.read_text(self.path)
+    self._lines = [line + "\n" for line in text.splitlines()
+                   if line.strip() and _line_step(line) <= step]
+    storage.write(self.path, "".join(self._lines))
 
   def write(self, step: int, metrics: dict[str, Any]) -> None:
     if not self.active:
       return
     row = {"step": int(step), **{k: json_value(v) for k, v in metrics.items()}}
-    with open(self.path, "a") as f:
-      f.write(json.dumps(row) + "\n")
+    line = json.dumps(row) + "\n"
+    if self.remote:
+      self._lines.append(line)
+      self._unflushed = True
+      if time.time() - self._flushed_at >= self.FLUSH_S:
+        self.flush()
+    else:
+      with open(self.path, "a") as f:
+        f.write(line)
     if self._tb is None:
       from tensorboardX import SummaryWriter
       self._tb = SummaryWriter(self.tb_dir, flush_secs=30)
@@ -48,7 +65,14 @@ class MetricWriter:
       if k != "step" and isinstance(v, (int, float)):
         self._tb.add_scalar(k, v, int(step))
 
+  def flush(self) -> None:
+    """metrics.jsonl in a bucket brought up to date (locally every line is already there)."""
+    if self.active and self._unflushed:
+      storage.write(self.path, "".join(self._lines))
+      self._unflushed, self._flushed_at = False, time.time()
+
   def close(self) -> None:
+    self.flush()
     if self._tb is not None:
       self._tb.close()
 

@@ -20,11 +20,10 @@ any language model can. Both give the same text (tests/test_sample.py).
 """
 
 import math
-import os
 
 from absl import app, flags
 
-from bigmodel_jax import cli
+from bigmodel_jax import cli, storage
 from bigmodel_jax.faults import ConfigError
 from bigmodel_jax.inference import samples
 
@@ -37,7 +36,7 @@ def main(argv: list[str]) -> None:
     if not (math.isfinite(f.temperature) and f.temperature >= 0):
       raise ConfigError(f"--temperature must be a finite number >= 0 (0: greedy), got "
                         f"{f.temperature}")
-    if f.out and (not f.out.endswith(".png") or os.path.isdir(f.out)):
+    if f.out and (not f.out.endswith(".png") or storage.isdir(f.out)):
       raise ConfigError(f"--out {f.out} must be a .png file to write, not a directory")
     if f.top_k < 0 or f.length < 1:
       raise ConfigError(f"--top_k must be >= 0 (0: all tokens) and --length >= 1, got {f.top_k} "

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from bigmodel_jax import storage
 from bigmodel_jax.faults import ConfigError
 
 EOS = "<|endoftext|>"
@@ -45,10 +46,10 @@ def _bpe_size(spec: str) -> int:
 @functools.lru_cache(maxsize=8)
 def load_file(path: str) -> Any:
   from tokenizers import Tokenizer
-  if not os.path.isfile(path):
+  if not storage.isfile(path):
     raise ConfigError(f"data.tokenizer {path}: no such tokenizer file")
   try:
-    return Tokenizer.from_file(path)
+    return Tokenizer.from_str(storage.read_text(path))
   except Exception as e:  # noqa: BLE001 (the library raises plain Exceptions)
     raise ConfigError(f"data.tokenizer {path}: not a tokenizer.json ({e})") from e
 

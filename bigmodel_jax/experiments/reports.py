@@ -8,6 +8,7 @@ going (or failed): listed with their last logged step, left out of the statistic
 """
 
 import csv
+import io
 import json
 import math
 import os
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from bigmodel_jax import storage
 from bigmodel_jax.config import flatten, to_dict
 from bigmodel_jax.faults import ConfigError
 from bigmodel_jax.runs import load
@@ -26,7 +28,7 @@ IGNORED = {"seed", "log_every", "eval_every", "checkpoint_every", "checkpoint_ke
 
 def find_runs(root: str) -> list[dict[str, Any]]:
   runs = []
-  for path, dirs, files in os.walk(root):
+  for path, dirs, files in storage.walk(root):
     dirs[:] = sorted(d for d in dirs if d not in ("checkpoints", "corrupt_checkpoints",
                                                    "tensorboard", "submitit"))
     if "config.json" not in files:
@@ -34,19 +36,18 @@ def find_runs(root: str) -> list[dict[str, Any]]:
     dirs[:] = []  # a workdir holds no other runs
     config = flatten(to_dict(load.read_config(path)))
     results = None
-    if os.path.exists(os.path.join(path, "results.json")):
-      with open(os.path.join(path, "results.json")) as f:
-        results = json.load(f)
+    if "results.json" in files:
+      results = json.loads(storage.read_text(storage.join(path, "results.json")))
     rows = []
-    if os.path.exists(os.path.join(path, "metrics.jsonl")):
-      with open(os.path.join(path, "metrics.jsonl")) as f:
-        for line in f:
-          try:
-            rows.append(json.loads(line))
-          except ValueError:
-            pass  # a line being written
-    runs.append({"name": os.path.relpath(path, root), "config": config, "results": results,
-                 "rows": rows})
+    if "metrics.jsonl" in files:
+      for line in storage.read_text(storage.join(path, "metrics.jsonl")).splitlines():
+        try:
+          rows.append(json.loads(line))
+        except ValueError:
+          pass  # a line being written
+    name = path[len(storage.absolute(root)):].strip("/") if storage.is_remote(root) else (
+        os.path.relpath(path, root))
+    runs.append({"name": name or ".", "config": config, "results": results, "rows": rows})
   return runs
 
 
@@ -149,15 +150,16 @@ def latex(s: dict[str, Any]) -> str:
 
 
 def write_csv(s: dict[str, Any], path: str) -> None:
-  with open(path, "w", newline="") as f:
-    w = csv.writer(f)
-    w.writerow([*s["keys"], "seeds", "runs",
-                *(f"{m}_{x}" for m in [*s["metrics"], "num_params", "wall_time_s"]
-                  for x in ("mean", "std"))])
-    for row in s["table"]:
-      w.writerow([*(json.dumps(row["hyper"][k]) if isinstance(row["hyper"][k], list)
-                    else row["hyper"][k] for k in s["keys"]), row["n"], row["runs"],
-                  *(x for m in [*s["metrics"], "num_params", "wall_time_s"] for x in row[m])])
+  f = io.StringIO(newline="")
+  w = csv.writer(f)
+  w.writerow([*s["keys"], "seeds", "runs",
+              *(f"{m}_{x}" for m in [*s["metrics"], "num_params", "wall_time_s"]
+                for x in ("mean", "std"))])
+  for row in s["table"]:
+    w.writerow([*(json.dumps(row["hyper"][k]) if isinstance(row["hyper"][k], list)
+                  else row["hyper"][k] for k in s["keys"]), row["n"], row["runs"],
+                *(x for m in [*s["metrics"], "num_params", "wall_time_s"] for x in row[m])])
+  storage.write(path, f.getvalue())
 
 
 def _label(keys: list[str], hyper: dict[str, Any]) -> str:
@@ -178,7 +180,9 @@ def _save(fig: Any, ax: Any, path: str, xlabel: str, ylabel: str, legend: bool) 
   if legend:
     ax.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  png = io.BytesIO()
+  fig.savefig(png, dpi=120, format="png")
+  storage.write(path, png.getvalue())
   return path
 
 
@@ -200,7 +204,7 @@ def plot(runs: list[dict[str, Any]], s: dict[str, Any], out: str) -> list[str]:
         steps = sorted(by_step)
         ax.plot(steps, [np.mean(by_step[t]) for t in steps],
                 label=_label(s["keys"], dict(zip(s["keys"], map(json.loads, values)))))
-    written.append(_save(fig, ax, os.path.join(out, f"curves_{metric.replace('/', '_')}.png"),
+    written.append(_save(fig, ax, storage.join(out, f"curves_{metric.replace('/', '_')}.png"),
                          "step", metric, len(grouped) <= 12))
     plt.close(fig)
   for key in s["keys"]:
@@ -222,7 +226,7 @@ def plot(runs: list[dict[str, Any]], s: dict[str, Any], out: str) -> list[str]:
       if min(xs) > 0 and max(xs) / min(xs) >= 10:
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(plt.matplotlib.ticker.NullFormatter())
-      written.append(_save(fig, ax, os.path.join(out, f"{metric.replace('/', '_')}_vs_{key}.png"),
+      written.append(_save(fig, ax, storage.join(out, f"{metric.replace('/', '_')}_vs_{key}.png"),
                            key, metric, 1 < len(series) <= 12))
       plt.close(fig)
   return written
@@ -249,7 +253,7 @@ def power_law(s: dict[str, Any], x_key: str, y_key: str, out: str) -> dict[str, 
             label=f"{y_key} = {fit['a']:.3g} · N^{fit['b']:.3f} (R²={fit['r2']:.3f})")
   ax.yaxis.set_major_formatter(plt.matplotlib.ticker.ScalarFormatter())
   ax.yaxis.set_minor_formatter(plt.matplotlib.ticker.FormatStrFormatter("%.2g"))
-  _save(fig, ax, os.path.join(out, "power_law.png"), x_key, y_key, True)
+  _save(fig, ax, storage.join(out, "power_law.png"), x_key, y_key, True)
   plt.close(fig)
   return fit
 
@@ -260,7 +264,9 @@ def write(root: str, metrics: list[str], out: str, power_law_spec: str,
   (`metrics`: the eval metrics to tabulate, [] every one; `power_law_spec` "X:Y" adds the fit
   of Y = a X^b); the markdown and the number of plots. Nothing is written for a root without
   runs or a metric no run logged."""
-  if not os.path.isdir(root):
+  if storage.is_remote(root):
+    storage.check_bucket(root, "ROOT")
+  if not storage.isdir(root):
     raise ConfigError(f"{root} is not a directory")
   runs = find_runs(root)
   if not runs:
@@ -271,7 +277,7 @@ def write(root: str, metrics: list[str], out: str, power_law_spec: str,
   if unknown:
     raise ConfigError(f"--metrics: no run under {root} logged {', '.join(unknown)}; its "
                       f"metrics: {', '.join(sorted(k for k in logged if '/' in k))}")
-  os.makedirs(out, exist_ok=True)
+  storage.makedirs(out)
   s = summarize(runs, metrics or None)
   text = markdown(s, command)
   if power_law_spec:
@@ -279,9 +285,7 @@ def write(root: str, metrics: list[str], out: str, power_law_spec: str,
     fit = power_law(s, x_key, y_key, out)
     text += (f"\nPower law over the groups: {y_key} = {fit['a']:.4g} · {x_key}^{fit['b']:.4f} "
              f"(R² {fit['r2']:.4f}); power_law.png\n")
-  with open(os.path.join(out, "report.md"), "w") as f:
-    f.write(text)
-  with open(os.path.join(out, "report.tex"), "w") as f:
-    f.write(latex(s))
-  write_csv(s, os.path.join(out, "report.csv"))
+  storage.write(storage.join(out, "report.md"), text)
+  storage.write(storage.join(out, "report.tex"), latex(s))
+  write_csv(s, storage.join(out, "report.csv"))
   return text, len(plot(runs, s, out))

@@ -21,10 +21,12 @@ import os
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterable
 from typing import Any
 
+from bigmodel_jax import storage
 from bigmodel_jax.cli import parse_config
 from bigmodel_jax.config import check_values, load_config_module
 from bigmodel_jax.faults import ConfigError
@@ -106,7 +108,9 @@ def command(spec: str, workdir: str, point: Point, extra: list[str]) -> list[str
 def jobs(spec: str, root: str, extra: list[str]) -> list[dict[str, Any]]:
   """The points' names, workdirs and commands, each point's config parsed and checked as main
   would (config.check_values) first: a bad point stops the sweep before anything is written."""
-  if os.path.exists(root) and not os.path.isdir(root):
+  if storage.is_remote(root):
+    storage.check_bucket(root, "--root")
+  elif os.path.exists(root) and not os.path.isdir(root):
     raise ConfigError(f"--root {root} exists and is not a directory")
   points = load_points(spec)
   names = [point_name(p) for p in points]
@@ -118,20 +122,21 @@ def jobs(spec: str, root: str, extra: list[str]) -> list[dict[str, Any]]:
       check_values(parse_config(*point_config(spec, point, extra)))
     except ConfigError as e:
       raise ConfigError(f"point {name}: {e}") from e
-  return [{"name": n, "overrides": p, "workdir": os.path.join(root, n),
-           "command": command(spec, os.path.join(root, n), p, extra)}
+  return [{"name": n, "overrides": p, "workdir": storage.join(root, n),
+           "command": command(spec, storage.join(root, n), p, extra)}
           for n, p in zip(names, points)]
 
 
 def is_done(workdir: str) -> bool:
-  return os.path.exists(os.path.join(workdir, "results.json"))
+  return storage.exists(storage.join(workdir, "results.json"))
 
 
 # --- Launchers ------------------------------------------------------------------------------------
 
 
 def run_local(jobs: list[dict[str, Any]], parallel: int) -> int:
-  """Runs the unfinished points, `parallel` at a time; returns how many failed."""
+  """Runs the unfinished points, `parallel` at a time; returns how many failed. Each point's
+  output goes to WORKDIR.log beside its workdir (a bucket's: written there when it ends)."""
   todo = [j for j in jobs if not is_done(j["workdir"])]
   print(f"{len(jobs)} points, {len(jobs) - len(todo)} finished already, {len(todo)} to run "
         f"({parallel} at a time)", flush=True)
@@ -140,8 +145,7 @@ def run_local(jobs: list[dict[str, Any]], parallel: int) -> int:
   while todo or running:
     while todo and len(running) < parallel:
       job = todo.pop(0)
-      os.makedirs(os.path.dirname(job["workdir"]) or ".", exist_ok=True)
-      log = open(job["workdir"] + ".log", "a")  # beside the workdir
+      log = open(_log_path(job), "a")
       running.append((job, subprocess.Popen(job["command"], stdout=log, stderr=subprocess.STDOUT),
                       time.time(), log))
     time.sleep(0.2)
@@ -149,6 +153,8 @@ def run_local(jobs: list[dict[str, Any]], parallel: int) -> int:
       running.remove(item)
       job, proc, t0, log = item
       log.close()
+      if storage.is_remote(job["workdir"]):
+        storage.write(job["workdir"] + ".log", storage.read_bytes(log.name))
       finished += 1
       if proc.returncode == 0:
         print(f"[{finished}] done {job['name']} ({time.time() - t0:.0f} s)", flush=True)
@@ -159,8 +165,20 @@ def run_local(jobs: list[dict[str, Any]], parallel: int) -> int:
   return failed
 
 
+def _log_path(job: dict[str, Any]) -> str:
+  """Where a running point's output goes: WORKDIR.log; for a workdir in a bucket (no appends
+  there) a local file under the temporary directory, copied to WORKDIR.log at the end."""
+  if not storage.is_remote(job["workdir"]):
+    os.makedirs(os.path.dirname(job["workdir"]) or ".", exist_ok=True)
+    return job["workdir"] + ".log"
+  local = os.path.join(tempfile.gettempdir(), "bigmodel-sweep-logs",
+                       job["workdir"].replace("://", "/") + ".log")
+  os.makedirs(os.path.dirname(local), exist_ok=True)
+  return local
+
+
 def _last_line(job: dict[str, Any]) -> str:
-  with open(job["workdir"] + ".log", errors="replace") as f:
+  with open(_log_path(job), errors="replace") as f:
     lines = [line.strip() for line in f if line.strip()]
   return lines[-1][:300] if lines else "(no output)"
 
@@ -174,8 +192,7 @@ class PointJob:
     self.proc: subprocess.Popen | None = None
 
   def __call__(self, root: str, index: int) -> int:
-    with open(os.path.join(root, "sweep.json")) as f:
-      job = json.load(f)["points"][index]
+    job = json.loads(storage.read_text(storage.join(root, "sweep.json")))["points"][index]
     if is_done(job["workdir"]):
       return 0
     self.proc = subprocess.Popen(job["command"])
@@ -262,9 +279,13 @@ def launch(jobs: list[dict[str, Any]], args: argparse.Namespace, extra: list[str
       if args.tpu_run and subprocess.run(cmd, check=False).returncode != 0:
         return 1
     return 0
-  os.makedirs(args.root, exist_ok=True)
-  with open(os.path.join(args.root, "sweep.json"), "w") as f:
-    json.dump({"config": args.config, "overrides": extra, "points": jobs}, f, indent=2)
+  if storage.is_remote(args.root) and args.launcher != "local":
+    raise ConfigError(f"--launcher={args.launcher} keeps its job files beside the runs on a "
+                      f"shared disk: use a local --root, or --launcher=local or tpu with "
+                      f"{args.root}")
+  storage.makedirs(args.root)
+  storage.write(storage.join(args.root, "sweep.json"), json.dumps(
+      {"config": args.config, "overrides": extra, "points": jobs}, indent=2))
   if args.launcher == "local":
     return 1 if run_local(jobs, args.parallel) else 0
   if args.launcher == "slurm" and args.dry_run:

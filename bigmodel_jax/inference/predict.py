@@ -7,19 +7,19 @@ preprocessing), token ids N x L (checked against the vocabulary). The model runs
 (BatchNorm's running statistics, no dropout) in float32; the outputs are float32.
 """
 
-import os
 
+import io
 import jax
 import numpy as np
 
-from bigmodel_jax import models
+from bigmodel_jax import models, storage
 from bigmodel_jax.faults import ConfigError
 from bigmodel_jax.runs import load
 
 
 def read_inputs(path: str, token_ids: bool) -> np.ndarray:
   try:
-    x = np.load(path, allow_pickle=False)
+    x = np.load(io.BytesIO(storage.read_bytes(path)), allow_pickle=False)
   except (OSError, ValueError) as e:
     raise ConfigError(f"--inputs {path}: cannot read it as a .npy array ({e})") from e
   if token_ids:
@@ -60,10 +60,10 @@ def to_file(workdir: str, inputs: str, out: str, batch_size: int = 64) -> np.nda
   not at all; returns them."""
   if not out.endswith(".npy"):
     raise ConfigError(f"--out {out} must end in .npy")
-  if os.path.abspath(out) == os.path.abspath(inputs):
+  if storage.absolute(out) == storage.absolute(inputs):
     raise ConfigError(f"--out {out} is the --inputs file: choose another file to write")
   result = outputs(workdir, inputs, batch_size)
-  tmp = f"{out}.tmp{os.getpid()}.npy"
-  np.save(tmp, result)
-  os.replace(tmp, out)
+  npy = io.BytesIO()
+  np.save(npy, result)
+  storage.write(out, npy.getvalue())
   return result

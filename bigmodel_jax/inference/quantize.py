@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 
 from bigmodel_jax import config as config_lib
-from bigmodel_jax import metrics
+from bigmodel_jax import metrics, storage
 from bigmodel_jax.compression import prune, ptq
 from bigmodel_jax.compression.config import BITS
 from bigmodel_jax.data import tasks
@@ -58,7 +58,7 @@ def _check(workdir: str, out: str, weight_bits: int, act_bits: int, modules: str
   if name not in QUANTIZABLE:
     raise ConfigError(f"{workdir} holds a {name} run; quantize evaluates "
                       f"{', '.join(QUANTIZABLE)} runs")
-  if not out or os.path.abspath(out) == os.path.abspath(workdir):
+  if not out or storage.absolute(out) == storage.absolute(workdir):
     raise ConfigError("--out must name a new directory, not the workdir")
   workdir_lib.check_new_directory(out, "--out")
 
@@ -104,14 +104,14 @@ def quantize_workdir(workdir: str, out: str, weight_bits: int = 8, act_bits: int
     seconds = time.perf_counter() - start
   count = sum(map(len, sources.eval.values())) if run.config.tasks else len(sources.eval)
   results.update({
-      "step": checkpoint.saved_steps(workdir)[-1], "quantized_from": os.path.abspath(workdir),
+      "step": checkpoint.saved_steps(workdir)[-1], "quantized_from": storage.absolute(workdir),
       "weight_bits": weight_bits, "act_bits": act_bits, "lora_merged": bool(run.config.lora.rank),
       "num_params": sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params)),
       "model_bytes": ptq.nbytes(stored), "float_model_bytes": ptq.nbytes(params),
       "eval_examples_per_sec": count / seconds})
   if run.config.pruning.sparsity or run.config.pruning.n_m:
     results["sparsity"] = prune.sparsity(evaluated, run.config.pruning.dense)
-  with workdir_lib.whole_directory(out) as tmp:
+  with workdir_lib.whole_directory(out, last=("config.json",)) as tmp:
     workdir_lib.write_json(os.path.join(tmp, "config.json"), config_lib.to_dict(plain))
     checkpoint.save_tree(os.path.join(tmp, load.QUANTIZED), {"params": stored,
                                                              "model_state": model_state})

@@ -4,7 +4,6 @@ signals) from a generative model (objectives vae, gan, diffusion) as a PNG grid,
 eval images from a captioner (objective captioning)."""
 
 import functools
-import os
 from typing import Any
 
 import jax
@@ -12,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import tensorflow_datasets as tfds
 
-from bigmodel_jax import objectives
+from bigmodel_jax import objectives, storage
 from bigmodel_jax.config import objective_name
 from bigmodel_jax.data import pipeline, tokenizer
 from bigmodel_jax.data.words import Words
@@ -36,7 +35,7 @@ def sample(workdir: str, *, num: int = 10, out: str = "", prompt: str = "def ",
     return "\n".join(f"{reference} -> {caption}"
                      for reference, caption in captions(workdir, num, temperature, seed))
   if name in GENERATIVE:
-    out = out or os.path.join(workdir, "samples", "sampled.png")
+    out = out or storage.join(workdir, "samples", "sampled.png")
     grids.save(images(workdir, num, seed), out)
     return out
   if name != "lm":
@@ -50,8 +49,8 @@ def text(workdir: str, prompt: str, length: int, **options: Any) -> str:
   """`prompt` and `length` new tokens of a language model's workdir (decoding.generate's
   options: temperature, top_k, seed, use_cache)."""
   lm = load.load(workdir)
-  path = os.path.join(workdir, "tokenizer.json")
-  tok = tokenizer.load_file(path) if os.path.exists(path) else None
+  path = storage.join(workdir, "tokenizer.json")
+  tok = tokenizer.load_file(path) if storage.exists(path) else None
   top_k = options.get("top_k", 0)
   if top_k > lm.model.vocab_size:
     raise ConfigError(f"--top_k={top_k} is more than the model's {lm.model.vocab_size} tokens")

@@ -18,7 +18,6 @@ The tensor names and layouts of each family: families.py; files: files.py.
 
 import json
 import os
-import shutil
 from typing import Any
 
 import ml_collections
@@ -26,7 +25,7 @@ import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from bigmodel_jax import config as config_lib
-from bigmodel_jax import models
+from bigmodel_jax import models, storage
 from bigmodel_jax.faults import ConfigError
 from bigmodel_jax.pretrained import families, files, hf_config
 from bigmodel_jax.runs import checkpoint, load
@@ -89,7 +88,10 @@ def convert_in(source: str, config: ml_collections.ConfigDict, workdir: str) -> 
   if config.model.get("scan_layers"):
     raise ConfigError("convert writes one parameter set per layer: set "
                       "--config.model.scan_layers=False (a run may scan after init_from)")
-  tensors, hf = files.read(source)
+  with storage.local_copy(source) as local:  # a gs:// source downloaded first
+    tensors, hf = files.read(local)
+    tokenizer = os.path.join(local, "tokenizer.json")
+    tokenizer = storage.read_bytes(tokenizer) if os.path.isfile(tokenizer) else b""
   family = families.family_of(config.model, hf)
   if hf is not None:
     hf_config.check(family, hf, config.model)
@@ -102,13 +104,14 @@ def convert_in(source: str, config: ml_collections.ConfigDict, workdir: str) -> 
   flat, report = import_variables(family, tensors, abstract)
   tree = unflatten_dict(flat, sep="/")
   variables = {"params": tree.pop("params"), "model_state": tree}
-  report = {"source": os.path.abspath(source), "family": family, "num_outputs": outputs, **report}
-  tokenizer = os.path.join(source, "tokenizer.json") if os.path.isdir(source) else ""
-  with workdir_lib.whole_directory(workdir) as tmp:
+  report = {"source": storage.absolute(source), "family": family, "num_outputs": outputs,
+            **report}
+  with workdir_lib.whole_directory(workdir, last=("config.json", load.CONVERTED)) as tmp:
     workdir_lib.write_json(os.path.join(tmp, "config.json"), config_lib.to_dict(config))
     checkpoint.save_tree(os.path.join(checkpoint.directory(tmp), "0", "state"), variables)
-    if tokenizer and os.path.exists(tokenizer):
-      shutil.copy(tokenizer, os.path.join(tmp, "tokenizer.json"))
+    checkpoint.mark_complete(os.path.join(checkpoint.directory(tmp), "0"))
+    if tokenizer:
+      storage.write(os.path.join(tmp, "tokenizer.json"), tokenizer)
       report["tokenizer"] = "tokenizer.json"
     workdir_lib.write_json(os.path.join(tmp, load.CONVERTED), report)
   return report
@@ -143,12 +146,12 @@ def convert_out(workdir: str, to: str, out: str) -> dict[str, Any]:
   if family.startswith("torchvision"):  # BatchNorm's counter, which load_state_dict expects
     for name in [n for n in tensors if n.endswith(".running_mean")]:
       tensors[name[:-len("running_mean")] + "num_batches_tracked"] = np.zeros((), np.int64)
-  with workdir_lib.whole_directory(out) as tmp:
+  with workdir_lib.whole_directory(out, last=("config.json", "model.safetensors")) as tmp:
     files.write_safetensors(os.path.join(tmp, "model.safetensors"), tensors, {"format": "pt"})
     if to == "hf":
       with open(os.path.join(tmp, "config.json"), "w") as f:
         json.dump(hf_config.of(family, config.model, variables), f, indent=2)
-    tokenizer = os.path.join(workdir, "tokenizer.json")
-    if os.path.exists(tokenizer):
-      shutil.copy(tokenizer, os.path.join(tmp, "tokenizer.json"))
+    tokenizer = storage.join(workdir, "tokenizer.json")
+    if storage.exists(tokenizer):
+      storage.write(os.path.join(tmp, "tokenizer.json"), storage.read_bytes(tokenizer))
   return {"family": family, "tensors": len(tensors)}

@@ -9,31 +9,37 @@ good one. A save that fails stops the run with faults.DiskError (a full disk, ex
 faults.FileError (any other reason, named; exit 6); older checkpoints stay as they were.
 """
 
-import glob
 import json
-import os
-import shutil
 import sys
+import time
 from typing import Any
 
 import grain
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
-from flax.traverse_util import flatten_dict, unflatten_dict
 
-from bigmodel_jax import faults
+from bigmodel_jax import faults, storage
 from bigmodel_jax.faults import ConfigError
 
 
+COMMIT_MARKER = "commit_success.txt"  # Orbax's name (orbax.checkpoint's atomicity_types)
+
+
 def directory(workdir: str) -> str:
-  return os.path.abspath(os.path.join(workdir, "checkpoints"))
+  return storage.absolute(storage.join(workdir, "checkpoints"))
 
 
 def saved_steps(workdir: str) -> list[int]:
-  """The steps of WORKDIR's finished checkpoints, oldest first (no Orbax manager needed)."""
-  path = directory(workdir)
-  return sorted(int(n) for n in os.listdir(path) if n.isdigit()) if os.path.isdir(path) else []
+  """The steps of WORKDIR's finished checkpoints, oldest first (no Orbax manager needed): Orbax's
+  rule, a step directory renamed into place locally, one with its commit marker in a bucket."""
+  return sorted(ocp.step.checkpoint_steps(directory(workdir)))
+
+
+def mark_complete(step_dir: str) -> None:
+  """Orbax's commit marker in a step directory written whole by other means (convert's output,
+  uploaded to a bucket: there a step without it is taken as unfinished)."""
+  storage.write(storage.join(step_dir, COMMIT_MARKER), "")
 
 
 def warn(message: str) -> None:
@@ -54,7 +60,8 @@ class _Position:
 
 class Checkpointer:
   """Saves asynchronously (`save` returns while the files are written) and checks each save
-  before starting the next one and in `wait`."""
+  before starting the next one and in `wait`. `waited_s`: the seconds the caller spent blocked
+  in save and wait (copying the state off the devices, a previous save still in flight)."""
 
   def __init__(self, workdir: str, keep: int):
     self.workdir = workdir
@@ -62,10 +69,12 @@ class Checkpointer:
     self.mngr = ocp.CheckpointManager(self.dir, options=ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=True, cleanup_tmp_directories=True))
     self._writing: int | None = None  # the step whose save may still be in flight
+    self.waited_s = 0.0
 
   def save(self, step: int, state: Any, data_position: Any) -> None:
     """data_position: the data iterator, or its get_state() taken after the step's batch (the
     trainer reads a batch ahead); saved in the same form either way."""
+    t0 = time.time()
     self.wait()
     digest = state_digest(state)
     if isinstance(data_position, dict):
@@ -77,24 +86,27 @@ class Checkpointer:
     except Exception as e:  # noqa: BLE001 (a synchronous part of the write failed)
       self._failed(step, e)
     self._writing = step
+    self.waited_s += time.time() - t0
 
   def wait(self) -> None:
     """Blocks until the last save is on disk; DiskError or FileError if it is not."""
     step, self._writing = self._writing, None
     if step is None:
       return
+    t0 = time.time()
     try:
       self.mngr.wait_until_finished()
     except Exception as e:  # noqa: BLE001
       self._failed(step, e)
-    if not os.path.isdir(os.path.join(self.dir, str(step))):
+    if step not in saved_steps(self.workdir):
       self._failed(step, RuntimeError("the checkpoint was not completed (see the log above)"))
+    self.waited_s += time.time() - t0
 
   def _failed(self, step: int, e: BaseException) -> None:
     faults.silence_background_errors()
     if jax.process_index() == 0:  # free the space the partial write took
-      for tmp in glob.glob(os.path.join(self.dir, f"{step}.orbax-checkpoint-tmp*")):
-        shutil.rmtree(tmp, ignore_errors=True)
+      for tmp in storage.glob(storage.join(self.dir, f"{step}.orbax-checkpoint-tmp*")):
+        storage.remove(tmp, recursive=True)
     older = [s for s in self.mngr.all_steps() if s < step]
     kept = (f"the checkpoint of step {older[0]} is intact" if len(older) == 1 else
             f"the checkpoints of steps {', '.join(map(str, older))} are intact" if older else
@@ -128,15 +140,15 @@ class Checkpointer:
     return None
 
   def _move_aside(self, step: int, why: str, resumed: int) -> None:
-    target = os.path.join(self.workdir, "corrupt_checkpoints", str(step))
+    target = storage.join(self.workdir, "corrupt_checkpoints", str(step))
     warn(f"checkpoint step {step} in {self.dir} is damaged ({why}); moved to {target}; "
          f"resuming from step {resumed}")
     if jax.process_index() == 0:
-      os.makedirs(os.path.dirname(target), exist_ok=True)
+      storage.makedirs(storage.parent(target))
       n = 1
-      while os.path.exists(target):
-        target, n = os.path.join(self.workdir, "corrupt_checkpoints", f"{step}.{n}"), n + 1
-      os.replace(os.path.join(self.dir, str(step)), target)
+      while storage.exists(target):
+        target, n = storage.join(self.workdir, "corrupt_checkpoints", f"{step}.{n}"), n + 1
+      storage.move(storage.join(self.dir, str(step)), target)
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils
       multihost_utils.sync_global_devices(f"moved aside checkpoint {step}")
@@ -154,7 +166,7 @@ def save_tree(path: str, tree: Any) -> None:
   WORKDIR/checkpoints/STEP/state): quantize's and convert's outputs."""
   import numpy as np
   with ocp.PyTreeCheckpointer() as ckpt:
-    ckpt.save(os.path.abspath(path), jax.tree.map(np.asarray, tree))
+    ckpt.save(storage.absolute(path), jax.tree.map(np.asarray, tree))
 
 
 def restore_variables(workdir: str, abstract: dict[str, Any]) -> dict[str, Any]:
@@ -164,7 +176,7 @@ def restore_variables(workdir: str, abstract: dict[str, Any]) -> dict[str, Any]:
   steps = saved_steps(workdir)
   if not steps:
     raise ConfigError(f"no checkpoints in {workdir}")
-  state_dir = os.path.join(directory(workdir), str(steps[-1]), "state")
+  state_dir = storage.join(directory(workdir), str(steps[-1]), "state")
   empty = {k: v for k, v in abstract.items() if v == {}}  # e.g. no model state: nothing to read
   abstract = {k: v for k, v in abstract.items() if k not in empty}
   try:

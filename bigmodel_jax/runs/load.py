@@ -16,7 +16,6 @@ variables {"params", **other collections} (a teacher's collection left out) on t
 
 import dataclasses
 import json
-import os
 from typing import Any
 
 import flax.linen as nn
@@ -26,7 +25,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from bigmodel_jax import config as config_lib
-from bigmodel_jax import models
+from bigmodel_jax import models, storage
 from bigmodel_jax.compression import ptq, qwix_wrap
 from bigmodel_jax.data import tasks
 from bigmodel_jax.faults import ConfigError
@@ -55,12 +54,11 @@ def tuples(x: Any) -> Any:
 def read_config(workdir: str) -> ml_collections.ConfigDict:
   """WORKDIR/config.json over the current defaults; ConfigError if there is none or it does
   not parse."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
+  path = storage.join(workdir, "config.json")
+  if not storage.isfile(path):
     raise ConfigError(f"no config.json in {workdir}: not a workdir")
   try:
-    with open(path) as f:
-      saved = json.load(f)
+    saved = json.loads(storage.read_text(path))
     config = config_lib.default_config()
     config.update(ml_collections.ConfigDict(tuples(saved)))
   except (OSError, ValueError, TypeError, AttributeError) as e:
@@ -78,7 +76,7 @@ def load(workdir: str, restore: bool = True) -> Loaded:
     if not restore:
       return Loaded(config, model, abstract_variables(model, example), num_outputs, example)
     abstract = abstract_variables(qwix_wrap.wrap(config, model), example)  # LoRA: adapters too
-  if os.path.isdir(os.path.join(workdir, QUANTIZED)):
+  if storage.isdir(storage.join(workdir, QUANTIZED)):
     variables = _quantized(workdir, abstract)
   else:
     saved = jax.device_get(checkpoint.restore_variables(workdir, {
@@ -92,12 +90,11 @@ def load(workdir: str, restore: bool = True) -> Loaded:
 def _outputs_and_example(config: ml_collections.ConfigDict, workdir: str) -> tuple[Any, Any]:
   """The number of outputs (a converted workdir's from convert.json: no data set needed) and
   one example's inputs."""
-  report = os.path.join(workdir, CONVERTED)
-  if not os.path.exists(report):
+  report = storage.join(workdir, CONVERTED)
+  if not storage.exists(report):
     example, num_outputs = tasks.input_spec(config)
     return num_outputs, example
-  with open(report) as f:
-    return json.load(f)["num_outputs"], converted_example(config)
+  return json.loads(storage.read_text(report))["num_outputs"], converted_example(config)
 
 
 def converted_example(config: ml_collections.ConfigDict) -> Any:
@@ -117,6 +114,6 @@ def abstract_variables(model: nn.Module, example: Any) -> dict[str, Any]:
 
 def _quantized(workdir: str, abstract: dict[str, Any]) -> dict[str, Any]:
   with ocp.PyTreeCheckpointer() as ckpt:
-    saved = ckpt.restore(os.path.abspath(os.path.join(workdir, QUANTIZED)))
+    saved = ckpt.restore(storage.absolute(storage.join(workdir, QUANTIZED)))
   params = ptq.dequantize_params(saved["params"], abstract["params"])
   return {"params": params, **saved.get("model_state", {})}

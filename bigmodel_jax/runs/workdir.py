@@ -8,6 +8,7 @@ import glob
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,13 +16,33 @@ import jax
 import ml_collections
 
 from bigmodel_jax import config as config_lib
-from bigmodel_jax import faults, metrics
+from bigmodel_jax import faults, metrics, storage
 from bigmodel_jax.faults import ConfigError
 from bigmodel_jax.runs import load
 
 
 def check(workdir: str, config: ml_collections.ConfigDict, allow_change: bool) -> None:
   """Read-only checks: the workdir is usable and, if it holds a run, this config matches it."""
+  if storage.is_remote(workdir):
+    storage.check_bucket(workdir, "workdir")
+  else:
+    _check_local(workdir)
+  if storage.exists(storage.join(workdir, load.CONVERTED)):
+    raise ConfigError(f"workdir {workdir} holds converted weights ({load.CONVERTED}); train in a "
+                      f"new workdir with --config.init_from={workdir}")
+  if not storage.exists(storage.join(workdir, "config.json")) or allow_change:
+    return
+  try:
+    old = load.read_config(workdir)
+  except ConfigError as e:
+    raise ConfigError(f"{e}; use another workdir") from e
+  changed = config_lib.changed_keys(config_lib.to_dict(old), config_lib.to_dict(config))
+  if changed:
+    raise ConfigError(f"workdir {workdir} holds a run with a different config ({', '.join(changed)}"
+                      f"); use another workdir, or --allow_config_change to resume it anyway")
+
+
+def _check_local(workdir: str) -> None:
   try:
     os.path.abspath(workdir).encode("utf-8")
   except UnicodeEncodeError as e:  # bytes that are not UTF-8 (Python keeps them as surrogates)
@@ -34,24 +55,13 @@ def check(workdir: str, config: ml_collections.ConfigDict, allow_change: bool) -
     existing = os.path.dirname(os.path.abspath(existing))
   if not os.access(existing, os.W_OK | os.X_OK):
     raise ConfigError(f"workdir {workdir} is not writable ({existing})")
-  if os.path.exists(os.path.join(workdir, load.CONVERTED)):
-    raise ConfigError(f"workdir {workdir} holds converted weights ({load.CONVERTED}); train in a "
-                      f"new workdir with --config.init_from={workdir}")
-  if not os.path.exists(os.path.join(workdir, "config.json")) or allow_change:
-    return
-  try:
-    old = load.read_config(workdir)
-  except ConfigError as e:
-    raise ConfigError(f"{e}; use another workdir") from e
-  changed = config_lib.changed_keys(config_lib.to_dict(old), config_lib.to_dict(config))
-  if changed:
-    raise ConfigError(f"workdir {workdir} holds a run with a different config ({', '.join(changed)}"
-                      f"); use another workdir, or --allow_config_change to resume it anyway")
 
 
 def create(workdir: str) -> None:
   """The run's first write. A workdir that cannot be created is bad input (exit 2); missing
-  parent directories are created and named on the console."""
+  parent directories are created and named on the console. A bucket has no directories."""
+  if storage.is_remote(workdir):
+    return
   absolute = os.path.abspath(workdir)
   missing = []  # the parent directories that do not exist yet, outermost first
   parent = os.path.dirname(absolute)
@@ -67,26 +77,21 @@ def create(workdir: str) -> None:
 
 
 def write_json(path: str, obj: Any) -> None:
-  """Atomically (write, then rename), from process 0 only."""
-  if jax.process_index() != 0:
-    return
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  with open(path + ".tmp", "w") as f:
-    json.dump(obj, f, indent=2)
-  os.replace(path + ".tmp", path)
+  """Whole (storage.write), from process 0 only."""
+  if jax.process_index() == 0:
+    storage.write(path, json.dumps(obj, indent=2))
 
 
 def keep_tokenizer(workdir: str, path: str) -> None:
   """A copy of the run's tokenizer as WORKDIR/tokenizer.json (sample and convert read it)."""
-  if not path or jax.process_index() != 0:
-    return
-  out = os.path.join(workdir, "tokenizer.json")
-  shutil.copy(path, out + ".tmp")
-  os.replace(out + ".tmp", out)
+  if path and jax.process_index() == 0:
+    storage.write(storage.join(workdir, "tokenizer.json"), storage.read_bytes(path))
 
 
 def check_new_directory(path: str, flag: str) -> None:
-  if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
+  if storage.is_remote(path):
+    storage.check_bucket(path, flag)
+  if storage.isfile(path) or storage.listdir(path):
     raise ConfigError(f"{flag} {path} exists and is not empty; choose a new directory")
 
 
@@ -101,10 +106,17 @@ def _running(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def whole_directory(path: str) -> Iterator[str]:
-  """Yields a temporary directory beside `path` to fill (PATH.tmpPID); renamed to `path` (new or
-  empty) if the block succeeds, removed otherwise: the directory appears whole or not at all.
-  Those that processes killed while writing left (their PID no longer runs) are removed."""
+def whole_directory(path: str, last: tuple[str, ...]) -> Iterator[str]:
+  """Yields a temporary directory to fill; `path` (new or empty) gets its contents if the block
+  succeeds: the directory appears whole or not at all. Locally PATH.tmpPID beside it, renamed
+  (those that processes killed while writing left, whose PID no longer runs, are removed); for a
+  URL a local temporary directory uploaded with the files named in `last` (those readers look
+  for: config.json) after the others."""
+  if storage.is_remote(path):
+    with tempfile.TemporaryDirectory(prefix="bigmodel-") as tmp:
+      yield tmp
+      storage.upload(tmp, path, last)
+    return
   prefix = f"{path.rstrip('/')}.tmp"
   for stale in glob.glob(glob.escape(prefix) + "*"):  # left by a process killed while writing
     pid = stale[len(prefix):]

@@ -3,7 +3,6 @@ sample, samples scored by a judge classifier (judge.py) and a grid of them at
 WORKDIR/samples/STEP.png (one row per class)."""
 
 import functools
-import os
 from typing import Any
 
 import jax
@@ -11,6 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from bigmodel_jax import storage
 from bigmodel_jax.data import pipeline
 from bigmodel_jax.trainer import grids, judge, sharding, steps
 from bigmodel_jax.trainer.build import Build
@@ -78,7 +78,7 @@ class Evaluator:
     if jax.process_index() == 0:
       rows = len(np.unique(self.labels)) if self.objective.conditional else grids.COLUMNS
       grids.save(grids.rows_of(x, self.labels, rows, grids.COLUMNS),
-                 os.path.join(self.workdir, "samples", f"{step}.png"))
+                 storage.join(self.workdir, "samples", f"{step}.png"))
     if self.scorer is None:  # the splits' features, once (at most FEATURE_EXAMPLES of each)
       first = lambda ex: ex.gather(np.arange(min(len(ex), FEATURE_EXAMPLES)))["inputs"]  # noqa: E731
       self.scorer = judge.SampleScorer(self.judge_workdir, self.config,

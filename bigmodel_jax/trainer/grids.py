@@ -1,11 +1,13 @@
 """Samples drawn as one PNG grid: a generative run's WORKDIR/samples/STEP.png at every
 evaluation, and `python -m bigmodel_jax.sample`'s images."""
 
+import io
 import math
-import os
 
 import numpy as np
 from PIL import Image
+
+from bigmodel_jax import storage
 
 COLUMNS = 10  # samples per row of an unconditional model's grid
 
@@ -33,14 +35,9 @@ def save(x: np.ndarray, path: str, zoom: int = 4) -> None:
              gap + c * (w + gap):gap + c * (w + gap) + w] = x[r, c]
   image = (canvas * 255).round().astype(np.uint8).repeat(zoom, 0).repeat(zoom, 1)
   image = image[..., 0] if ch == 1 else image
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f"{path}.tmp{os.getpid()}.png"
-  try:
-    Image.fromarray(image).save(tmp)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  png = io.BytesIO()
+  Image.fromarray(image).save(png, format="PNG")
+  storage.write(path, png.getvalue())
 
 
 def _plot(x_RxCxL: np.ndarray, height: int = 24) -> np.ndarray:

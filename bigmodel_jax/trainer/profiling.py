@@ -7,11 +7,11 @@ makes update B, once its results are computed.
 """
 
 import contextlib
-import os
 from typing import Any
 
 import jax
 
+from bigmodel_jax import storage
 from bigmodel_jax.faults import ConfigError
 
 
@@ -31,12 +31,13 @@ class Window:
     if not 1 <= first <= last:
       raise ConfigError(f"--profile_steps={spec}: give A:B, the first and last update to trace, "
                         "1 <= A <= B (e.g. 10:15)")
-    return cls(first, last, os.path.join(workdir, "profile"))
+    return cls(first, last, storage.join(workdir, "profile"))
 
   def before(self, first_update: int, after_call: int) -> None:
     """Starts the trace before the call that makes updates first_update..after_call."""
     if self.directory and not self.active and first_update <= self.last and after_call >= self.first:
-      jax.profiler.start_trace(self.directory, create_perfetto_trace=True)
+      self._staged = storage.staged(self.directory)  # in a bucket: traced locally, then uploaded
+      jax.profiler.start_trace(self._staged.__enter__(), create_perfetto_trace=True)
       self.active = True
 
   def annotate(self, step: int) -> Any:
@@ -52,5 +53,6 @@ class Window:
   def close(self) -> None:
     if self.active:
       jax.profiler.stop_trace()
+      self._staged.__exit__(None, None, None)
       self.active = False
       self.directory = ""  # once per run

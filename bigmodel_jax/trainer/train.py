@@ -21,7 +21,7 @@ import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from bigmodel_jax import config as config_lib
-from bigmodel_jax import faults, metrics
+from bigmodel_jax import faults, metrics, storage
 from bigmodel_jax.compression import prune, qwix_wrap
 from bigmodel_jax.data import pipeline, tasks
 from bigmodel_jax.runs import checkpoint
@@ -71,7 +71,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   # --- Workdir: every check passed; from here on files are written. ---
   workdir_lib.create(workdir)
-  workdir_lib.write_json(os.path.join(workdir, "config.json"), config_lib.to_dict(config))
+  workdir_lib.write_json(storage.join(workdir, "config.json"), config_lib.to_dict(config))
   workdir_lib.keep_tokenizer(workdir, getattr(sources.train, "tokenizer_path", ""))
   writer = metrics.MetricWriter(workdir)
   ckpt = checkpoint.Checkpointer(workdir, config.checkpoint_keep)
@@ -105,8 +105,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     eval_metrics = evaluate(state, total_steps)
     guard.check_eval(total_steps, eval_metrics)
   results = _results(config, state, {"step": total_steps, **eval_metrics, "num_params": n_params},
-                     frozen, forward_flops, timer, t_start, start_step)
-  workdir_lib.write_json(os.path.join(workdir, "results.json"), results)
+                     frozen, forward_flops, timer, t_start, start_step, ckpt.waited_s)
+  workdir_lib.write_json(storage.join(workdir, "results.json"), results)
   writer.close()
   ckpt.close()
   metrics.console(f"Done: {json.dumps({k: v for k, v in results.items() if k != 'params_sha256'})}")
@@ -139,6 +139,7 @@ def _train(config: ml_collections.ConfigDict, runner: runners.JitRunner, evaluat
   pending = metrics.MetricBuffer()  # step metrics since the last log
   timer = metrics.RateTimer()
   eval_metrics: dict[str, float] = {}
+  waited = 0.0  # ckpt.waited_s at the last log line
   with faults.StopSignals(multi_process=jax.process_count() > 1) as signals:
     done = start_step
     batch = runner.next_batch(done) if done < total_steps else None
@@ -177,6 +178,8 @@ def _train(config: ml_collections.ConfigDict, runner: runners.JitRunner, evaluat
           row["train/steps_per_sec"] = rate
           # the share of the interval this process sat blocked on the input pipeline
           row["train/input_wait_fraction"] = min(1.0, runner.take_waited() / timer.interval_s)
+        # the seconds the loop sat blocked on checkpoint saves since the last log line
+        row["train/checkpoint_wait_s"], waited = ckpt.waited_s - waited, ckpt.waited_s
       with timer.pause():  # evaluation and checkpointing do not count in train/steps_per_sec
         evaluates = step % config.eval_every == 0 or last
         if evaluates:
@@ -189,6 +192,7 @@ def _train(config: ml_collections.ConfigDict, runner: runners.JitRunner, evaluat
           guard.check_eval(step, eval_metrics)
         if saves:
           guard.check_updates()
+          writer.flush()  # metrics.jsonl in a bucket: every line up to this checkpoint kept
           ckpt.save(step, runner.canonical(state), position)
       if stop and not last:
         ckpt.wait()
@@ -246,7 +250,7 @@ class _Guard:
 
 def _results(config: ml_collections.ConfigDict, state: Any, first: dict[str, Any],
              frozen: list[str], forward_flops: Any, timer: metrics.RateTimer,
-             t_start: float, start_step: int) -> dict[str, Any]:
+             t_start: float, start_step: int, checkpoint_wait_s: float) -> dict[str, Any]:
   """results.json: `first` (step, eval metrics, num_params), trainable_params (all but the
   frozen ones: LoRA's base, config.freeze), sparsity (pruned runs, measured on the final
   parameters), then cost and provenance."""
@@ -261,6 +265,8 @@ def _results(config: ml_collections.ConfigDict, state: Any, first: dict[str, Any
       "time_to_first_step_s": (round(timer.t_first - t_start, 3) if timer.t_first is not None
                                else None),
       "start_step": start_step,
+      # blocked on checkpoint saves (async: the state's copy off the devices, a save in flight)
+      "checkpoint_wait_s": round(checkpoint_wait_s, 3),
       "nonfinite_updates": int(jax.device_get(state.nonfinite_updates)),
       "params_sha256": state_lib.params_digest(state.params),
   })
@@ -274,7 +280,7 @@ def _sample_judge(config: ml_collections.ConfigDict) -> str:
   if config.samples.judge:
     return config.samples.judge
   pinned, workdir = judge.pinned_workdir(config)
-  if os.path.isfile(os.path.join(workdir, "results.json")):
+  if storage.isfile(storage.join(workdir, "results.json")):
     return workdir
   if jax.process_count() > 1:
     raise faults.ConfigError(f"the sample judge {workdir} is not trained yet: train it in one "

@@ -1,0 +1,233 @@
+"""Files at local paths or gs:// URLs: every path a user passes (workdirs, sweep roots, data,
+outputs) goes through here, so a run can live in a bucket (a TPU pod or a cloud cluster has no
+shared disk).
+
+One interface for both: fsspec (gcsfs under gs://; etils.epath, which Orbax uses, takes the same
+gcsfs). Checkpoints are Orbax's (tensorstore writes the arrays, to gs:// as well). A file appears
+whole or not at all: locally written beside its name and renamed into place; in a bucket one
+object upload, which becomes visible only when complete. A directory that must appear whole
+(quantize's and convert's outputs) is filled locally and uploaded with its marker file last.
+
+Emulator mode: with STORAGE_EMULATOR_HOST=http://HOST:PORT set (the variable Google's client
+libraries read) every gs:// access goes there, anonymously: TENSORSTORE_GCS_HTTP_URL is set
+from it when unset (tensorstore's own variable) and gcsfs's zonal-bucket probe (gRPC, which an
+emulator does not serve: 60 s per call) is turned off. Set before gcsfs is first imported, which
+this module's import ensures for every command.
+"""
+
+import contextlib
+import os
+import posixpath
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+
+import fsspec
+
+from bigmodel_jax.faults import ConfigError
+
+EMULATOR = os.environ.get("STORAGE_EMULATOR_HOST", "")
+if EMULATOR:
+  os.environ.setdefault("TENSORSTORE_GCS_HTTP_URL", EMULATOR)
+  os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+  fsspec.config.conf.setdefault("gs", {}).setdefault("token", "anon")
+
+
+def is_remote(path: str) -> bool:
+  """A URL (gs://bucket/...) rather than a local path."""
+  return "://" in str(path)
+
+
+def _fs(path: str) -> tuple[fsspec.AbstractFileSystem, str]:
+  return fsspec.core.url_to_fs(str(path))
+
+
+def join(base: str, *parts: str) -> str:
+  if is_remote(base):
+    return posixpath.join(base, *parts)
+  return os.path.join(base, *parts)
+
+
+def absolute(path: str) -> str:
+  """A local path made absolute; a URL as it is (without a trailing slash)."""
+  return str(path).rstrip("/") if is_remote(path) else os.path.abspath(path)
+
+
+def parent(path: str) -> str:
+  return posixpath.dirname(absolute(path)) if is_remote(path) else os.path.dirname(
+      os.path.abspath(path))
+
+
+def exists(path: str) -> bool:
+  fs, p = _fs(path)
+  return fs.exists(p)
+
+
+def isdir(path: str) -> bool:
+  fs, p = _fs(path)
+  return fs.isdir(p)
+
+
+def isfile(path: str) -> bool:
+  fs, p = _fs(path)
+  return fs.isfile(p)
+
+
+def listdir(path: str) -> list[str]:
+  """The names in a directory ([] if there is none)."""
+  if not is_remote(path):
+    return os.listdir(path) if os.path.isdir(path) else []
+  fs, p = _fs(path)
+  try:
+    return sorted(posixpath.basename(e.rstrip("/")) for e in fs.ls(p, detail=False, refresh=True)
+                  if e.rstrip("/") != p.rstrip("/"))
+  except FileNotFoundError:
+    return []
+
+
+def makedirs(path: str) -> None:
+  """A local directory and its parents; nothing for a URL (a bucket has no directories)."""
+  if not is_remote(path):
+    os.makedirs(path, exist_ok=True)
+
+
+def read_bytes(path: str) -> bytes:
+  fs, p = _fs(path)
+  with fs.open(p, "rb") as f:
+    return f.read()
+
+
+def read_text(path: str) -> str:
+  return read_bytes(path).decode("utf-8")
+
+
+def write(path: str, data: str | bytes) -> None:
+  """The whole file at once: a reader sees the old file or the new one, never half of one."""
+  data = data.encode("utf-8") if isinstance(data, str) else data
+  if is_remote(path):
+    fs, p = _fs(path)
+    fs.pipe_file(p, data)  # one object upload: visible only when complete
+    return
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = f"{path}.tmp{os.getpid()}"
+  try:
+    with open(tmp, "wb") as f:
+      f.write(data)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def remove(path: str, recursive: bool = False) -> None:
+  """A file (or a directory with recursive); nothing if it is not there."""
+  fs, p = _fs(path)
+  if fs.exists(p):
+    fs.rm(p, recursive=recursive)
+
+
+def move(src: str, dst: str) -> None:
+  """A rename locally; in a bucket each object copied, then the originals removed."""
+  if not is_remote(src):
+    os.replace(src, dst)
+    return
+  fs, p = _fs(src)
+  fs.mv(p, _fs(dst)[1], recursive=True)
+
+
+def size(path: str) -> int:
+  """Bytes of a file or of everything under a directory."""
+  fs, p = _fs(path)
+  return int(fs.du(p, total=True)) if fs.isdir(p) else int(fs.size(p))
+
+
+def glob(pattern: str) -> list[str]:
+  fs, p = _fs(pattern)
+  found = fs.glob(p)
+  return [f"gs://{f}" if is_remote(pattern) else f for f in found]
+
+
+@contextlib.contextmanager
+def local_copy(path: str) -> Iterator[str]:
+  """A local path holding `path` (a file or a directory): itself when local, else a temporary
+  download, removed afterwards (for libraries that read local files only)."""
+  if not is_remote(path):
+    yield path
+    return
+  fs, p = _fs(path)
+  if not fs.exists(p):
+    raise ConfigError(f"{path} does not exist")
+  with tempfile.TemporaryDirectory(prefix="bigmodel-") as tmp:
+    local = os.path.join(tmp, posixpath.basename(p.rstrip("/")))
+    fs.get(p, local, recursive=fs.isdir(p))
+    yield local
+
+
+def upload(local_dir: str, url: str, last: Iterable[str] = ()) -> None:
+  """Every file under local_dir to the same names under url; the names in `last` (relative)
+  after all others, so a reader that looks for them finds the rest complete."""
+  fs, p = _fs(url)
+  later = set(last)
+  files = []
+  for d, _, names in os.walk(local_dir):
+    files += [os.path.relpath(os.path.join(d, n), local_dir) for n in names]
+  for rel in sorted(files, key=lambda r: r in later):
+    fs.put_file(os.path.join(local_dir, rel), posixpath.join(p, rel.replace(os.sep, "/")))
+
+
+def check_bucket(url: str, flag: str) -> None:
+  """A gs:// URL's bucket exists and can be read with the credentials at hand: else the one-line
+  ConfigError naming the URL and the fix (nothing written). Local paths: nothing to check."""
+  if not is_remote(url):
+    return
+  if not url.startswith("gs://"):
+    raise ConfigError(f"{flag} {url}: only gs:// URLs and local paths are supported")
+  bucket = url[len("gs://"):].split("/")[0]
+  fs, _ = _fs(url)
+  try:
+    fs.ls(bucket, detail=False)
+  except FileNotFoundError:
+    raise ConfigError(f"{flag} {url}: the bucket gs://{bucket} does not exist; create it "
+                      f"(gcloud storage buckets create gs://{bucket}) or fix the name") from None
+  except (PermissionError, OSError, ValueError) as e:
+    how = ("STORAGE_EMULATOR_HOST is set: is the emulator running?" if EMULATOR else
+           "give credentials that may read it (gcloud auth application-default login, or "
+           "GOOGLE_APPLICATION_CREDENTIALS=KEY.json)")
+    raise ConfigError(f"{flag} {url}: cannot read the bucket gs://{bucket} "
+                      f"({str(e).splitlines()[0][:200] if str(e) else type(e).__name__}); "
+                      f"{how}") from None
+
+
+@contextlib.contextmanager
+def staged(url: str) -> Iterator[str]:
+  """A local directory to fill for `url`: the directory itself when local; else a temporary one
+  uploaded to url when the block ends (profile traces: the profiler writes local files)."""
+  if not is_remote(url):
+    os.makedirs(url, exist_ok=True)
+    yield url
+    return
+  tmp = tempfile.mkdtemp(prefix="bigmodel-")
+  try:
+    yield tmp
+    upload(tmp, url)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def walk(root: str) -> Iterator[tuple[str, list[str], list[str]]]:
+  """os.walk's (directory, subdirectories, files), top down, for a URL as well; prune by
+  editing the subdirectory list in place."""
+  if not is_remote(root):
+    yield from os.walk(root)
+    return
+  fs, p = _fs(root)
+  scheme = root.split("://")[0] + "://"
+  stack = [p.rstrip("/")]
+  while stack:
+    d = stack.pop()
+    entries = fs.ls(d, detail=True, refresh=True)
+    dirs = sorted(posixpath.basename(e["name"].rstrip("/")) for e in entries
+                  if e["type"] == "directory" and e["name"].rstrip("/") != d)
+    files = sorted(posixpath.basename(e["name"]) for e in entries if e["type"] == "file")
+    yield scheme + d, dirs, files
+    stack += [posixpath.join(d, n) for n in reversed(dirs)]
