@@ -11,8 +11,8 @@ object upload, which becomes visible only when complete. A directory that must a
 Emulator mode: with STORAGE_EMULATOR_HOST=http://HOST:PORT set (the variable Google's client
 libraries read) every gs:// access goes there, anonymously: TENSORSTORE_GCS_HTTP_URL is set
 from it when unset (tensorstore's own variable) and gcsfs's zonal-bucket probe (gRPC, which an
-emulator does not serve: 60 s per call) is turned off. Set before gcsfs is first imported, which
-this module's import ensures for every command.
+emulator does not serve: 60 s per call) is left out by registering gcsfs's plain file system
+for gs://. Done before each use (a test may set the variable after this module's import).
 """
 
 import contextlib
@@ -26,11 +26,26 @@ import fsspec
 
 from bigmodel_jax.faults import ConfigError
 
-EMULATOR = os.environ.get("STORAGE_EMULATOR_HOST", "")
-if EMULATOR:
-  os.environ.setdefault("TENSORSTORE_GCS_HTTP_URL", EMULATOR)
-  os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
-  fsspec.config.conf.setdefault("gs", {}).setdefault("token", "anon")
+
+def _configure() -> str:
+  """gcsfs without its cache of listings (another process's checkpoint must be seen at once:
+  Orbax's list of finished steps goes through it); STORAGE_EMULATOR_HOST, with the other
+  libraries pointed at it when it is set."""
+  fsspec.config.conf.setdefault("gs", {})["use_listings_cache"] = False
+  host = os.environ.get("STORAGE_EMULATOR_HOST", "")
+  if host:
+    os.environ.setdefault("TENSORSTORE_GCS_HTTP_URL", host)
+    fsspec.config.conf.setdefault("gs", {}).setdefault("token", "anon")
+    # gcsfs's plain file system, not the one that first asks for the bucket's type over gRPC
+    # (GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false does the same, but only before gcsfs's import)
+    import gcsfs.core
+    for protocol in ("gs", "gcs"):  # epath asks for either
+      if fsspec.get_filesystem_class(protocol) is not gcsfs.core.GCSFileSystem:
+        fsspec.register_implementation(protocol, gcsfs.core.GCSFileSystem, clobber=True)
+  return host
+
+
+_configure()  # before anything else (Orbax's epath, tensorboardX) reaches for a bucket
 
 
 def is_remote(path: str) -> bool:
@@ -39,6 +54,8 @@ def is_remote(path: str) -> bool:
 
 
 def _fs(path: str) -> tuple[fsspec.AbstractFileSystem, str]:
+  if is_remote(path):
+    _configure()
   return fsspec.core.url_to_fs(str(path))
 
 
@@ -190,7 +207,7 @@ def check_bucket(url: str, flag: str) -> None:
     raise ConfigError(f"{flag} {url}: the bucket gs://{bucket} does not exist; create it "
                       f"(gcloud storage buckets create gs://{bucket}) or fix the name") from None
   except (PermissionError, OSError, ValueError) as e:
-    how = ("STORAGE_EMULATOR_HOST is set: is the emulator running?" if EMULATOR else
+    how = ("STORAGE_EMULATOR_HOST is set: is the emulator running?" if _configure() else
            "give credentials that may read it (gcloud auth application-default login, or "
            "GOOGLE_APPLICATION_CREDENTIALS=KEY.json)")
     raise ConfigError(f"{flag} {url}: cannot read the bucket gs://{bucket} "
@@ -231,3 +248,35 @@ def walk(root: str) -> Iterator[tuple[str, list[str], list[str]]]:
     files = sorted(posixpath.basename(e["name"]) for e in entries if e["type"] == "file")
     yield scheme + d, dirs, files
     stack += [posixpath.join(d, n) for n in reversed(dirs)]
+
+
+def cache_dir() -> str:
+  """This machine's cache (sample judges, copies of data in a bucket): $BIGMODEL_JAX_CACHE, else
+  ~/.cache/bigmodel_jax."""
+  return os.environ.get("BIGMODEL_JAX_CACHE",
+                        os.path.join(os.path.expanduser("~"), ".cache", "bigmodel_jax"))
+
+
+def mirror_path(url: str) -> str:
+  """Where mirror() keeps a URL's copy: CACHE/buckets/BUCKET/PATH."""
+  return os.path.join(cache_dir(), "buckets", absolute(url).split("://", 1)[1])
+
+
+def mirror(url: str, complete_with: str = "") -> str:
+  """A local copy of the directory at a URL (for libraries that read local files only), kept
+  in mirror_path(url): files not there yet, or of another size, downloaded (each whole, by
+  rename). complete_with: only the directories that hold a file of that name (one written
+  last: a directory being uploaded is left out). Returns the local path."""
+  fs, p = _fs(url)
+  local = mirror_path(url)
+  found = {name[len(p.rstrip("/")) + 1:]: info for name, info in fs.find(p, detail=True).items()}
+  complete = {posixpath.dirname(rel) for rel in found
+              if posixpath.basename(rel) == complete_with}
+  for rel, info in found.items():
+    target = os.path.join(local, *rel.split("/"))
+    if not rel or (complete_with and posixpath.dirname(rel) not in complete) or (
+        os.path.isfile(target) and os.path.getsize(target) == int(info["size"])):
+      continue
+    write(target, fs.cat_file(info["name"]))
+  os.makedirs(local, exist_ok=True)
+  return local

@@ -19,12 +19,15 @@ that fails is reported and the others go on (exit status 1 if any failed). DIR/s
 the points and their commands. Launchers: local (this machine, --parallel at a time), slurm (a
 submitit job array, one task per point), submitit_local (the same submitit jobs on this
 machine), tpu (the gcloud commands that run each point on every worker of a TPU VM). Every
-point's config is checked first: a bad one stops the sweep before anything is written. The
-work: experiments/sweeps.py.
+point's config is checked first: a bad one stops the sweep before anything is written. DIR may
+be a gs:// URL (local and tpu launchers; WORKSPACE.md, "Runs in a bucket"). The work:
+experiments/sweeps.py.
 """
 
 import argparse
+import os
 
+from bigmodel_jax import storage
 from bigmodel_jax.cli import ArgumentParser, run_script
 from bigmodel_jax.experiments import sweeps
 from bigmodel_jax.faults import ConfigError
@@ -33,7 +36,8 @@ from bigmodel_jax.faults import ConfigError
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
   p = ArgumentParser(prog="python -m bigmodel_jax.sweep", description=__doc__.splitlines()[0])
   p.add_argument("--config", required=True, help="path.py[:arg] whose get_sweep(arg) is run")
-  p.add_argument("--root", required=True, help="directory of the sweep's workdirs")
+  p.add_argument("--root", required=True, help="directory (or gs:// URL) of the sweep's "
+                 "workdirs; a plain name goes under $RUNS_ROOT when that is set")
   p.add_argument("--parallel", type=int, default=1, help="points at a time (slurm: array limit)")
   p.add_argument("--dry_run", action="store_true", help="list the points and their commands")
   p.add_argument("--launcher", default="local", choices=["local", "slurm", "submitit_local", "tpu"])
@@ -55,6 +59,9 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     raise ConfigError(f"--parallel must be positive, got {args.parallel}")
   if args.launcher == "tpu" and not (args.tpu_name and args.tpu_zone):
     raise ConfigError("--launcher=tpu needs --tpu_name and --tpu_zone")
+  runs_root = os.environ.get("RUNS_ROOT", "")  # as launch/tpu_vm.sh: e.g. gs://BUCKET/runs
+  if runs_root and "/" not in args.root:
+    args.root = storage.join(runs_root, args.root)
   return args, rest
 
 

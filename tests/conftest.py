@@ -41,7 +41,7 @@ ONE_DEVICE = {"XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
 SLOWEST_FIRST = (
     "test_main.py", "test_transformer.py", "test_parallel.py", "test_multihost.py",
     "test_compression.py", "test_faults.py", "test_convnets.py", "test_gan.py", "test_convert.py",
-    "test_sample.py", "test_train.py", "test_multimodal.py", "test_launch.py",
+    "test_sample.py", "test_bucket.py", "test_train.py", "test_multimodal.py", "test_launch.py",
     "test_contrastive.py", "test_text.py", "test_seq2seq.py", "test_image_folder.py",
     "test_generative.py", "test_sweep.py", "test_recurrent.py", "test_multitask.py",
     "test_images.py", "test_steps_per_call.py", "test_dry_run.py", "test_flops.py",
@@ -56,6 +56,21 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture(scope="session", autouse=True)
 def _eight_devices():
   assert jax.device_count() == 8, "tests expect 8 fake CPU devices; is jax imported before conftest?"
+
+
+@pytest.fixture(scope="session")
+def gcs() -> dict:
+  """A local Cloud Storage (tests/gcs_emulator.py: gcp-storage-emulator, in memory, on a free
+  port) holding the bucket "bucket"; the environment that points clients at it."""
+  import subprocess
+  proc = subprocess.Popen([sys.executable, os.path.join(REPO, "tests", "gcs_emulator.py"),
+                           "--bucket=bucket"], stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, text=True)  # clients killed mid-request
+  ready = proc.stdout.readline().split()
+  assert ready[:1] == ["ready"], f"the emulator did not start: {ready}"
+  yield {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{ready[1]}"}
+  proc.kill()
+  proc.wait()
 
 
 def run_main(*args: str, env: dict | None = None, timeout: float = 300,

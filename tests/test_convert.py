@@ -223,7 +223,7 @@ def test_a_killed_writers_partial_directory_is_removed_by_the_next_writer(tmp_pa
   try:
     running = tmp_path / f"out.tmp{alive.pid}"
     running.mkdir()
-    with workdir.whole_directory(str(tmp_path / "out")) as tmp:
+    with workdir.whole_directory(str(tmp_path / "out"), last=()) as tmp:
       with open(os.path.join(tmp, "done"), "w") as f:
         f.write("y")
     assert (tmp_path / "out" / "done").exists() and not stale.exists() and running.exists()

@@ -9,26 +9,36 @@ import time
 
 from conftest import REPO, cluster_calls, wait_for_job
 
+from bigmodel_jax import storage
+
 # Each process sees 2 CPU devices (not the suite's 8): 2 processes make a mesh of 4.
 DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
 RUN = ["--config.total_steps=40", "--config.batch_size=64", "--config.log_every=10",
        "--config.eval_every=40", "--config.checkpoint_every=10"]
 
 
-def test_tpu_vm_script_runs_on_every_worker_from_the_workers_home(fake_cluster, tmp_path):
+def test_tpu_vm_script_runs_on_every_worker_from_the_workers_home(fake_cluster, tmp_path, gcs,
+                                                                  monkeypatch):
+  # The workers share no disk: the run lives in a bucket (RUNS_ROOT + a plain name).
   env, state = fake_cluster
-  workdir = tmp_path / "run"
+  root = f"gs://bucket/{tmp_path.name}/runs"
+  unset = subprocess.run(["launch/tpu_vm.sh", "v5e-8", "us-west4-a", "configs/mnist1d.py:cnn",
+                          "run"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+  assert unset.returncode == 2 and "set RUNS_ROOT" in unset.stderr
   proc = subprocess.run(["launch/tpu_vm.sh", "v5e-8", "us-west4-a", "configs/mnist1d.py:cnn",
-                         str(workdir), *RUN], cwd=REPO, env={**env, **DEVICES, "FAKE_TPU_WORKERS": "2"},
+                         "run", *RUN], cwd=REPO,
+                        env={**env, **DEVICES, **gcs, "FAKE_TPU_WORKERS": "2", "RUNS_ROOT": root},
                         capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
+  for k, v in gcs.items():
+    monkeypatch.setenv(k, v)
   (call,) = cluster_calls(state)
   assert call["argv"][:7] == ["compute", "tpus", "tpu-vm", "ssh", "v5e-8", "--zone=us-west4-a",
                               "--worker=all"]
   # ~ is expanded by the worker's shell (its home), not on the machine that launches
   assert call["argv"][7].startswith("--command=cd ~/bigmodel_jax && .venv/bin/python -m "
                                     "bigmodel_jax.main --config=configs/mnist1d.py:cnn"), call
-  results = json.loads((workdir / "results.json").read_text())
+  results = json.loads(storage.read_text(f"{root}/run/results.json"))
   assert results["step"] == 40 and results["params_sha256"] is None  # 2 processes: not addressable
   assert "on 4 devices" in proc.stdout  # 2 workers x 2 CPU devices: one jax.distributed run
 

@@ -1,8 +1,9 @@
 """Multi-host and elastic resume, with real processes: 2 processes of 4 CPU devices joined by
-jax.distributed (gloo collectives) match 1 process of 8; a checkpoint written on 8 devices
+jax.distributed (gloo collectives) match 1 process of 8, with a gs:// workdir (no shared disk); a checkpoint written on 8 devices
 resumes on 4 and on 1 with the same global batch and data order; a SIGTERM to one process stops
 both at the same step with a checkpoint; a dead process ends the other in bounded time."""
 
+import json
 import os
 import shutil
 import signal
@@ -13,6 +14,9 @@ import time
 
 import numpy as np
 from conftest import REPO, run_main, train_losses
+
+from bigmodel_jax import storage
+from bigmodel_jax.runs import checkpoint
 
 RTOL = 2e-5  # float reduction order differs between device counts (see test_parallel.py)
 ARGS = ["--config=configs/mnist1d.py:cnn", "--config.batch_size=64", "--config.log_every=1",
@@ -30,14 +34,14 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _two_processes(workdir, steps: int, *extra: str) -> None:
+def _two_processes(workdir, steps: int, *extra: str, env: dict | None = None) -> None:
   port = _free_port()
   procs = [subprocess.Popen(
       [sys.executable, "-m", "bigmodel_jax.main", *ARGS, f"--config.total_steps={steps}",
        f"--workdir={workdir}", f"--coordinator_address=localhost:{port}", "--num_processes=2",
        f"--process_id={i}", *extra],
-      cwd=REPO, env={**os.environ, **_devices(4)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-      text=True) for i in range(2)]
+      cwd=REPO, env={**os.environ, **_devices(4), **(env or {})}, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True) for i in range(2)]
   outs = [p.communicate(timeout=300) for p in procs]
   for p, (out, err) in zip(procs, outs):
     assert p.returncode == 0, err[-3000:]
@@ -45,15 +49,22 @@ def _two_processes(workdir, steps: int, *extra: str) -> None:
   assert "Model" not in outs[1][0] and "Done" not in outs[1][0]  # the others stay quiet
 
 
-def test_two_processes_train_checkpoint_resume_and_match_one_process(tmp_path):
+def test_two_processes_with_a_gs_workdir_resume_and_match_one_process(tmp_path, gcs,
+                                                                      monkeypatch):
+  # The workdir is in a bucket (a local Cloud Storage: conftest.py's gcs): no local directory
+  # is shared; process 0 writes the shared files, both write their checkpoint shards.
   one = tmp_path / "one"
   proc = run_main(*ARGS, "--config.total_steps=10", f"--workdir={one}", env=_devices(8))
   assert proc.returncode == 0, proc.stderr
-  two = tmp_path / "two"
-  _two_processes(two, 5)
-  _two_processes(two, 10)  # resumes from step 5 (total_steps may change on resume)
-  assert sorted(os.listdir(two / "checkpoints")) == ["10", "5"]
-  np.testing.assert_allclose(train_losses(two), train_losses(one), rtol=RTOL)
+  two = f"gs://bucket/{tmp_path.name}/two"
+  _two_processes(two, 5, env=gcs)
+  _two_processes(two, 10, env=gcs)  # resumes from step 5 (total_steps may change on resume)
+  for k, v in gcs.items():
+    monkeypatch.setenv(k, v)
+  assert checkpoint.saved_steps(two) == [5, 10]
+  losses = [json.loads(line)["train/loss"] for line in
+            storage.read_text(f"{two}/metrics.jsonl").splitlines()]
+  np.testing.assert_allclose(losses, train_losses(one), rtol=RTOL)
 
 
 def test_two_processes_sampling_on_device_or_taking_two_steps_per_call_match_one_process(tmp_path):

@@ -13,7 +13,8 @@ from bigmodel_jax.faults import ConfigError
 from bigmodel_jax.trainer import train
 
 
-TIMINGS = ("train/steps_per_sec", "train/input_wait_fraction")  # differ between runs
+TIMINGS = ("train/steps_per_sec", "train/input_wait_fraction",  # differ between runs
+           "train/checkpoint_wait_s")
 
 
 def _config(steps=37, **overrides):

@@ -6,6 +6,7 @@ import platform
 
 import tensorflow_datasets as tfds
 
+from bigmodel_jax import storage
 from bigmodel_jax.faults import ConfigError
 
 
@@ -34,9 +35,14 @@ def generated_with(*packages: str) -> dict[str, str]:
 
 def user_directory(directory: str, name: str, key: str, what: str) -> str:
   """The absolute path of the directory a data set of the user's files reads (config key
-  data.KEY), or a ConfigError that says what to give."""
+  data.KEY; a gs:// URL: its copy in this machine's cache), or a ConfigError that says what to
+  give."""
   if not directory:
     raise ConfigError(f"data set {name} reads data.{key}: set it to {what}")
+  if storage.is_remote(directory):  # the builders read local files: this host's copy
+    if not storage.isdir(directory):
+      raise ConfigError(f"data.{key} {directory} is not a directory")
+    return storage.mirror(directory)
   if not os.path.isdir(directory):
     raise ConfigError(f"data.{key} {directory} is not a directory")
   return os.path.abspath(directory)

@@ -45,7 +45,7 @@ import tensorflow_datasets as tfds
 from bigmodel_jax import faults
 from bigmodel_jax.data import (addition, digits, image_folder, mnist1d, paired_digits, pycode,
                                textdir)  # (registers the offline builders)
-from bigmodel_jax.data import iterator, paired, records, tokenizer
+from bigmodel_jax.data import bucket, iterator, paired, records, tokenizer
 from bigmodel_jax.data.iterator import Gather, GlobalBatch, trainer_batch  # noqa: F401
 from bigmodel_jax.data.text import BOS, EOS, PAD, TextPairs, TokenWindows  # noqa: F401
 from bigmodel_jax.faults import ConfigError
@@ -65,7 +65,7 @@ def _builder_and_outputs(cfg: ml_collections.ConfigDict,
   if builder_kwargs is None:
     builder_kwargs = _builder_kwargs(cfg)
   try:
-    builder = tfds.builder(cfg.name, data_dir=cfg.data_dir or None, **builder_kwargs)
+    builder = tfds.builder(cfg.name, data_dir=bucket.local_data_dir(cfg), **builder_kwargs)
   except tfds.core.registered.DatasetNotFoundError as e:
     raise ConfigError(f"unknown data set '{cfg.name}': {str(e).splitlines()[0]}") from e
   except Exception as e:  # noqa: BLE001 (a malformed name, an unknown version or builder config)
@@ -148,12 +148,12 @@ def input_spec(cfg: ml_collections.ConfigDict) -> tuple[Any, int]:
 def load(cfg: ml_collections.ConfigDict) -> Sources:
   """The train and eval examples of config.data; prepares an offline data set on first use."""
   extra = _builder_kwargs(cfg)  # textdir: its files read and hashed once
-  kwargs = {"data_dir": cfg.data_dir or None,
-            "builder_kwargs": {"file_format": "array_record", **extra}}
+  kwargs: dict[str, Any] = {"builder_kwargs": {"file_format": "array_record", **extra}}
   builder, num_outputs = _builder_and_outputs(cfg, extra)
   kwargs.update(_decoders(cfg, builder))
 
   def sources() -> tuple[Any, Any]:
+    kwargs["data_dir"] = bucket.local_data_dir(cfg)  # in a bucket: this host's copy, now
     try:
       with _preparation_lock(cfg):
         try:
@@ -170,6 +170,7 @@ def load(cfg: ml_collections.ConfigDict) -> Sources:
             train = splits[0]
             tokenizer.train_bpe((bytes(train[i][cfg.input_key]).decode("utf-8", "replace")
                                  for i in range(len(train))), num_outputs, path)
+        bucket.upload_prepared(cfg)  # a version prepared here, for the other hosts
       return splits
     except ConfigError:
       raise

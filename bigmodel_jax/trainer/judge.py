@@ -27,6 +27,7 @@ import ml_collections
 import numpy as np
 
 from bigmodel_jax import config as config_lib
+from bigmodel_jax import storage
 from bigmodel_jax.faults import ConfigError
 from bigmodel_jax.runs import load
 
@@ -61,15 +62,10 @@ def pinned_config(data_name: str, data_dir: str = "") -> ml_collections.ConfigDi
   return c
 
 
-def cache_dir() -> str:
-  return os.environ.get("BIGMODEL_JAX_CACHE",
-                        os.path.join(os.path.expanduser("~"), ".cache", "bigmodel_jax"))
-
-
 def check(config: ml_collections.ConfigDict) -> None:
   """Before a run writes anything: its judge exists, or there is a pinned one to train."""
   if config.samples.judge:
-    if not os.path.isfile(os.path.join(config.samples.judge, "results.json")):
+    if not storage.isfile(storage.join(config.samples.judge, "results.json")):
       raise ConfigError(f"samples.judge={config.samples.judge} is not a finished run's workdir "
                         "(no results.json)")
   else:
@@ -82,7 +78,7 @@ def pinned_workdir(config: ml_collections.ConfigDict) -> tuple[ml_collections.Co
   judge = pinned_config(config.data.name, config.data.data_dir)
   digest = hashlib.sha256(json.dumps(config_lib.to_dict(judge) | {"data_dir": ""},
                                      sort_keys=True).encode()).hexdigest()[:12]
-  return judge, os.path.join(cache_dir(), "judges", f"{config.data.name}-{digest}")
+  return judge, os.path.join(storage.cache_dir(), "judges", f"{config.data.name}-{digest}")
 
 
 class Judge:
