@@ -36,6 +36,14 @@ def saved_steps(workdir: str) -> list[int]:
   return sorted(ocp.step.checkpoint_steps(directory(workdir)))
 
 
+def _finished(step_dir: str) -> bool:
+  """One step's directory is finished by Orbax's rule (saved_steps' rule, for one step: a
+  listing of every step costs a request per step in a bucket)."""
+  if storage.is_remote(step_dir):
+    return storage.exists(storage.join(step_dir, COMMIT_MARKER))
+  return storage.isdir(step_dir)
+
+
 def mark_complete(step_dir: str) -> None:
   """Orbax's commit marker in a step directory written whole by other means (convert's output,
   uploaded to a bucket: there a step without it is taken as unfinished)."""
@@ -67,7 +75,8 @@ class Checkpointer:
     self.workdir = workdir
     self.dir = directory(workdir)
     self.mngr = ocp.CheckpointManager(self.dir, options=ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=True, cleanup_tmp_directories=True))
+        max_to_keep=keep, create=True, cleanup_tmp_directories=True,
+        enable_background_delete=True))  # in a bucket, deleting the oldest step takes seconds
     self._writing: int | None = None  # the step whose save may still be in flight
     self.waited_s = 0.0
 
@@ -98,7 +107,7 @@ class Checkpointer:
       self.mngr.wait_until_finished()
     except Exception as e:  # noqa: BLE001
       self._failed(step, e)
-    if step not in saved_steps(self.workdir):
+    if not _finished(storage.join(self.dir, str(step))):
       self._failed(step, RuntimeError("the checkpoint was not completed (see the log above)"))
     self.waited_s += time.time() - t0
 
