@@ -5,7 +5,10 @@ Only process 0 writes files or prints; the others stay quiet.
 
 import json
 import math
+import os
+import shutil
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -21,7 +24,10 @@ class MetricWriter:
 
   In a bucket (no appends there) the file is rewritten whole, at most every FLUSH_S seconds, at
   each checkpoint (flush) and at the end: a resumed run drops and logs again the lines past its
-  checkpoint, so lines written later and lost with a killed process cost nothing."""
+  checkpoint, so lines written later and lost with a killed process cost nothing. TensorBoard's
+  event file is written locally and copied to WORKDIR/tensorboard at the same moments (through
+  storage.write: its retries, then a one-line error; tensorboardX's own gs:// writer retries
+  for minutes in its exit hook)."""
 
   FLUSH_S = 10.0
 
@@ -34,6 +40,7 @@ class MetricWriter:
     self._unflushed = False
     self._flushed_at = time.time()
     self._tb = None
+    self._tb_local = tempfile.mkdtemp(prefix="bigmodel-tb-") if self.remote and self.active else ""
 
   def truncate_after(self, step: int) -> None:
     """Drops lines past `step`: a resumed run logs those steps again from its checkpoint. Called
@@ -60,7 +67,7 @@ class MetricWriter:
         f.write(line)
     if self._tb is None:
       from tensorboardX import SummaryWriter
-      self._tb = SummaryWriter(self.tb_dir, flush_secs=30)
+      self._tb = SummaryWriter(self._tb_local or self.tb_dir, flush_secs=30)
     for k, v in row.items():
       if k != "step" and isinstance(v, (int, float)):
         self._tb.add_scalar(k, v, int(step))
@@ -70,11 +77,19 @@ class MetricWriter:
     if self.active and self._unflushed:
       storage.write(self.path, "".join(self._lines))
       self._unflushed, self._flushed_at = False, time.time()
+      if self._tb is not None:
+        self._tb.flush()
+        for name in os.listdir(self._tb_local):
+          with open(os.path.join(self._tb_local, name), "rb") as f:
+            storage.write(storage.join(self.tb_dir, name), f.read())
 
   def close(self) -> None:
-    self.flush()
     if self._tb is not None:
       self._tb.close()
+    self._unflushed = self._unflushed or bool(self._tb_local)
+    self.flush()
+    if self._tb_local:
+      shutil.rmtree(self._tb_local, ignore_errors=True)
 
 
 def _line_step(line: str) -> int:

@@ -16,6 +16,7 @@ for gs://. Done before each use (a test may set the variable after this module's
 """
 
 import contextlib
+import logging
 import os
 import posixpath
 import shutil
@@ -24,6 +25,7 @@ from collections.abc import Iterable, Iterator
 
 import fsspec
 
+from bigmodel_jax import faults
 from bigmodel_jax.faults import ConfigError
 
 
@@ -46,6 +48,18 @@ def _configure() -> str:
 
 
 _configure()  # before anything else (Orbax's epath, tensorboardX) reaches for a bucket
+
+
+class _WithoutTraceback(logging.Filter):
+  """gcsfs logs its last failed retry with the exception's traceback; the message alone is
+  kept, before the command's own one-line error naming the URL."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    record.exc_info, record.exc_text = None, None
+    return True
+
+
+logging.getLogger("gcsfs").addFilter(_WithoutTraceback())
 
 
 def is_remote(path: str) -> bool:
@@ -123,7 +137,10 @@ def write(path: str, data: str | bytes) -> None:
   data = data.encode("utf-8") if isinstance(data, str) else data
   if is_remote(path):
     fs, p = _fs(path)
-    fs.pipe_file(p, data)  # one object upload: visible only when complete
+    try:
+      fs.pipe_file(p, data)  # one object upload: visible only when complete
+    except Exception as e:  # noqa: BLE001 (after gcsfs's retries: the bucket is unreachable)
+      raise faults.write_error(f"could not write {path}", e) from e
     return
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = f"{path}.tmp{os.getpid()}"
