@@ -38,7 +38,7 @@ class MetricWriter:
     self.remote = storage.is_remote(workdir)
     self._lines: list[str] = []  # in a bucket: the file's lines
     self._unflushed = False
-    self._flushed_at = time.time()
+    self._flushed_at = 0.0  # the first line is written at once: the run is seen to start
     self._tb = None
     self._tb_local = tempfile.mkdtemp(prefix="bigmodel-tb-") if self.remote and self.active else ""
 

@@ -36,6 +36,7 @@ def main(argv: list[str]) -> None:
     if not (math.isfinite(f.temperature) and f.temperature >= 0):
       raise ConfigError(f"--temperature must be a finite number >= 0 (0: greedy), got "
                         f"{f.temperature}")
+    storage.check_bucket(f.out, "--out")
     if f.out and (not f.out.endswith(".png") or storage.isdir(f.out)):
       raise ConfigError(f"--out {f.out} must be a .png file to write, not a directory")
     if f.top_k < 0 or f.length < 1:

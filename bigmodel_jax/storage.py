@@ -47,7 +47,7 @@ def _configure() -> str:
   return host
 
 
-_configure()  # before anything else (Orbax's epath, tensorboardX) reaches for a bucket
+_configure()  # before anything else (Orbax, through epath) reaches for a bucket
 
 
 class _WithoutTraceback(logging.Filter):

@@ -99,7 +99,10 @@ def test_a_bucket_that_does_not_exist_is_one_line_and_nothing_is_written(gcs1):
   for module, args in [("bigmodel_jax.main", [*ARGS, "--workdir=gs://no-such-bucket/run"]),
                        ("bigmodel_jax.report", ["gs://no-such-bucket/sweep"]),
                        ("bigmodel_jax.quantize", ["--workdir=gs://no-such-bucket/run",
-                                                  "--out=gs://no-such-bucket/int8"])]:
+                                                  "--out=gs://no-such-bucket/int8"]),
+                       ("bigmodel_jax.predict", ["--workdir=gs://no-such-bucket/run",
+                                                 "--inputs=gs://no-such-bucket/x.npy",
+                                                 "--out=gs://no-such-bucket/logits.npy"])]:
     proc = run_main(*args, env=gcs, module=module)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: "), proc.stderr

@@ -99,26 +99,30 @@ def test_a_checkpoint_from_eight_devices_resumes_on_four_and_on_one(tmp_path):
     np.testing.assert_allclose(train_losses(workdir), train_losses(reference), rtol=RTOL)
 
 
-def _launch(workdir, logs, *extra: str) -> list[subprocess.Popen]:
+def _launch(workdir, logs, *extra: str, env: dict | None = None) -> list[subprocess.Popen]:
   """2 processes of a long run, their output to files (a full pipe would block them)."""
   port = _free_port()
   return [subprocess.Popen(
       [sys.executable, "-m", "bigmodel_jax.main", *ARGS, "--config.total_steps=100000",
        "--config.checkpoint_every=100000", f"--workdir={workdir}",
        f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}", *extra],
-      cwd=REPO, env={**os.environ, **_devices(4)}, stdout=open(logs / f"out{i}", "w"),
+      cwd=REPO, env={**os.environ, **_devices(4), **(env or {})}, stdout=open(logs / f"out{i}", "w"),
       stderr=open(logs / f"err{i}", "w"), text=True) for i in range(2)]
 
 
 def _until_training(workdir, procs, timeout=180.0) -> None:
   end = time.time() + timeout
-  while not (workdir / "metrics.jsonl").exists():
+  while not storage.exists(f"{workdir}/metrics.jsonl"):
     assert time.time() < end and all(p.poll() is None for p in procs), "training did not start"
     time.sleep(0.1)
 
 
-def test_sigterm_to_one_process_stops_both_at_the_same_step_and_the_rerun_resumes(tmp_path):
-  workdir = tmp_path / "w"
+def test_sigterm_to_one_process_stops_both_at_the_same_step_and_the_rerun_resumes(
+    tmp_path, gcs, monkeypatch):
+  # In a bucket: the preempted run's checkpoint is there, and the rerun resumes from it.
+  for k, v in gcs.items():
+    monkeypatch.setenv(k, v)
+  workdir = f"gs://bucket/{tmp_path.name}/w"
   procs = _launch(workdir, tmp_path)
   _until_training(workdir, procs)
   procs[1].send_signal(signal.SIGTERM)  # JAX's preemption notice reaches process 0 too
@@ -128,9 +132,9 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step_and_the_rerun_resume
   assert [p.returncode for p in procs] == [75, 75], lines
   assert lines[0] == lines[1] and lines[0].startswith("preempted: SIGTERM at step "), lines
   step = int(lines[0].split("at step ")[1].split(":")[0])
-  assert sorted(os.listdir(workdir / "checkpoints")) == [str(step)]
+  assert checkpoint.saved_steps(workdir) == [step]
   _two_processes(workdir, step + 3)  # the same command (a nearer end) resumes at that step
-  assert {str(step), str(step + 3)} <= set(os.listdir(workdir / "checkpoints"))
+  assert checkpoint.saved_steps(workdir) == [step, step + 3]
 
 
 def test_a_dead_process_ends_the_other_in_bounded_time(tmp_path):

@@ -264,8 +264,8 @@ def write(root: str, metrics: list[str], out: str, power_law_spec: str,
   (`metrics`: the eval metrics to tabulate, [] every one; `power_law_spec` "X:Y" adds the fit
   of Y = a X^b); the markdown and the number of plots. Nothing is written for a root without
   runs or a metric no run logged."""
-  if storage.is_remote(root):
-    storage.check_bucket(root, "ROOT")
+  storage.check_bucket(root, "ROOT")
+  storage.check_bucket(out, "--out")
   if not storage.isdir(root):
     raise ConfigError(f"{root} is not a directory")
   runs = find_runs(root)

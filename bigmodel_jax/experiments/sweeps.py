@@ -108,9 +108,8 @@ def command(spec: str, workdir: str, point: Point, extra: list[str]) -> list[str
 def jobs(spec: str, root: str, extra: list[str]) -> list[dict[str, Any]]:
   """The points' names, workdirs and commands, each point's config parsed and checked as main
   would (config.check_values) first: a bad point stops the sweep before anything is written."""
-  if storage.is_remote(root):
-    storage.check_bucket(root, "--root")
-  elif os.path.exists(root) and not os.path.isdir(root):
+  storage.check_bucket(root, "--root")
+  if not storage.is_remote(root) and os.path.exists(root) and not os.path.isdir(root):
     raise ConfigError(f"--root {root} exists and is not a directory")
   points = load_points(spec)
   names = [point_name(p) for p in points]

@@ -60,6 +60,7 @@ def to_file(workdir: str, inputs: str, out: str, batch_size: int = 64) -> np.nda
   not at all; returns them."""
   if not out.endswith(".npy"):
     raise ConfigError(f"--out {out} must end in .npy")
+  storage.check_bucket(out, "--out")
   if storage.absolute(out) == storage.absolute(inputs):
     raise ConfigError(f"--out {out} is the --inputs file: choose another file to write")
   result = outputs(workdir, inputs, batch_size)

@@ -76,7 +76,8 @@ class Checkpointer:
     self.dir = directory(workdir)
     self.mngr = ocp.CheckpointManager(self.dir, options=ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=True, cleanup_tmp_directories=True,
-        enable_background_delete=True))  # in a bucket, deleting the oldest step takes seconds
+        # in a bucket, deleting the oldest step takes tens of requests: a thread does it
+        enable_background_delete=storage.is_remote(workdir)))
     self._writing: int | None = None  # the step whose save may still be in flight
     self.waited_s = 0.0
 

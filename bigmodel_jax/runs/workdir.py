@@ -89,8 +89,7 @@ def keep_tokenizer(workdir: str, path: str) -> None:
 
 
 def check_new_directory(path: str, flag: str) -> None:
-  if storage.is_remote(path):
-    storage.check_bucket(path, flag)
+  storage.check_bucket(path, flag)
   if storage.isfile(path) or storage.listdir(path):
     raise ConfigError(f"{flag} {path} exists and is not empty; choose a new directory")
 
