@@ -86,8 +86,7 @@ class MetricWriter:
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
-    self._unflushed = self._unflushed or bool(self._tb_local)
-    self.flush()
+    self.flush()  # every event came with a line: none is left uncopied once the lines are
     if self._tb_local:
       shutil.rmtree(self._tb_local, ignore_errors=True)
 

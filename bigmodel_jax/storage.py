@@ -19,7 +19,6 @@ import contextlib
 import logging
 import os
 import posixpath
-import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 
@@ -233,19 +232,17 @@ def check_bucket(url: str, flag: str) -> None:
 
 
 @contextlib.contextmanager
-def staged(url: str) -> Iterator[str]:
+def staged(url: str, last: Iterable[str] = ()) -> Iterator[str]:
   """A local directory to fill for `url`: the directory itself when local; else a temporary one
-  uploaded to url when the block ends (profile traces: the profiler writes local files)."""
+  uploaded to url (upload's `last` after the others) if the block succeeds, and removed (the
+  profiler's traces, quantize's and convert's outputs: libraries that write local files)."""
   if not is_remote(url):
     os.makedirs(url, exist_ok=True)
     yield url
     return
-  tmp = tempfile.mkdtemp(prefix="bigmodel-")
-  try:
+  with tempfile.TemporaryDirectory(prefix="bigmodel-") as tmp:
     yield tmp
-    upload(tmp, url)
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
+    upload(tmp, url, last)
 
 
 def walk(root: str) -> Iterator[tuple[str, list[str], list[str]]]:
@@ -294,6 +291,9 @@ def mirror(url: str, complete_with: str = "") -> str:
     if not rel or (complete_with and posixpath.dirname(rel) not in complete) or (
         os.path.isfile(target) and os.path.getsize(target) == int(info["size"])):
       continue
-    write(target, fs.cat_file(info["name"]))
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    tmp = f"{target}.tmp{os.getpid()}"
+    fs.get_file(info["name"], tmp)  # streamed to disk: data set shards can be large
+    os.replace(tmp, target)
   os.makedirs(local, exist_ok=True)
   return local

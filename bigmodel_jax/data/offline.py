@@ -39,10 +39,8 @@ def user_directory(directory: str, name: str, key: str, what: str) -> str:
   give."""
   if not directory:
     raise ConfigError(f"data set {name} reads data.{key}: set it to {what}")
-  if storage.is_remote(directory):  # the builders read local files: this host's copy
-    if not storage.isdir(directory):
-      raise ConfigError(f"data.{key} {directory} is not a directory")
-    return storage.mirror(directory)
-  if not os.path.isdir(directory):
+  if not storage.isdir(directory):
     raise ConfigError(f"data.{key} {directory} is not a directory")
+  if storage.is_remote(directory):  # the builders read local files: this host's copy
+    return storage.mirror(directory)
   return os.path.abspath(directory)

@@ -8,7 +8,6 @@ import glob
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -112,9 +111,8 @@ def whole_directory(path: str, last: tuple[str, ...]) -> Iterator[str]:
   URL a local temporary directory uploaded with the files named in `last` (those readers look
   for: config.json) after the others."""
   if storage.is_remote(path):
-    with tempfile.TemporaryDirectory(prefix="bigmodel-") as tmp:
+    with storage.staged(path, last) as tmp:
       yield tmp
-      storage.upload(tmp, path, last)
     return
   prefix = f"{path.rstrip('/')}.tmp"
   for stale in glob.glob(glob.escape(prefix) + "*"):  # left by a process killed while writing
