@@ -134,7 +134,7 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step_and_the_rerun_resume
   step = int(lines[0].split("at step ")[1].split(":")[0])
   assert checkpoint.saved_steps(workdir) == [step]
   _two_processes(workdir, step + 3)  # the same command (a nearer end) resumes at that step
-  assert checkpoint.saved_steps(workdir) == [step, step + 3]
+  assert {step, step + 3} <= set(checkpoint.saved_steps(workdir))  # and multiples of 5 between
 
 
 def test_a_dead_process_ends_the_other_in_bounded_time(tmp_path):
