@@ -21,6 +21,7 @@ from bigmodel_jax import faults
 from bigmodel_jax.faults import ConfigError
 from bigmodel_jax.models.classifiers import CLASSIFIERS
 from bigmodel_jax.models.gan import GAN
+from bigmodel_jax.models.moe import spec_of
 from bigmodel_jax.models.multimodal import Captioner, DualEncoder, FusionClassifier
 from bigmodel_jax.models.multitask import MultiTask
 from bigmodel_jax.models.recurrent import RNNLM, RNNSeq2Seq
@@ -71,12 +72,19 @@ def build(model_config: ml_collections.ConfigDict, num_outputs: int) -> nn.Modul
                       f"{', '.join(sorted(fields - set(outputs)))}")
   for key, value in options.items():
     _check_option(f"model.{key}", value)
-  return cls(**outputs, **options)
+  model = cls(**outputs, **options)
+  if "num_experts" in fields:
+    spec_of(model).check()
+  return model
+
+
+_MAY_BE_ZERO = ("depth", "num_kv_heads", "num_experts", "shared_experts", "expert_dim")
 
 
 def _check_option(key: str, value: Any) -> None:
   """Numbers in a model's options: sizes and counts are positive integers (a depth may be 0),
-  rates finite, dropout in [0, 1) (num_kv_heads may be 0: as many as the heads). The model's own checks (and init) catch the rest."""
+  rates finite, dropout in [0, 1); a depth, num_kv_heads (0: as many as the heads) and the MoE
+  counts (MoESpec.check) may be 0. The model's own checks (and init) catch the rest."""
   if isinstance(value, (tuple, list)):
     for v in value:
       _check_option(key, v)
@@ -87,7 +95,7 @@ def _check_option(key: str, value: Any) -> None:
     raise ConfigError(f"{key} must be a finite number, got {value}")
   if key.endswith("dropout") and not 0 <= value < 1:
     raise ConfigError(f"{key} must be in [0, 1), got {value}")
-  if isinstance(value, int) and value < (0 if key.endswith(("depth", "num_kv_heads")) else 1):
+  if isinstance(value, int) and value < (0 if key.endswith(_MAY_BE_ZERO) else 1):
     raise ConfigError(f"{key} must be a positive integer, got {value}")
 
 

@@ -76,6 +76,27 @@ def group_norm(groups: int, name: str | None = None, axis_name: str = "conv_out"
                       bias_init=nn.with_logical_partitioning(_BIAS_INIT, (axis_name,)))
 
 
+# config.model.mlp: a Transformer block's feed-forward network (and an MoE expert's). gelu is
+# GPT-2's (tanh approximation), gelu_exact torchvision ViT's (erf), swiglu Llama's:
+# down(silu(gate(x)) * up(x)).
+MLPS = ("gelu", "gelu_exact", "swiglu")
+
+
+def mlp_activation(kind: str, up: jax.Array, gate: jax.Array | None = None) -> jax.Array:
+  """The hidden activations of an MLP from its up (and, for swiglu, gate) projections."""
+  if kind == "swiglu":
+    return nn.silu(gate) * up
+  if kind not in MLPS:
+    raise ValueError(f"mlp '{kind}' unknown; known: {', '.join(MLPS)}")
+  return nn.gelu(up, approximate=kind == "gelu")
+
+
+# A model sows into this collection in training (module.sow(AUX, name, scalar)): the mean of
+# the values named "aux_loss" is added to the objective's loss, the others are logged as
+# train/NAME (objectives/base.py, apply_with_aux). MoE routers use it (moe.py).
+AUX = "aux"
+
+
 # He (Kaiming) normal, fan-out: the initialization of torchvision's ResNets and DenseNets.
 HE_NORMAL = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 

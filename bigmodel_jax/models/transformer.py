@@ -20,7 +20,9 @@ import jax
 import jax.numpy as jnp
 
 from bigmodel_jax.models.attention import attention_implementation, softmax_attention
-from bigmodel_jax.models.layers import constrain, conv, dense, token_dot_general
+from bigmodel_jax.models.layers import (AUX, MLPS, constrain, conv, dense, mlp_activation,
+                                        token_dot_general)
+from bigmodel_jax.models.moe import MoE, MoESpec, spec_of
 
 _INIT = nn.initializers.xavier_uniform()
 _ZEROS = nn.initializers.zeros_init()
@@ -40,11 +42,6 @@ def layer_norm(name: str | None = None, kind: str = "layernorm",
     raise ValueError(f"norm '{kind}' unknown; known: layernorm, rmsnorm")
   return nn.LayerNorm(epsilon=epsilon, name=name, scale_init=scale_init,
                       bias_init=_partitioned(_ZEROS, ("embed",)))
-
-
-# config.model.mlp: a block's feed-forward network. gelu is GPT-2's (tanh approximation), gelu_exact
-# torchvision ViT's (erf), swiglu Llama's: down(silu(gate(x)) * up(x)).
-MLPS = ("gelu", "gelu_exact", "swiglu")
 
 
 def rotary(x_BxLxNxH: jax.Array, positions_BxL: jax.Array, base: float = 10000.0) -> jax.Array:
@@ -115,7 +112,8 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-  """x + attention(LN(x)) [+ cross-attention(LN(x), context)] + MLP(LN(x)).
+  """x + attention(LN(x)) [+ cross-attention(LN(x), context)] + MLP(LN(x)) (or, with moe, the
+  mixture of experts of moe.py).
 
   Arrays are positional and flags are attributes, so that nn.remat and nn.scan can wrap it."""
 
@@ -134,6 +132,7 @@ class Block(nn.Module):
   use_bias: bool = True
   num_kv_heads: int = 0  # 0 = num_heads
   rope_base: float = 10000.0
+  moe: MoESpec | None = None
 
   @nn.compact
   def __call__(self, x_BxLxD: jax.Array, mask_Bx1xLxL: jax.Array | None = None,
@@ -154,8 +153,12 @@ class Block(nn.Module):
       x = x + attention("cross_attention", False)(
           norm("ln_cross")(x), context_BxSxD, mask_Bx1xLxS=context_mask_Bx1xLxS,
           train=self.train)
-    h = self._mlp(norm("ln_mlp")(x))
-    h = dense(d, ("mlp", "embed"), name="mlp_out", use_bias=self.use_bias)(h)
+    if self.moe is not None:
+      h = MoE(self.moe, self.moe.expert_dim or self.mlp_dim, self.mlp, self.use_bias, self.train,
+              name="moe")(norm("ln_mlp")(x))
+    else:
+      h = self._mlp(norm("ln_mlp")(x))
+      h = dense(d, ("mlp", "embed"), name="mlp_out", use_bias=self.use_bias)(h)
     return x + nn.Dropout(self.dropout, deterministic=not self.train)(h)
 
   def _mlp(self, x_BxLxD: jax.Array) -> jax.Array:
@@ -163,12 +166,9 @@ class Block(nn.Module):
     if self.mlp not in MLPS:
       raise ValueError(f"mlp '{self.mlp}' unknown; known: {', '.join(MLPS)}")
     up = dense(self.mlp_dim, ("embed", "mlp"), name="mlp_in", use_bias=self.use_bias)(x_BxLxD)
-    if self.mlp == "swiglu":
-      gate = dense(self.mlp_dim, ("embed", "mlp"), name="mlp_gate", use_bias=self.use_bias)(x_BxLxD)
-      h = nn.silu(gate) * up
-    else:
-      h = nn.gelu(up, approximate=self.mlp == "gelu")
-    return constrain(h, ("batch", "length", "mlp"))
+    gate = (dense(self.mlp_dim, ("embed", "mlp"), name="mlp_gate", use_bias=self.use_bias)(x_BxLxD)
+            if self.mlp == "swiglu" else None)
+    return constrain(mlp_activation(self.mlp, up, gate), ("batch", "length", "mlp"))
 
 
 class _ScanBlock(Block):
@@ -187,20 +187,27 @@ REMAT_POLICIES = {
 
 
 def blocks(x_BxLxD: jax.Array, *args: jax.Array | None, depth: int, remat: str, scan: bool,
-           name: str, **block: object) -> jax.Array:
+           name: str, moe: MoESpec | None = None, **block: object) -> jax.Array:
   """`depth` Blocks in sequence, called inside a parent's compact method: a Python loop
   (NAME0, NAME1, ...) or, with scan, one nn.scan over stacked parameters (NAME, a leading
-  "layers" axis: compiled once whatever the depth); each block optionally rematerialized."""
+  "layers" axis: compiled once whatever the depth); each block optionally rematerialized.
+  moe: the blocks that moe.is_moe names are mixtures of experts."""
   if remat not in REMAT_POLICIES:
     raise ValueError(f"remat '{remat}' unknown; known: {', '.join(REMAT_POLICIES)}")
+  moe = moe if moe is not None and moe.num_experts else None
   cls = _ScanBlock if scan else Block
   if remat != "none":
     cls = nn.remat(cls, policy=REMAT_POLICIES[remat], prevent_cse=not scan)
   if not scan:
     for i in range(depth):
-      x_BxLxD = cls(**block, name=f"{name}{i}")(x_BxLxD, *args)
+      x_BxLxD = cls(**block, moe=moe if moe and moe.is_moe(i) else None,
+                    name=f"{name}{i}")(x_BxLxD, *args)
     return x_BxLxD
-  stack = nn.scan(cls, variable_axes={"params": 0, "cache": 0},
+  if moe and moe.moe_every != 1:
+    raise ValueError(f"scan_layers stacks identical blocks: with experts it needs moe_every=1, "
+                     f"not {moe.moe_every}")
+  block["moe"] = moe
+  stack = nn.scan(cls, variable_axes={"params": 0, "cache": 0, AUX: 0},
                   split_rngs={"params": True, "dropout": True}, in_axes=(nn.broadcast,) * len(args),
                   length=depth, metadata_params={nn.PARTITION_NAME: "layers"})
   x_BxLxD, _ = stack(**block, name=name)(x_BxLxD, *args)
@@ -224,6 +231,16 @@ class TransformerClassifier(nn.Module):
   attention: str = "auto"  # auto (cuDNN flash attention on GPUs where it applies), xla, cudnn
   mlp: str = "gelu"  # MLPS; torchvision's ViT: gelu_exact
   norm_epsilon: float = 1e-6
+  # mixture of experts (moe.py; num_experts 0: dense MLPs)
+  num_experts: int = 0
+  experts_per_token: int = 1
+  moe_every: int = 1
+  capacity_factor: float = 1.25
+  router: str = "softmax"
+  shared_experts: int = 0
+  expert_dim: int = 0
+  load_balance_weight: float = 0.01
+  router_z_weight: float = 0.001
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
@@ -247,7 +264,7 @@ class TransformerClassifier(nn.Module):
     x_BxLxD = blocks(x_BxLxD, depth=self.depth, remat=self.remat, scan=self.scan_layers,
                      name="block", num_heads=self.num_heads, mlp_dim=self.mlp_dim,
                      dropout=self.dropout, train=train, attention=self.attention,
-                     mlp=self.mlp, norm_epsilon=self.norm_epsilon)
+                     mlp=self.mlp, norm_epsilon=self.norm_epsilon, moe=spec_of(self))
     x_BxLxD = layer_norm("ln_final", epsilon=self.norm_epsilon)(x_BxLxD)
     pooled = x_BxLxD[:, 0] if self.pooling == "cls" else x_BxLxD.mean(axis=1)
     return dense(self.num_classes, ("embed", "classes"), name="head")(pooled)
@@ -281,6 +298,16 @@ class DecoderLM(nn.Module):
   use_bias: bool = True  # Llama: False
   num_kv_heads: int = 0  # grouped-query attention; 0 = num_heads
   rope_base: float = 10000.0  # rotary positions' base (Llama's rope_theta)
+  # mixture of experts (moe.py; num_experts 0: dense MLPs)
+  num_experts: int = 0
+  experts_per_token: int = 1
+  moe_every: int = 1
+  capacity_factor: float = 1.25
+  router: str = "softmax"
+  shared_experts: int = 0
+  expert_dim: int = 0
+  load_balance_weight: float = 0.01
+  router_z_weight: float = 0.001
 
   @nn.compact
   def __call__(self, tokens_BxL: jax.Array | dict[str, jax.Array], *, train: bool = False,
@@ -313,7 +340,7 @@ class DecoderLM(nn.Module):
                      use_rotary=self.positions == "rotary", is_causal=True, train=train,
                      decode=decode, attention=self.attention, norm=self.norm,
                      norm_epsilon=self.norm_epsilon, mlp=self.mlp, use_bias=self.use_bias,
-                     num_kv_heads=self.num_kv_heads, rope_base=self.rope_base)
+                     num_kv_heads=self.num_kv_heads, rope_base=self.rope_base, moe=spec_of(self))
     x_BxLxD = layer_norm("ln_final", self.norm, self.norm_epsilon)(x_BxLxD)
     if self.tie_embeddings:
       return embed.attend(x_BxLxD)
@@ -336,6 +363,16 @@ class EncoderDecoder(nn.Module):
   remat: str = "none"  # none, full, dots (REMAT_POLICIES)
   scan_layers: bool = False
   attention: str = "auto"  # auto (cuDNN flash attention on GPUs where it applies), xla, cudnn
+  # mixture of experts (moe.py; num_experts 0: dense MLPs)
+  num_experts: int = 0
+  experts_per_token: int = 1
+  moe_every: int = 1
+  capacity_factor: float = 1.25
+  router: str = "softmax"
+  shared_experts: int = 0
+  expert_dim: int = 0
+  load_balance_weight: float = 0.01
+  router_z_weight: float = 0.001
 
   @nn.compact
   def __call__(self, inputs: dict[str, jax.Array], *, train: bool = False) -> jax.Array:
@@ -351,7 +388,7 @@ class EncoderDecoder(nn.Module):
     x = drop(embed(src_BxS) + position("encoder_positions")[:src_BxS.shape[1]])
     common = dict(remat=self.remat, scan=self.scan_layers, num_heads=self.num_heads,
                   mlp_dim=self.mlp_dim, dropout=self.dropout, train=train,
-                  attention=self.attention)
+                  attention=self.attention, moe=spec_of(self))
     x = blocks(x, keys_Bx1x1xS, depth=self.encoder_depth, name="encoder", **common)
     memory_BxSxD = layer_norm("encoder_ln")(x)
     y = drop(embed(tgt_BxT) + position("decoder_positions")[:tgt_BxT.shape[1]])

@@ -21,6 +21,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bigmodel_jax.models.layers import AUX
+
 Batch = dict[str, Any]
 
 
@@ -45,6 +47,34 @@ def apply(model: nn.Module, params: Any, model_state: Any, *args: Any, compute_d
   out = jax.tree.map(lambda x: x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating)
                      else x, out)
   return (out, new_state) if mutable else out
+
+
+def apply_with_aux(model: nn.Module, params: Any, model_state: Any, *args: Any,
+                   compute_dtype: Any = None, **kwargs: Any) -> tuple[Any, Any, dict[str, jax.Array]]:
+  """apply(..., mutable=True) in training, plus what the model sowed into the AUX collection
+  (MoE routers): {name: the mean over the layers that sowed it}, float32 scalars; "aux_loss" is
+  the loss term the model asks for, the rest are metrics."""
+  params, args = cast(params, compute_dtype), cast(args, compute_dtype)
+  out, new_state = model.apply({"params": params, **model_state}, *args,
+                               mutable=[*model_state, AUX], **kwargs)
+  new_state = dict(new_state)
+  sown = new_state.pop(AUX, {})
+  out = jax.tree.map(lambda x: x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating)
+                     else x, out)
+  values: dict[str, list[jax.Array]] = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(sown)[0]:
+    name = next(p.key for p in reversed(path) if isinstance(p, jax.tree_util.DictKey))
+    values.setdefault(name, []).append(jnp.ravel(leaf).astype(jnp.float32))
+  return out, new_state, {k: jnp.mean(jnp.concatenate(v)) for k, v in values.items()}
+
+
+def add_aux(loss_sum: jax.Array, sums: dict[str, jax.Array], aux: dict[str, jax.Array],
+            total_weight: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """A batch's loss sum and metric sums with the model's sown terms added (each a mean per
+  label, so weighted by the batch's total weight like the per-label terms)."""
+  aux = dict(aux)
+  loss_sum = loss_sum + aux.pop("aux_loss", 0.0) * total_weight
+  return loss_sum, {**sums, **{k: v * total_weight for k, v in aux.items()}}
 
 
 class Objective:

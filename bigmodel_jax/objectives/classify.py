@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bigmodel_jax.objectives.base import Batch, Objective, apply
+from bigmodel_jax.objectives.base import Batch, Objective, add_aux, apply, apply_with_aux
 
 
 class Classify(Objective):
@@ -24,12 +24,12 @@ class Classify(Objective):
 
   def loss(self, params, model_state, batch, rng, compute_dtype=None):
     rngs = {"dropout": rng} if rng is not None else {}
-    logits, model_state = apply(self.model, params, model_state, batch["inputs"],
-                                compute_dtype=compute_dtype, train=True, rngs=rngs, mutable=True)
+    logits, model_state, aux = apply_with_aux(self.model, params, model_state, batch["inputs"],
+                                              compute_dtype=compute_dtype, train=True, rngs=rngs)
     w = batch["weights"]
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
     sums = {k: jnp.sum(v * w) for k, v in hits(logits, batch["label"]).items()}
-    return jnp.sum(losses * w), sums, model_state
+    return (*add_aux(jnp.sum(losses * w), sums, aux, jnp.sum(w)), model_state)
 
   def evaluate(self, variables, batch, rng, compute_dtype=None):
     del rng

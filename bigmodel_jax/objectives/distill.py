@@ -20,7 +20,7 @@ import optax
 
 from bigmodel_jax import faults
 from bigmodel_jax.faults import ConfigError
-from bigmodel_jax.objectives.base import Objective, apply
+from bigmodel_jax.objectives.base import Objective, add_aux, apply, apply_with_aux
 from bigmodel_jax.objectives.classify import Classify, hits
 
 TEACHER = "teacher"  # the model-state collection holding the teacher's variables
@@ -75,8 +75,8 @@ class Distill(Objective):
   def loss(self, params, model_state, batch, rng, compute_dtype=None):
     own = {k: v for k, v in model_state.items() if k != TEACHER}
     rngs = {"dropout": rng} if rng is not None else {}
-    logits, own = apply(self.model, params, own, batch["inputs"], compute_dtype=compute_dtype,
-                        train=True, rngs=rngs, mutable=True)
+    logits, own, aux = apply_with_aux(self.model, params, own, batch["inputs"],
+                                      compute_dtype=compute_dtype, train=True, rngs=rngs)
     t = self.temperature
     teacher = self.teacher_logits(model_state[TEACHER], batch["inputs"], compute_dtype)
     p_teacher = jax.nn.softmax(teacher / t)
@@ -87,7 +87,8 @@ class Distill(Objective):
     sums = {k: jnp.sum(v * w) for k, v in hits(logits, batch["label"]).items()}
     sums.update(kl=jnp.sum(kl * w), cross_entropy=jnp.sum(ce * w))
     loss = (1 - self.alpha) * ce + self.alpha * kl
-    return jnp.sum(loss * w), sums, {**own, TEACHER: model_state[TEACHER]}
+    return (*add_aux(jnp.sum(loss * w), sums, aux, jnp.sum(w)),
+            {**own, TEACHER: model_state[TEACHER]})
 
   def evaluate(self, variables, batch, rng, compute_dtype=None):
     own = {k: v for k, v in variables.items() if k != TEACHER}
