@@ -24,6 +24,10 @@ RESUME_SAFE_KEYS = ("total_steps", "total_epochs", "log_every", "eval_every", "c
                     "checkpoint_keep", "nan_policy", "steps_per_call", "data.workers")
 
 
+# The device mesh's axes, outermost first (trainer/sharding.py lays them out in this order).
+MESH_AXES = ("data", "fsdp", "expert", "tensor")
+
+
 def default_config() -> ml_collections.ConfigDict:
   """Every key a config has, so that scripts can rely on them; experiment files override."""
   c = ml_collections.ConfigDict()
@@ -44,8 +48,8 @@ def default_config() -> ml_collections.ConfigDict:
 
   # Parallelism (sharding.py): a preset, mesh axis sizes (None: the preset's; -1 fills the rest),
   # optional logical-axis rules over the preset's ("mlp=tensor,embed=fsdp").
-  c.sharding = "dp"  # dp, fsdp, tp, fsdp_tp
-  c.mesh = ml_collections.ConfigDict({a: config_dict.placeholder(int) for a in ("data", "fsdp", "tensor")})
+  c.sharding = "dp"  # dp, fsdp, tp, fsdp_tp, ep, fsdp_ep
+  c.mesh = ml_collections.ConfigDict({a: config_dict.placeholder(int) for a in MESH_AXES})
   c.sharding_rules = ""
   c.parallel = ml_collections.ConfigDict()
   c.parallel.strategy = "jit"  # jit (over the mesh) or pmap (classic replicated data parallelism)

@@ -14,6 +14,6 @@
   profiling.py   --profile_steps: a jax.profiler trace of a window of updates
   flops.py       FLOPs with every scanned layer, time step and micro-batch counted
   planning.py    summary (parameters, FLOPs) and --dry_run (memory per device) without data
-  sharding.py    the device mesh, the dp / fsdp / tp / fsdp_tp presets and logical-axis rules
+  sharding.py    the device mesh, the presets (dp, fsdp, tp, fsdp_tp, ep, fsdp_ep), logical rules
   pmap.py        the classic data-parallel strategy (parallel.strategy=pmap)
 """

@@ -59,6 +59,7 @@ def build(config: ml_collections.ConfigDict, example: Any, num_outputs: Any,
   if mesh:
     plan = sharding.Plan(config.sharding, config.sharding_rules, config.mesh.to_dict(), devices)
     plan.check_batch_size("batch_size", config.batch_size)
+    plan.check_experts(config.model.get("num_experts", 0))
     micro = config.batch_size // config.grad_accum_steps
     if micro % plan.data_parallel_size:
       raise ConfigError(f"batch_size={config.batch_size} / grad_accum_steps="

@@ -11,8 +11,15 @@ decided here, so a parallelism strategy is a config change:
   tp       Megatron-style: MLP hidden units, attention heads, the vocabulary, recurrent units and
            convolution output channels over `tensor`; the batch over `data`    mesh {data: rest, tensor: local devices, at most 8}
   fsdp_tp  both                                                               mesh {fsdp: rest, tensor: local devices, at most 4}
+  ep       expert parallelism: each MoE layer's experts split over `expert` (models/moe.py); the
+           batch over data and expert, so tokens reach their experts' devices by an all-to-all
+                                                                              mesh {data: rest, expert: local devices, at most 8}
+  fsdp_ep  ep with FSDP over `fsdp`                                           mesh {fsdp: rest, expert: local devices, at most 4}
 
-`config.mesh.{data,fsdp,tensor}` left unset (None) take the preset's sizes; -1 fills the devices
+Whenever the mesh has an `expert` axis (any preset, e.g. tp with config.mesh.expert=2) the
+experts' logical axis "expert" lands on it, and num_experts must divide by its size.
+
+`config.mesh.{data,fsdp,expert,tensor}` left unset (None) take the preset's sizes; -1 fills the devices
 left. `config.sharding_rules` ("mlp=tensor,embed=fsdp", "name=" to replicate) overrides the
 preset's logical rules. A dimension that does not divide by its mesh axis stays replicated.
 """
@@ -27,13 +34,16 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from bigmodel_jax.config import MESH_AXES
 from bigmodel_jax.faults import ConfigError
 from bigmodel_jax.models import layers
 
 # Mesh axes in the order they are laid out over devices: data outermost, tensor innermost (the
 # fastest interconnect, within a host).
-AXIS_ORDER = ("data", "fsdp", "tensor")
-BATCH_AXES = ("data", "fsdp")  # the batch (and activations' "batch" axis) is split over these
+AXIS_ORDER = MESH_AXES
+# the batch (and activations' "batch" axis) is split over these; MoE layers move their tokens'
+# slots from "expert" to the experts' axis and back (all-to-all)
+BATCH_AXES = ("data", "fsdp", "expert")
 
 TP_RULES = (("mlp", "tensor"), ("heads", "tensor"), ("vocab", "tensor"), ("rnn", "tensor"),
             ("conv_out", "tensor"))
@@ -44,6 +54,8 @@ PRESETS: dict[str, tuple[tuple[tuple[str, str], ...], bool, Any]] = {
     "fsdp": ((), True, lambda local: {"fsdp": -1}),
     "tp": (TP_RULES, False, lambda local: {"data": -1, "tensor": min(local, 8)}),
     "fsdp_tp": (TP_RULES, True, lambda local: {"fsdp": -1, "tensor": min(local, 4)}),
+    "ep": ((), False, lambda local: {"data": -1, "expert": min(local, 8)}),
+    "fsdp_ep": ((), True, lambda local: {"fsdp": -1, "expert": min(local, 4)}),
 }
 FSDP_MIN_SIZE = 1024  # arrays smaller than this stay replicated under fsdp (biases, norms)
 
@@ -56,9 +68,10 @@ class Plan:
     if preset_name not in PRESETS:
       raise ConfigError(f"unknown sharding preset '{preset_name}'; known: {', '.join(PRESETS)}")
     rules, self.fsdp, default_mesh = PRESETS[preset_name]
-    self.rules = dict(rules) | parse_rules(rules_override)
     devices = jax.devices() if devices is None else devices
     sizes = mesh_shape(mesh_config, default_mesh(jax.local_device_count()), len(devices))
+    expert = {"expert": "expert"} if "expert" in sizes else {}
+    self.rules = dict(rules) | expert | parse_rules(rules_override)
     self.mesh = jax.make_mesh(tuple(sizes.values()), tuple(sizes), devices=devices,
                               axis_types=(jax.sharding.AxisType.Auto,) * len(sizes))
     self.batch_axes = tuple(a for a in BATCH_AXES if a in self.mesh.axis_names)
@@ -76,6 +89,14 @@ class Plan:
   def data_parallel_size(self) -> int:
     return math.prod(self.mesh.shape[a] for a in self.batch_axes)
 
+  def check_experts(self, num_experts: int) -> None:
+    """ConfigError unless the model's experts divide over the mesh's expert axis."""
+    ways = self.mesh.shape.get("expert", 1)
+    if num_experts and num_experts % ways:
+      raise ConfigError(f"model.num_experts={num_experts} does not divide over the mesh's "
+                        f"expert axis of {ways} devices; set --config.mesh.expert to a divisor "
+                        f"of {num_experts}")
+
   def check_batch_size(self, name: str, size: int) -> None:
     ways = self.data_parallel_size
     if size % ways:
@@ -87,16 +108,17 @@ class Plan:
   def spec(self, shape: tuple[int, ...], names: tuple[str | None, ...] | None,
            fsdp: bool = True) -> P:
     """The PartitionSpec of one array from its logical axis names (None: unnamed); with fsdp,
-    a parameter's largest free dimension that divides goes over the fsdp axis."""
+    a parameter's largest free dimension that divides goes over the fsdp axis. A name mapped to
+    several mesh axes ("batch") takes those an earlier dimension has not taken."""
     rules = {"batch": self.batch_axes, **self.rules}
     axes: list[Any] = [None] * len(shape)
     used: set[str] = set()
     for d, name in enumerate(names or ()):
       axis = rules.get(name) if name else None
-      group = (axis,) if isinstance(axis, str) else tuple(axis or ())
+      group = (axis,) if isinstance(axis, str) else tuple(a for a in axis or () if a not in used)
       ways = math.prod(self.mesh.shape[a] for a in group)
       if group and not used & set(group) and shape[d] % ways == 0:
-        axes[d] = axis
+        axes[d] = axis if isinstance(axis, str) else group
         used.update(group)
     fsdp = self.mesh.shape.get("fsdp", 1) if fsdp and self.fsdp else 1
     if fsdp > 1 and "fsdp" not in used and math.prod(shape) >= FSDP_MIN_SIZE:
