@@ -24,6 +24,14 @@ sys.path.insert(0, FIXTURES)
 import weights  # noqa: E402  (tests/fixtures/pretrained/weights.py)
 
 TOLERANCE = 1e-5
+# each Hugging Face fixture's config: (configs/FILE.py, variant)
+HF_CONFIGS = {"gpt2": ("text", "gpt2_tiny"), "llama": ("text", "llama_tiny"),
+              "mixtral": ("moe", "mixtral_tiny")}
+
+
+def hf_config(family):
+  file, arg = HF_CONFIGS[family]
+  return small_config(arg, file)
 
 
 def close(got, want):
@@ -96,14 +104,14 @@ def test_torchvision_densenet_and_vit_compute_torchvision_logits(tmp_path, name)
   close(predict.outputs(_tiny(name, tmp_path), ref["inputs"]), ref["logits"])
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("family", ["gpt2", "llama", "mixtral"])
 def test_hugging_face_lms_compute_transformers_logits_also_with_the_cache(tmp_path, family):
   import jax
 
   from bigmodel_jax.inference import predict
   from bigmodel_jax.pretrained import convert
   ref = np.load(os.path.join(FIXTURES, f"{family}_logits.npz"))
-  report = convert.convert_in(os.path.join(FIXTURES, family), small_config(f"{family}_tiny", "text"),
+  report = convert.convert_in(os.path.join(FIXTURES, family), hf_config(family),
                               str(tmp_path / "w"))
   assert report["left_over"] == []
   close(predict.outputs(str(tmp_path / "w"), ref["tokens"]), ref["logits"])
@@ -122,7 +130,8 @@ def test_hugging_face_lms_compute_transformers_logits_also_with_the_cache(tmp_pa
   close(jnp.concatenate(steps, 1), ref["cached"])
 
 
-@pytest.mark.parametrize("family,to", [("gpt2", "hf"), ("llama", "hf"), ("vit", "torchvision")])
+@pytest.mark.parametrize("family,to", [("gpt2", "hf"), ("llama", "hf"), ("mixtral", "hf"),
+                                       ("vit", "torchvision")])
 def test_export_gives_back_the_checkpoint_tensor_for_tensor(tmp_path, family, to):
   """Out and in again: the same tensors, bit for bit (the reference library loading the export
   is checked by hand: make.py --check-export)."""
@@ -132,7 +141,7 @@ def test_export_gives_back_the_checkpoint_tensor_for_tensor(tmp_path, family, to
     workdir, source = _tiny("vit", tmp_path), os.path.join(FIXTURES, "vit.pth")
   else:
     workdir, source = str(tmp_path / "w"), os.path.join(FIXTURES, family)
-    convert.convert_in(source, small_config(f"{family}_tiny", "text"), workdir)
+    convert.convert_in(source, hf_config(family), workdir)
   convert.convert_out(workdir, to, str(tmp_path / "out"))
   original, hf = files.read(source)
   exported, hf_again = files.read(str(tmp_path / "out") if to == "hf" else

@@ -2,7 +2,7 @@
 checkpoints as workdirs, and back.
 
 In: a torchvision state_dict (torch.save file, read without torch), a safetensors file or a
-Hugging Face model directory (config.json + model.safetensors; gpt2 and llama) becomes a
+Hugging Face model directory (config.json + model.safetensors; gpt2, llama and mixtral) becomes a
 workdir of converted weights: config.json, checkpoints/0/state (parameters and BatchNorm
 statistics), convert.json (what was mapped, the number of outputs) and the directory's
 tokenizer.json if it has one; runs/load.py reads it like a trained workdir. The config must
@@ -36,7 +36,7 @@ def num_outputs_of(family: str, tensors: files.Tensors) -> int:
   """Classes (the classifier's rows) or the vocabulary (the embedding's rows)."""
   name = {"torchvision_resnet": "fc.weight", "torchvision_densenet": "classifier.weight",
           "torchvision_vit": "heads.head.weight", "gpt2": "transformer.wte.weight",
-          "llama": "model.embed_tokens.weight"}[family]
+          "llama": "model.embed_tokens.weight", "mixtral": "model.embed_tokens.weight"}[family]
   if name not in tensors:
     raise ConfigError(f"the checkpoint has no tensor {name}: is it a {family} checkpoint?")
   return int(tensors[name].shape[0])
@@ -44,7 +44,7 @@ def num_outputs_of(family: str, tensors: files.Tensors) -> int:
 
 def _normalized(family: str, tensors: files.Tensors) -> files.Tensors:
   """Hugging Face base-model files (GPT2Model, LlamaModel) lack the task model's prefix."""
-  prefix = {"gpt2": "transformer.", "llama": "model."}.get(family)
+  prefix = {"gpt2": "transformer.", "llama": "model.", "mixtral": "model."}.get(family)
   if prefix and not any(k.startswith(prefix) for k in tensors):
     return {(k if k == "lm_head.weight" else prefix + k): v for k, v in tensors.items()}
   return tensors
@@ -95,7 +95,7 @@ def convert_in(source: str, config: ml_collections.ConfigDict, workdir: str) -> 
   family = families.family_of(config.model, hf)
   if hf is not None:
     hf_config.check(family, hf, config.model)
-  tensors = _normalized(family, tensors)
+  tensors = families.stacked_experts(_normalized(family, tensors))
   outputs = num_outputs_of(family, tensors)
   model = models.build(config.model, outputs)
   example = load.converted_example(config)
@@ -141,8 +141,9 @@ def convert_out(workdir: str, to: str, out: str) -> dict[str, Any]:
     axis, index, _ = t.part or (0, 0, 1)
     parts.setdefault(t.name, {})[index] = families.to_theirs(t, np.asarray(value, np.float32))
     axes[t.name] = axis
-  tensors = {name: np.concatenate([p[i] for i in sorted(p)], axis=axes[name]) if len(p) > 1
-             else p[0] for name, p in parts.items()}
+  tensors = families.unstacked_experts(
+      {name: np.concatenate([p[i] for i in sorted(p)], axis=axes[name]) if len(p) > 1 else p[0]
+       for name, p in parts.items()})
   if family.startswith("torchvision"):  # BatchNorm's counter, which load_state_dict expects
     for name in [n for n in tensors if n.endswith(".running_mean")]:
       tensors[name[:-len("running_mean")] + "num_batches_tracked"] = np.zeros((), np.int64)

@@ -10,6 +10,9 @@ tensor within the module. The layout follows from what our array is:
   linear   torch.nn.Linear (out, in); ours (*in, *out) with `split` input axes
   conv1d   GPT-2's Conv1D (in, out)
   conv     torch's (out, in, *window); ours (*window, in, out)
+  experts  a mixture of experts' stacked kernels: ours E x in x out, theirs one torch Linear
+           (out, in) per expert, stacked E x out x in by stacked_experts (Mixtral's
+           block_sparse_moe.experts.M.w1 -> block_sparse_moe.experts.w1)
 
 A `part` (axis, index, count) says ours is one slice of a packed tensor (GPT-2's c_attn and
 torchvision ViT's in_proj hold query, key and value together).
@@ -28,7 +31,7 @@ from bigmodel_jax.faults import ConfigError
 @dataclasses.dataclass(frozen=True)
 class Tensor:
   name: str
-  kind: str  # same | flat | linear | conv1d | conv
+  kind: str  # same | flat | linear | conv1d | conv | experts
   split: int = 1  # linear / conv1d: how many of our leading axes are the input
   part: tuple[int, int, int] | None = None  # (axis, index, count) of a packed tensor
 
@@ -85,12 +88,23 @@ _LLAMA = [
     (r"block(\d+)/mlp_out", r"model.layers.\1.mlp.down_proj"),
 ]
 
+_MIXTRAL = [
+    *_LLAMA,
+    (r"block(\d+)/moe/router", r"model.layers.\1.block_sparse_moe.gate"),
+    (r"block(\d+)/moe/w_gate", r"model.layers.\1.block_sparse_moe.experts.w1"),
+    (r"block(\d+)/moe/w_out", r"model.layers.\1.block_sparse_moe.experts.w2"),
+    (r"block(\d+)/moe/w_in", r"model.layers.\1.block_sparse_moe.experts.w3"),
+]
+_EXPERT_LEAVES = ("router", "w_in", "w_gate", "w_out")  # moe.py's parameters: not in a submodule
+
 # family -> (names, the model.name it needs, where it comes from)
 FAMILIES = {"torchvision_resnet": (_RESNET, "resnet", "torchvision"),
             "torchvision_densenet": (_DENSENET, "densenet", "torchvision"),
             "torchvision_vit": (_VIT, "vit", "torchvision"),
             "gpt2": (_GPT2, "decoder_lm", "hf"),
-            "llama": (_LLAMA, "decoder_lm", "hf")}
+            "llama": (_LLAMA, "decoder_lm", "hf"),
+            "mixtral": (_MIXTRAL, "decoder_lm", "hf")}
+HF_FAMILIES = ("gpt2", "llama", "mixtral")
 _QKV = {"query": 0, "key": 1, "value": 2}
 
 
@@ -99,12 +113,15 @@ def family_of(model_config: Any, hf_config: dict[str, Any] | None) -> str:
   name = model_config.name
   if hf_config is not None:
     kind = hf_config.get("model_type")
-    if kind not in ("gpt2", "llama"):
-      raise ConfigError(f"Hugging Face model_type '{kind}' is not supported; supported: gpt2, llama")
+    if kind not in HF_FAMILIES:
+      raise ConfigError(f"Hugging Face model_type '{kind}' is not supported; supported: "
+                        f"{', '.join(HF_FAMILIES)}")
     if name != "decoder_lm":
       raise ConfigError(f"a Hugging Face {kind} model converts into model.name=decoder_lm, "
                         f"not '{name}'")
     return kind
+  if name == "decoder_lm" and model_config.get("num_experts"):
+    return "mixtral"
   if name == "decoder_lm":
     return "llama" if model_config.get("norm") == "rmsnorm" else "gpt2"
   if name == "vit" and (model_config.get("mlp") != "gelu_exact"
@@ -116,7 +133,7 @@ def family_of(model_config: Any, hf_config: dict[str, Any] | None) -> str:
       return family
   raise ConfigError(f"model '{name}' has no checkpoint format to convert; supported: resnet "
                     f"(also ResNeXt, Wide-ResNet), densenet, vit (torchvision), decoder_lm "
-                    f"(Hugging Face gpt2, llama)")
+                    f"(Hugging Face gpt2, llama, mixtral)")
 
 
 def tensor_of(family: str, path: str, ndim: int) -> Tensor:
@@ -125,6 +142,8 @@ def tensor_of(family: str, path: str, ndim: int) -> Tensor:
   module, _, leaf = rest.rpartition("/")
   if not module:  # a parameter at the top (cls_token, position_embedding)
     module, leaf = leaf, "embedding"
+  elif leaf in _EXPERT_LEAVES:  # a mixture of experts' own parameters: the leaf is the tensor
+    module, leaf = f"{module}/{leaf}", "kernel"
   names = FAMILIES[family][0]
   for pattern, repl in names:
     m = re.fullmatch(pattern, module)
@@ -148,6 +167,8 @@ def tensor_of(family: str, path: str, ndim: int) -> Tensor:
     axis = -1 if family == "gpt2" else 0
     part = (axis if leaf == "kernel" else 0, _QKV[qkv[1]], 3)
   if leaf == "kernel":
+    if re.search(r"/moe/w_(in|gate|out)$", module):
+      return Tensor(name, "experts")
     if ndim >= 3 and ("conv" in module or module == "patch_embed"):
       return Tensor(name, "conv")
     split = 2 if module.endswith("/out") else 1
@@ -167,6 +188,8 @@ def their_shape(t: Tensor, ours: tuple[int, ...]) -> tuple[int, ...]:
     shape = (math.prod(ours[t.split:]), math.prod(ours[:t.split]))
   elif t.kind == "conv1d":
     shape = (math.prod(ours[:t.split]), math.prod(ours[t.split:]))
+  elif t.kind == "experts":
+    shape = (ours[0], ours[2], ours[1])
   else:  # conv: (*window, in, out) -> (out, in, *window)
     shape = (ours[-1], ours[-2], *ours[:-2])
   if t.part:
@@ -183,6 +206,8 @@ def to_ours(t: Tensor, theirs: np.ndarray, ours: tuple[int, ...]) -> np.ndarray:
     theirs = np.split(theirs, count, axis=axis)[index]
   if t.kind == "linear":
     theirs = theirs.T
+  elif t.kind == "experts":
+    theirs = theirs.swapaxes(1, 2)
   elif t.kind == "conv":
     theirs = np.moveaxis(theirs, (0, 1), (-1, -2))
   return np.ascontiguousarray(theirs.reshape(ours))
@@ -196,6 +221,8 @@ def to_theirs(t: Tensor, ours: np.ndarray) -> np.ndarray:
     return ours.reshape(math.prod(ours.shape[:t.split]), -1).T
   if t.kind == "conv1d":
     return ours.reshape(math.prod(ours.shape[:t.split]), -1)
+  if t.kind == "experts":
+    return ours.swapaxes(1, 2)
   if t.kind == "conv":
     return np.moveaxis(ours, (-1, -2), (0, 1))
   return ours
@@ -204,3 +231,37 @@ def to_theirs(t: Tensor, ours: np.ndarray) -> np.ndarray:
 # Their tensors that hold no parameter of ours: buffers, and an output layer tied to the
 # embedding (checked equal on import, left out on export as transformers does).
 IGNORED = re.compile(r".*num_batches_tracked$|.*\.attn\.(masked_)?bias$|.*rotary_emb\.inv_freq$")
+
+
+_ONE_EXPERT = re.compile(r"(.*\.experts)\.(\d+)\.(\w+\.weight)")
+_STACKED = re.compile(r"(.*\.experts)\.(w\d\.weight)")
+
+
+def stacked_experts(tensors: dict[str, Any]) -> dict[str, Any]:
+  """Their per-expert tensors (PREFIX.experts.M.NAME, M = 0..E-1) as one E x ... tensor each
+  (PREFIX.experts.NAME); other tensors as they are."""
+  out, groups = {}, {}
+  for name, value in tensors.items():
+    m = _ONE_EXPERT.fullmatch(name)
+    if m:
+      groups.setdefault(f"{m[1]}.{m[3]}", {})[int(m[2])] = value
+    else:
+      out[name] = value
+  for name, experts in groups.items():
+    if sorted(experts) != list(range(len(experts))):
+      raise ConfigError(f"the checkpoint's experts of {name} are numbered {sorted(experts)}, "
+                        f"not 0..{len(experts) - 1}")
+    out[name] = np.stack([np.asarray(experts[i]) for i in range(len(experts))])
+  return out
+
+
+def unstacked_experts(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """The inverse of stacked_experts: one tensor per expert, under their names."""
+  out = {}
+  for name, value in tensors.items():
+    m = _STACKED.fullmatch(name)
+    if m and value.ndim == 3:
+      out.update({f"{m[1]}.{i}.{m[2]}": np.ascontiguousarray(v) for i, v in enumerate(value)})
+    else:
+      out[name] = value
+  return out

@@ -1,4 +1,4 @@
-"""Hugging Face config.json for GPT-2 and Llama: checked against our model config on import (so
+"""Hugging Face config.json for GPT-2, Llama and Mixtral: checked against our model config on import (so
 the converted model computes exactly what the checkpoint's does), written on export."""
 
 import dataclasses
@@ -38,9 +38,21 @@ def _expected(family: str, hf: dict[str, Any]) -> dict[str, Any]:
   if rope.get("rope_type", "default") != "default":
     raise ConfigError(f"Llama rope_type '{rope['rope_type']}' is not supported (only default)")
   heads = hf["num_attention_heads"]
-  if hf.get("head_dim", hf["hidden_size"] // heads) * heads != hf["hidden_size"]:
+  if (hf.get("head_dim") or hf["hidden_size"] // heads) * heads != hf["hidden_size"]:
     raise ConfigError(f"Llama head_dim={hf['head_dim']} is not hidden_size / num_attention_heads")
-  return {"dim": hf["hidden_size"], "depth": hf["num_hidden_layers"], "num_heads": heads,
+  experts = {"num_experts": 0}
+  if family == "mixtral":
+    if hf.get("sliding_window"):
+      raise ConfigError(f"Mixtral sliding_window={hf['sliding_window']} is not supported (only "
+                        f"null: every key in view)")
+    if hf.get("num_experts_per_tok", 2) < 2:  # transformers renormalizes one weight to 1.0
+      raise ConfigError("Mixtral num_experts_per_tok=1 is not supported (transformers gives "
+                        "the one expert weight 1.0; ours the router's probability)")
+    experts = {"num_experts": hf["num_local_experts"],
+               "experts_per_token": hf.get("num_experts_per_tok", 2), "moe_every": 1,
+               "capacity_factor": 0.0, "router": "softmax", "shared_experts": 0,
+               "expert_dim": 0}
+  return {**experts, "dim": hf["hidden_size"], "depth": hf["num_hidden_layers"], "num_heads": heads,
           "num_kv_heads": hf.get("num_key_value_heads") or heads,
           "mlp_dim": hf["intermediate_size"], "norm_epsilon": hf.get("rms_norm_eps", 1e-6),
           "rope_base": float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))), "norm": "rmsnorm",
@@ -89,7 +101,13 @@ def of(family: str, model: ml_collections.ConfigDict, variables: dict[str, Any])
             "activation_function": {"gelu": "gelu_new", "gelu_exact": "gelu"}.get(model.mlp, model.mlp),
             "layer_norm_epsilon": model.norm_epsilon, "resid_pdrop": 0.0, "embd_pdrop": 0.0,
             "attn_pdrop": 0.0, "tie_word_embeddings": model.tie_embeddings}
-  return {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": vocab,
+  experts = {}
+  if family == "mixtral":
+    experts = {"num_local_experts": model.num_experts,
+               "num_experts_per_tok": model.experts_per_token, "sliding_window": None,
+               "router_aux_loss_coef": model.load_balance_weight}
+  return {"model_type": family, "architectures": [f"{family.capitalize()}ForCausalLM"],
+          **experts, "vocab_size": vocab,
           "hidden_size": model.dim, "intermediate_size": model.mlp_dim,
           "num_hidden_layers": model.depth, "num_attention_heads": model.num_heads,
           "num_key_value_heads": model.num_kv_heads or model.num_heads,
