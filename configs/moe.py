@@ -12,7 +12,8 @@ Variants (the arg):
 - pycode_moe: the same with every block's MLP replaced by 8 experts of half the dense MLP's
   width, each token to its top-2 (GShard), capacity factor 1.25: the dense MLP's FLOPs per token
   times the 1.25 slots' slack (+16% flops_per_example), 2.9x its parameters.
-- vit_moe: configs/digits.py's ViT with V-MoE's layout: every other block 8 experts, top-2.
+- vit_moe: configs/digits.py's ViT with V-MoE's layout: every other block 8 experts, top-2 (of
+  half the dense MLP's width, so the FLOPs per image stay within 15% of the dense ViT's).
 - mixtral_tiny: a Mixtral of width 64 (2 blocks, 4 experts, top-2) for conversion tests.
 - mixtral_8x7b: Mixtral-8x7B's shapes (32 blocks of width 4096, 32 heads over 8 key/value heads,
   8 SwiGLU experts of 14336, top-2, dropless; rope base 1e6; 46,702,792,704 parameters), for
@@ -40,7 +41,8 @@ VARIANTS = {
                          scan_layers=True),
 }
 PYCODE_MOE = dict(_MOE, num_experts=8, experts_per_token=2, expert_dim=256, capacity_factor=1.25)
-VIT_MOE = dict(_MOE, num_experts=8, experts_per_token=2, capacity_factor=1.25, moe_every=2)
+VIT_MOE = dict(_MOE, num_experts=8, experts_per_token=2, expert_dim=128, capacity_factor=1.25,
+               moe_every=2)
 
 
 def get_config(arg: str = "pycode_moe"):
