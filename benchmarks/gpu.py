@@ -7,16 +7,20 @@
   * the same LM Llama-shaped (--lm_shape=llama: RMSNorm, SwiGLU, grouped-query attention,
     untied embeddings, no biases; by default TinyLlama-1.1B's shape: width 2048, 22 blocks,
     32 heads of 64 over 4 key/value heads, SwiGLU 5632, vocabulary 32,000);
+  * either LM with a mixture of experts in every block (--lm_experts=8 --lm_experts_per_token=2
+    --lm_expert_dim=4096: ~1B parameters active per token, as the dense LM);
   * ResNet-50 on synthetic 224x224 ImageNet-sized batches in bfloat16: images/s.
 
   python benchmarks/gpu.py                       # everything, on the default device
   python benchmarks/gpu.py --only=lm --lm_shape=llama --lm_batch=16,32
   python benchmarks/gpu.py --only=lm --lm_batch=8,16 --remat=none,dots
   python benchmarks/gpu.py --tiny                # the same code at toy sizes (a CPU smoke test)
+  python benchmarks/gpu.py --only=lm --lm_experts=8 --lm_experts_per_token=2 --lm_expert_dim=4096
 
 Model FLOPs of the LM per token: 6 N (N: the parameters that multiply: all of them with a tied
 embedding, which is also the output layer; without the input embedding table when untied, as a
-lookup is no product) plus causal attention 6 * depth * dim * seq_len (half of PaLM's 12 L d T: the masked half
+lookup is no product; of a mixture of experts, only the experts_per_token experts a token visits,
+as "active parameters" count) plus causal attention 6 * depth * dim * seq_len (half of PaLM's 12 L d T: the masked half
 is never computed by flash attention). XLA's own count of the compiled step is printed beside it
 (it includes what remat recomputes, but on GPUs it leaves out the matrix products and attention
 that run as cuBLAS/cuDNN library calls, so there it is far below the model's count).
@@ -119,7 +123,19 @@ def lm_config(args, batch: int, remat: str) -> ml_collections.ConfigDict:
   if args.lm_shape == "llama":
     c.model.update(norm="rmsnorm", norm_epsilon=1e-5, mlp="swiglu", use_bias=False,
                    rope_base=10000.0, tie_embeddings=False, num_kv_heads=args.lm_kv_heads)
+  if args.lm_experts:
+    c.model.update(num_experts=args.lm_experts, experts_per_token=args.lm_experts_per_token,
+                   expert_dim=args.lm_expert_dim, capacity_factor=args.lm_capacity)
   return c
+
+
+def idle_expert_params(args) -> int:
+  """Parameters of the experts a token does not visit (all blocks are MoE): not in 6 N."""
+  if not args.lm_experts:
+    return 0
+  d, h = args.lm_dim, args.lm_expert_dim or args.lm_mlp or 4 * args.lm_dim
+  per_expert = 3 * d * h if args.lm_shape == "llama" else 2 * d * h + h + d
+  return args.lm_depth * (args.lm_experts - args.lm_experts_per_token) * per_expert
 
 
 def bench_lm(args, peak: float, measured: float) -> list[dict]:
@@ -127,8 +143,10 @@ def bench_lm(args, peak: float, measured: float) -> list[dict]:
   for batch in args.lm_batch:
     for remat in args.remat:
       c = lm_config(args, batch, remat)
-      name = (f"{'Llama' if args.lm_shape == 'llama' else 'LM'} d{args.lm_dim} x{args.lm_depth} "
-              f"seq {args.lm_seq} batch {batch} remat {remat}")
+      moe = (f" MoE {args.lm_experts}x{args.lm_expert_dim} top-{args.lm_experts_per_token} "
+             f"cf {args.lm_capacity}" if args.lm_experts else "")
+      name = (f"{'Llama' if args.lm_shape == 'llama' else 'LM'} d{args.lm_dim} x{args.lm_depth}"
+              f"{moe} seq {args.lm_seq} batch {batch} remat {remat}")
       try:
         tokens = jax.random.randint(jax.random.PRNGKey(1), (batch, args.lm_seq + 1), 0,
                                     args.lm_vocab, jnp.int32)
@@ -141,7 +159,7 @@ def bench_lm(args, peak: float, measured: float) -> list[dict]:
         continue
       n, tokens_per_step = run["num_params"], batch * args.lm_seq
       untied_lookup = args.lm_vocab * args.lm_dim if args.lm_shape == "llama" else 0
-      model_flops = tokens_per_step * (6 * (n - untied_lookup)
+      model_flops = tokens_per_step * (6 * (n - untied_lookup - idle_expert_params(args))
                                        + 6 * args.lm_depth * args.lm_dim * args.lm_seq)
       rows.append(dict(
           name=name, params=n, step_s=sec, compile_s=run["compile_s"],
@@ -195,6 +213,10 @@ def main() -> None:
   p.add_argument("--lm_seq", type=int, default=2048)
   p.add_argument("--lm_vocab", type=int, default=None)
   p.add_argument("--lm_batch", type=ints, default=[16])
+  p.add_argument("--lm_experts", type=int, default=0, help="> 0: every block a mixture of experts")
+  p.add_argument("--lm_experts_per_token", type=int, default=2)
+  p.add_argument("--lm_expert_dim", type=int, default=0, help="0: the MLP's width")
+  p.add_argument("--lm_capacity", type=float, default=1.25, help="capacity factor; 0: dropless")
   p.add_argument("--remat", type=lambda s: s.split(","), default=["none"])
   p.add_argument("--attention", default="auto", help="auto (cuDNN on GPU where it applies), "
                  "cudnn, xla")
@@ -213,6 +235,7 @@ def main() -> None:
   if args.tiny:
     args.lm_dim, args.lm_depth, args.lm_heads, args.lm_seq, args.lm_vocab = 64, 2, 4, 64, 256
     args.lm_mlp, args.lm_kv_heads = 128, 2
+    args.lm_expert_dim = 64 if args.lm_experts else 0
     args.lm_batch, args.resnet_batch, args.image_size = [2], [2], 64
     args.warmup, args.steps, args.windows = 1, 2, 1
   device = jax.devices()[0]

@@ -1,7 +1,15 @@
-"""Plans Llama-2-shaped 7B and 70B training past one machine: --dry_run on 64 and 256 virtual
-devices under fsdp and fsdp_tp, and the step time the single-GPU MFU measured here predicts.
+"""Plans big LMs' training past one machine: --dry_run on 64 and 256 virtual devices, and the
+step time the single-GPU MFU measured here predicts. Suites: llama (Llama-2-shaped 7B and 70B
+under fsdp and fsdp_tp) and mixtral (Mixtral-8x7B under fsdp and fsdp_ep, the expert axis 8).
 
-  .venv/bin/python benchmarks/plan_llama.py            # the table (one process per device count)
+  .venv/bin/python benchmarks/plan_lms.py llama      # a table (one process per device count)
+  .venv/bin/python benchmarks/plan_lms.py mixtral
+
+Mixtral is planned with capacity_factor 1.25 (GShard-style slots, whose all-to-all is what
+fsdp_ep exchanges): its dropless path multiplies with jax.lax.ragged_dot, which XLA:CPU lowers
+to a dense product over every expert (8x the FLOPs and temporaries of a GPU's grouped GEMM), so
+a CPU compile of it would plan nothing real. Model FLOPs count the active parameters (the
+experts a token visits, 2 of 8), as Mixtral's "12.9B active" does.
 
 Per device: parameters and optimizer state (exact, from the shardings), the compiled step's peak
 (the CPU compiler's estimate), against 80 GB. FLOPs per step are the model's (6 x parameters +
@@ -20,27 +28,43 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 H100_BF16 = 989.4e12
 MFU = 0.516
-PLANS = [("7b", "fsdp"), ("7b", "fsdp_tp"), ("70b", "fsdp"), ("70b", "fsdp_tp")]
+_CAPACITY = {"model.capacity_factor": 1.25}
+SUITES = {  # (config, sharding preset, overrides)
+    "llama": [("llama.py:7b", "fsdp", {}), ("llama.py:7b", "fsdp_tp", {}),
+              ("llama.py:70b", "fsdp", {}), ("llama.py:70b", "fsdp_tp", {})],
+    "mixtral": [("moe.py:mixtral_8x7b", "fsdp", _CAPACITY),
+                ("moe.py:mixtral_8x7b", "fsdp_ep", {**_CAPACITY, "mesh.expert": 8})],
+}
 
 
 def model_flops_per_step(c) -> float:
-  """6N + 12 * depth * width * seq_len per token (PaLM, appendix B), times tokens per step."""
+  """6N + 12 * depth * width * seq_len per token (PaLM, appendix B), times tokens per step; N
+  the parameters a token uses (of a mixture of experts: its experts_per_token experts)."""
   m = c.model
   kv = m.num_kv_heads or m.num_heads
   head = m.dim // m.num_heads
   vocab = 32000
+  experts = m.get("num_experts", 0)
+  mlp = (3 * m.dim * (m.get("expert_dim") or m.mlp_dim) * m.experts_per_token
+         + m.dim * experts) if experts else 3 * m.dim * m.mlp_dim
   n = (m.depth * (m.dim * head * (m.num_heads + 2 * kv) + m.num_heads * head * m.dim
-                  + 3 * m.dim * m.mlp_dim + 2 * m.dim) + 2 * vocab * m.dim + m.dim)
+                  + mlp + 2 * m.dim) + 2 * vocab * m.dim + m.dim)
   tokens = c.batch_size * c.data.seq_len
   return (6 * n + 12 * m.depth * m.dim * c.data.seq_len) * tokens, n
 
 
-def plan_all(devices: int) -> None:
+def plan_all(suite: str, devices: int) -> None:
   from bigmodel_jax.trainer import planning
   from bigmodel_jax.config import load_config_file
-  for size, preset in PLANS:
-    c = load_config_file(os.path.join(REPO, "configs", f"llama.py:{size}"))
+  for spec, preset, overrides in SUITES[suite]:
+    c = load_config_file(os.path.join(REPO, "configs", spec))
     c.sharding = preset
+    for key, value in overrides.items():
+      node, (*path, last) = c, key.split(".")
+      for part in path:
+        node = node[part]
+      node[last] = value
+    size = spec.partition(":")[2]
     r = planning.dry_run(c, budget_gb=80)
     flops, n = model_flops_per_step(c)
     step_s = flops / (devices * H100_BF16 * MFU)
@@ -56,16 +80,19 @@ def plan_all(devices: int) -> None:
 
 
 def main() -> None:
-  if len(sys.argv) > 1:
-    n = int(sys.argv[1])
+  suite = sys.argv[1] if len(sys.argv) > 1 else "llama"
+  if suite not in SUITES:
+    sys.exit(f"error: unknown suite '{suite}'; known: {', '.join(SUITES)}")
+  if len(sys.argv) > 2:
+    n = int(sys.argv[2])
     os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={n}"
     os.environ["JAX_PLATFORMS"] = "cpu"
-    plan_all(n)
+    plan_all(suite, n)
     return
   rows = []
   for n in (64, 256):
-    out = subprocess.run([sys.executable, __file__, str(n)], capture_output=True, text=True,
-                         cwd=REPO, check=True).stdout
+    out = subprocess.run([sys.executable, __file__, suite, str(n)], capture_output=True,
+                         text=True, cwd=REPO, check=True).stdout
     rows += [json.loads(line) for line in out.splitlines() if line.startswith("{")]
   print("| model | devices | preset (mesh) | parameters / device | optimizer state / device | "
         "peak / device (CPU estimate) | fits 80 GiB | model FLOPs / step | XLA FLOPs / step | "
