@@ -80,8 +80,21 @@ class MoESpec:
         raise ConfigError(f"model.{key} must be >= 0, got {getattr(self, key)}")
 
 
+def _options() -> type[nn.Module]:
+  fields = dataclasses.fields(MoESpec)
+  namespace = {f.name: dataclasses.field(default=f.default, kw_only=True) for f in fields}
+  namespace["__annotations__"] = {f.name: f.type for f in fields}
+  namespace["__doc__"] = ("MoESpec's fields as keyword-only fields of a model (DecoderLM, "
+                          "TransformerClassifier, EncoderDecoder inherit them): config.model's "
+                          "MoE options; spec_of(model) freezes them into a MoESpec.")
+  return type("MoEOptions", (nn.Module,), namespace)
+
+
+MoEOptions = _options()
+
+
 def spec_of(module: nn.Module) -> MoESpec:
-  """The MoESpec of a model whose fields include MoESpec's."""
+  """The MoESpec of a model that inherits MoEOptions."""
   return MoESpec(**{f.name: getattr(module, f.name) for f in dataclasses.fields(MoESpec)})
 
 

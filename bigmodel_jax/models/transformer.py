@@ -10,6 +10,9 @@ cuDNN's flash attention through `jax.nn.dot_product_attention` on GPUs).
   attention), rope_base. Packed inputs ({"tokens", "segment_ids", "positions"}) keep each
   document's tokens from attending to another's.
 
+All three take moe.py's MoEOptions (num_experts, experts_per_token, moe_every, ...): with
+num_experts > 0 the blocks that moe_every names have a mixture of experts for an MLP.
+
 Shapes are in the names: B batch, L/S query/key length, D model width, N heads, H head width.
 """
 
@@ -22,7 +25,7 @@ import jax.numpy as jnp
 from bigmodel_jax.models.attention import attention_implementation, softmax_attention
 from bigmodel_jax.models.layers import (AUX, MLPS, constrain, conv, dense, mlp_activation,
                                         token_dot_general)
-from bigmodel_jax.models.moe import MoE, MoESpec, spec_of
+from bigmodel_jax.models.moe import MoE, MoEOptions, MoESpec, spec_of
 
 _INIT = nn.initializers.xavier_uniform()
 _ZEROS = nn.initializers.zeros_init()
@@ -214,7 +217,7 @@ def blocks(x_BxLxD: jax.Array, *args: jax.Array | None, depth: int, remat: str, 
   return x_BxLxD
 
 
-class TransformerClassifier(nn.Module):
+class TransformerClassifier(MoEOptions):
   """Encoder classifier. `patch` sets the patch size per spatial axis: (4,) turns a length-40
   sequence into 10 tokens; (16, 16) on 224x224 images is ViT-B/16's."""
 
@@ -231,16 +234,6 @@ class TransformerClassifier(nn.Module):
   attention: str = "auto"  # auto (cuDNN flash attention on GPUs where it applies), xla, cudnn
   mlp: str = "gelu"  # MLPS; torchvision's ViT: gelu_exact
   norm_epsilon: float = 1e-6
-  # mixture of experts (moe.py; num_experts 0: dense MLPs)
-  num_experts: int = 0
-  experts_per_token: int = 1
-  moe_every: int = 1
-  capacity_factor: float = 1.25
-  router: str = "softmax"
-  shared_experts: int = 0
-  expert_dim: int = 0
-  load_balance_weight: float = 0.01
-  router_z_weight: float = 0.001
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
@@ -270,7 +263,7 @@ class TransformerClassifier(nn.Module):
     return dense(self.num_classes, ("embed", "classes"), name="head")(pooled)
 
 
-class DecoderLM(nn.Module):
+class DecoderLM(MoEOptions):
   """Causal LM over token ids B x L -> logits B x L x vocab_size.
 
   Decoding with a key/value cache: `init(..., tokens_BxMaxLen, decode=True)` creates the cache;
@@ -298,16 +291,6 @@ class DecoderLM(nn.Module):
   use_bias: bool = True  # Llama: False
   num_kv_heads: int = 0  # grouped-query attention; 0 = num_heads
   rope_base: float = 10000.0  # rotary positions' base (Llama's rope_theta)
-  # mixture of experts (moe.py; num_experts 0: dense MLPs)
-  num_experts: int = 0
-  experts_per_token: int = 1
-  moe_every: int = 1
-  capacity_factor: float = 1.25
-  router: str = "softmax"
-  shared_experts: int = 0
-  expert_dim: int = 0
-  load_balance_weight: float = 0.01
-  router_z_weight: float = 0.001
 
   @nn.compact
   def __call__(self, tokens_BxL: jax.Array | dict[str, jax.Array], *, train: bool = False,
@@ -347,7 +330,7 @@ class DecoderLM(nn.Module):
     return dense(self.vocab_size, ("embed", "vocab"), name="lm_head", use_bias=False)(x_BxLxD)
 
 
-class EncoderDecoder(nn.Module):
+class EncoderDecoder(MoEOptions):
   """Sequence to sequence over token ids (0 = padding): inputs {"encoder": B x S, "decoder":
   B x T} -> logits B x T x vocab_size. The encoder masks padded keys; the decoder is causal and
   cross-attends to the unpadded encoder outputs. One embedding serves both sides and the output."""
@@ -363,16 +346,6 @@ class EncoderDecoder(nn.Module):
   remat: str = "none"  # none, full, dots (REMAT_POLICIES)
   scan_layers: bool = False
   attention: str = "auto"  # auto (cuDNN flash attention on GPUs where it applies), xla, cudnn
-  # mixture of experts (moe.py; num_experts 0: dense MLPs)
-  num_experts: int = 0
-  experts_per_token: int = 1
-  moe_every: int = 1
-  capacity_factor: float = 1.25
-  router: str = "softmax"
-  shared_experts: int = 0
-  expert_dim: int = 0
-  load_balance_weight: float = 0.01
-  router_z_weight: float = 0.001
 
   @nn.compact
   def __call__(self, inputs: dict[str, jax.Array], *, train: bool = False) -> jax.Array:
