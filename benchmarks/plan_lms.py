@@ -59,11 +59,7 @@ def plan_all(suite: str, devices: int) -> None:
   for spec, preset, overrides in SUITES[suite]:
     c = load_config_file(os.path.join(REPO, "configs", spec))
     c.sharding = preset
-    for key, value in overrides.items():
-      node, (*path, last) = c, key.split(".")
-      for part in path:
-        node = node[part]
-      node[last] = value
+    c.update_from_flattened_dict(overrides)
     size = spec.partition(":")[2]
     r = planning.dry_run(c, budget_gb=80)
     flops, n = model_flops_per_step(c)

@@ -91,6 +91,16 @@ def mlp_activation(kind: str, up: jax.Array, gate: jax.Array | None = None) -> j
   return nn.gelu(up, approximate=kind == "gelu")
 
 
+def mlp_hidden(x: jax.Array, width: int, kind: str, use_bias: bool, prefix: str = "mlp"
+               ) -> jax.Array:
+  """Called in a module's compact method: the hidden activations of a feed-forward network of
+  `width` units (kind: MLPS), its dense layers named PREFIX_in (and PREFIX_gate for swiglu)."""
+  up = dense(width, ("embed", "mlp"), name=f"{prefix}_in", use_bias=use_bias)(x)
+  gate = (dense(width, ("embed", "mlp"), name=f"{prefix}_gate", use_bias=use_bias)(x)
+          if kind == "swiglu" else None)
+  return mlp_activation(kind, up, gate)
+
+
 # A model sows into this collection in training (module.sow(AUX, name, scalar)): the mean of
 # the values named "aux_loss" is added to the objective's loss, the others are logged as
 # train/NAME (objectives/base.py, apply_with_aux). MoE routers use it (moe.py).

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from bigmodel_jax.faults import ConfigError
-from bigmodel_jax.models.layers import AUX, constrain, dense, mlp_activation
+from bigmodel_jax.models.layers import AUX, constrain, dense, mlp_activation, mlp_hidden
 
 ROUTERS = ("softmax", "sigmoid")
 
@@ -173,12 +173,10 @@ class MoE(nn.Module):
       out_BxLxD, dropped = self._dropless(x_TxD, weights_TxK, experts_TxK), jnp.zeros(())
       out_BxLxD = out_BxLxD.reshape(b, length, d)
     if spec.shared_experts:
-      width = spec.shared_experts * self.hidden
-      up = dense(width, ("embed", "mlp"), name="shared_in", use_bias=self.use_bias)(x_BxLxD)
-      gate = (dense(width, ("embed", "mlp"), name="shared_gate", use_bias=self.use_bias)(x_BxLxD)
-              if self.mlp == "swiglu" else None)
+      h = mlp_hidden(x_BxLxD, spec.shared_experts * self.hidden, self.mlp, self.use_bias,
+                     prefix="shared")
       out_BxLxD = out_BxLxD + dense(d, ("mlp", "embed"), name="shared_out",
-                                    use_bias=self.use_bias)(mlp_activation(self.mlp, up, gate))
+                                    use_bias=self.use_bias)(h)
     if self.train:
       balance, z = load_balance_loss(experts_TxK, probs_TxE), router_z_loss(logits_TxE)
       self.sow(AUX, "aux_loss", spec.load_balance_weight * balance + spec.router_z_weight * z)
@@ -207,6 +205,19 @@ class MoE(nn.Module):
         w["gate_bias"] = param("b_gate", (num_experts, h), ("expert", "mlp"), zeros)
     return w
 
+  def _experts(self, x: jax.Array, product, bias, hidden=lambda h: h) -> jax.Array:
+    """The experts' MLPs on rows grouped by expert: product(rows, kernel E x in x out) multiplies
+    each row by its expert's kernel, bias(E x out) gives each row its expert's bias, hidden
+    lays out the hidden activations."""
+    w = self._weights(x.shape[-1])
+    up = product(x, w["in"])
+    gate = product(x, w["gate"]) if "gate" in w else None
+    if self.use_bias:
+      up = up + bias(w["in_bias"])
+      gate = None if gate is None else gate + bias(w["gate_bias"])
+    out = product(hidden(mlp_activation(self.mlp, up, gate)), w["out"])
+    return out + bias(w["out_bias"]) if self.use_bias else out
+
   def _capacity(self, x_BxLxD: jax.Array, weights_BxLxK: jax.Array, experts_BxLxK: jax.Array
                 ) -> tuple[jax.Array, jax.Array]:
     b, length, d = x_BxLxD.shape
@@ -217,19 +228,13 @@ class MoE(nn.Module):
     fill = lambda x_LxD, slot_KxL: jnp.zeros((num_experts * slots + 1, d), x_LxD.dtype).at[
         slot_KxL].add(jnp.broadcast_to(x_LxD, (k, length, d)))  # + a row for dropped pairs
     filled = jax.vmap(fill)(x_BxLxD, slot_BxKxL)
-    w = self._weights(d)
     # expert-major: under an expert mesh axis, this constraint is the all-to-all to the experts
     x_ExBxCxD = constrain(filled[:, :-1].reshape(b, num_experts, slots, d).swapaxes(0, 1),
                           ("expert", "batch", None, "embed"))
-    up = jnp.einsum("ebcd,edh->ebch", x_ExBxCxD, w["in"])
-    gate = jnp.einsum("ebcd,edh->ebch", x_ExBxCxD, w["gate"]) if "gate" in w else None
-    if self.use_bias:
-      up = up + w["in_bias"][:, None, None, :]
-      gate = None if gate is None else gate + w["gate_bias"][:, None, None, :]
-    h_ExBxCxH = constrain(mlp_activation(self.mlp, up, gate), ("expert", "batch", None, "mlp"))
-    out_ExBxCxD = jnp.einsum("ebch,ehd->ebcd", h_ExBxCxH, w["out"])
-    if self.use_bias:
-      out_ExBxCxD = out_ExBxCxD + w["out_bias"][:, None, None, :]
+    out_ExBxCxD = self._experts(
+        x_ExBxCxD, lambda x, kernel: jnp.einsum("ebci,eio->ebco", x, kernel),
+        lambda bias_E: bias_E[:, None, None, :],
+        lambda h: constrain(h, ("expert", "batch", None, "mlp")))
     out_ExBxCxD = constrain(out_ExBxCxD, ("expert", "batch", None, "embed"))  # (and its gradient)
     # and back to the batch's devices (the second all-to-all)
     out_BxExCxD = constrain(out_ExBxCxD.swapaxes(0, 1), ("batch", None, None, "embed"))
@@ -244,19 +249,12 @@ class MoE(nn.Module):
                 ) -> jax.Array:
     t, d = x_TxD.shape
     k, num_experts = self.spec.experts_per_token, self.spec.num_experts
-    w = self._weights(d)
     experts_P = experts_TxK.reshape(t * k)  # P = T*K (token, expert) pairs
     order_P = jnp.argsort(experts_P, stable=True)
     sorted_experts_P = experts_P[order_P]
     sizes_E = jnp.bincount(experts_P, length=num_experts).astype(jnp.int32)
-    x_PxD = x_TxD[order_P // k]
-    up = jax.lax.ragged_dot(x_PxD, w["in"], sizes_E)
-    gate = jax.lax.ragged_dot(x_PxD, w["gate"], sizes_E) if "gate" in w else None
-    if self.use_bias:
-      up = up + w["in_bias"][sorted_experts_P]
-      gate = None if gate is None else gate + w["gate_bias"][sorted_experts_P]
-    out_PxD = jax.lax.ragged_dot(mlp_activation(self.mlp, up, gate), w["out"], sizes_E)
-    if self.use_bias:
-      out_PxD = out_PxD + w["out_bias"][sorted_experts_P]
+    out_PxD = self._experts(x_TxD[order_P // k],
+                            lambda x, kernel: jax.lax.ragged_dot(x, kernel, sizes_E),
+                            lambda bias_E: bias_E[sorted_experts_P])
     out_TxKxD = jnp.zeros_like(out_PxD).at[order_P].set(out_PxD).reshape(t, k, d)
     return jnp.einsum("tkd,tk->td", out_TxKxD, weights_TxK)

@@ -23,8 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from bigmodel_jax.models.attention import attention_implementation, softmax_attention
-from bigmodel_jax.models.layers import (AUX, MLPS, constrain, conv, dense, mlp_activation,
-                                        token_dot_general)
+from bigmodel_jax.models.layers import AUX, constrain, conv, dense, mlp_hidden, token_dot_general
 from bigmodel_jax.models.moe import MoE, MoEOptions, MoESpec, spec_of
 
 _INIT = nn.initializers.xavier_uniform()
@@ -160,18 +159,10 @@ class Block(nn.Module):
       h = MoE(self.moe, self.moe.expert_dim or self.mlp_dim, self.mlp, self.use_bias, self.train,
               name="moe")(norm("ln_mlp")(x))
     else:
-      h = self._mlp(norm("ln_mlp")(x))
+      h = constrain(mlp_hidden(norm("ln_mlp")(x), self.mlp_dim, self.mlp, self.use_bias),
+                    ("batch", "length", "mlp"))
       h = dense(d, ("mlp", "embed"), name="mlp_out", use_bias=self.use_bias)(h)
     return x + nn.Dropout(self.dropout, deterministic=not self.train)(h)
-
-  def _mlp(self, x_BxLxD: jax.Array) -> jax.Array:
-    """The feed-forward network's hidden activations (B x L x mlp_dim)."""
-    if self.mlp not in MLPS:
-      raise ValueError(f"mlp '{self.mlp}' unknown; known: {', '.join(MLPS)}")
-    up = dense(self.mlp_dim, ("embed", "mlp"), name="mlp_in", use_bias=self.use_bias)(x_BxLxD)
-    gate = (dense(self.mlp_dim, ("embed", "mlp"), name="mlp_gate", use_bias=self.use_bias)(x_BxLxD)
-            if self.mlp == "swiglu" else None)
-    return constrain(mlp_activation(self.mlp, up, gate), ("batch", "length", "mlp"))
 
 
 class _ScanBlock(Block):

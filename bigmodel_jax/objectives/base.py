@@ -34,19 +34,29 @@ def cast(tree: Any, dtype: Any) -> Any:
                       tree)
 
 
+def _apply(model: nn.Module, params: Any, model_state: Any, args: tuple, compute_dtype: Any,
+           collections: list[str], kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+  """model.apply with the parameters and floating inputs in compute_dtype, floating outputs back
+  in float32; (outputs, the updated `collections`: none when it is empty)."""
+  params, args = cast(params, compute_dtype), cast(args, compute_dtype)
+  variables = {"params": params, **model_state}
+  if collections:
+    out, new = model.apply(variables, *args, mutable=collections, **kwargs)
+  else:
+    out, new = model.apply(variables, *args, **kwargs), {}
+  out = jax.tree.map(lambda x: x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating)
+                     else x, out)
+  return out, dict(new)
+
+
 def apply(model: nn.Module, params: Any, model_state: Any, *args: Any, compute_dtype: Any = None,
           method: str | None = None, mutable: bool = False, **kwargs: Any) -> Any:
   """model.apply with the parameters and floating inputs in compute_dtype; floating outputs back
   in float32. mutable: also return the updated model_state (BatchNorm statistics)."""
-  params, args = cast(params, compute_dtype), cast(args, compute_dtype)
-  variables = {"params": params, **model_state}
-  if mutable and model_state:
-    out, new_state = model.apply(variables, *args, method=method, mutable=list(model_state), **kwargs)
-  else:
-    out, new_state = model.apply(variables, *args, method=method, **kwargs), model_state
-  out = jax.tree.map(lambda x: x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating)
-                     else x, out)
-  return (out, new_state) if mutable else out
+  collections = list(model_state) if mutable else []
+  out, new_state = _apply(model, params, model_state, args, compute_dtype, collections,
+                          {"method": method, **kwargs})
+  return (out, new_state if collections else model_state) if mutable else out
 
 
 def apply_with_aux(model: nn.Module, params: Any, model_state: Any, *args: Any,
@@ -54,13 +64,9 @@ def apply_with_aux(model: nn.Module, params: Any, model_state: Any, *args: Any,
   """apply(..., mutable=True) in training, plus what the model sowed into the AUX collection
   (MoE routers): {name: the mean over the layers that sowed it}, float32 scalars; "aux_loss" is
   the loss term the model asks for, the rest are metrics."""
-  params, args = cast(params, compute_dtype), cast(args, compute_dtype)
-  out, new_state = model.apply({"params": params, **model_state}, *args,
-                               mutable=[*model_state, AUX], **kwargs)
-  new_state = dict(new_state)
+  out, new_state = _apply(model, params, model_state, args, compute_dtype, [*model_state, AUX],
+                          kwargs)
   sown = new_state.pop(AUX, {})
-  out = jax.tree.map(lambda x: x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating)
-                     else x, out)
   values: dict[str, list[jax.Array]] = {}
   for path, leaf in jax.tree_util.tree_flatten_with_path(sown)[0]:
     name = next(p.key for p in reversed(path) if isinstance(p, jax.tree_util.DictKey))
