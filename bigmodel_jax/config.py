@@ -25,7 +25,7 @@ RESUME_SAFE_KEYS = ("total_steps", "total_epochs", "log_every", "eval_every", "c
 
 
 # The device mesh's axes, outermost first (trainer/sharding.py lays them out in this order).
-MESH_AXES = ("data", "fsdp", "expert", "tensor")
+MESH_AXES = ("data", "stage", "fsdp", "expert", "context", "tensor")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -51,6 +51,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.sharding = "dp"  # dp, fsdp, tp, fsdp_tp, ep, fsdp_ep
   c.mesh = ml_collections.ConfigDict({a: config_dict.placeholder(int) for a in MESH_AXES})
   c.sharding_rules = ""
+  # Pipeline stages (mesh.stage > 1: the scanned Transformer blocks split over `stage`):
+  # microbatches per step (0: as many as stages); repeats: 1 = GPipe, R > 1 = circular, each
+  # stage holding R groups of layers. The idle share of a step, (P-1)/(M R + P - 1), is printed.
+  c.pipeline = ml_collections.ConfigDict({"microbatches": 0, "repeats": 1})
   c.parallel = ml_collections.ConfigDict()
   c.parallel.strategy = "jit"  # jit (over the mesh) or pmap (classic replicated data parallelism)
   c.grad_accum_steps = 1  # micro-batches per update (the batch is split; same update)

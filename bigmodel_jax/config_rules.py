@@ -38,6 +38,8 @@ NUMERIC_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "checkpoint_every": _POSITIVE_INT,
     "checkpoint_keep": _POSITIVE_INT,
     "grad_accum_steps": _POSITIVE_INT,
+    "pipeline.microbatches": (lambda v: is_int(v) and v >= 0, "an integer >= 0 (0: one per stage)"),
+    "pipeline.repeats": _POSITIVE_INT,
     "steps_per_call": _POSITIVE_INT,
     "task_features": _POSITIVE_INT,
     "samples.per_class": _POSITIVE_INT,

@@ -1,12 +1,23 @@
-"""Attention's arithmetic: which implementation config.model.attention picks, and
-softmax_attention, the one in plain XLA operations (the Attention module is in transformer.py).
+"""Attention's arithmetic: which implementation config.model.attention picks,
+softmax_attention, the one in plain XLA operations, and ring_attention, causal self-attention
+over a sequence split across devices (context parallelism). The Attention module is in
+transformer.py.
 
 Shapes are in the names: B batch, L/S query/key length, N query heads, K key/value heads,
 H head width.
 """
 
+import contextlib
+import contextvars
+import dataclasses
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any
+
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.sharding import PartitionSpec
 
 
 # config.model.attention: how attention is computed. "xla" is softmax_attention below (XLA
@@ -96,3 +107,111 @@ def attention_implementation(name: str, q_BxLxNxH: jax.Array, mask: jax.Array | 
   fits = (jax.default_backend() == "gpu" and mask is None and head % 8 == 0 and head <= 128
           and q_BxLxNxH.dtype in (jnp.bfloat16, jnp.float16))
   return "cudnn" if fits else "xla"
+
+
+@dataclasses.dataclass(frozen=True)
+class Ring:
+  """The devices a sequence is split over: the mesh, its axis, and the PartitionSpec of an
+  activation from its logical axis names (the mesh plan's)."""
+  mesh: Any
+  axis: str
+  spec: Callable[[tuple[int, ...], tuple[str | None, ...]], PartitionSpec]
+
+  @property
+  def size(self) -> int:
+    return self.mesh.shape[self.axis]
+
+
+_RING: contextvars.ContextVar[Ring | None] = contextvars.ContextVar("ring", default=None)
+
+
+@contextlib.contextmanager
+def ring_attention_over(ring: Ring | None) -> Iterator[None]:
+  """While a step is traced, causal self-attention is ring attention over `ring` (None: not)."""
+  token = _RING.set(ring)
+  try:
+    yield
+  finally:
+    _RING.reset(token)
+
+
+def active_ring() -> Ring | None:
+  return _RING.get()
+
+
+def zigzag(length: int, ways: int) -> np.ndarray:
+  """The token order that balances causal attention over `ways` devices: the sequence cut into
+  2 x ways chunks, device i holding chunks i and 2 ways - 1 - i (an early and a late one)."""
+  chunks = np.arange(length).reshape(2 * ways, length // (2 * ways))
+  return np.concatenate([np.concatenate([chunks[i], chunks[2 * ways - 1 - i]])
+                         for i in range(ways)])
+
+
+def ring_attention(q_BxLxNxH: jax.Array, k_BxLxKxH: jax.Array, v_BxLxKxH: jax.Array,
+                   segments_BxL: jax.Array, ring: Ring) -> jax.Array:
+  """Causal self-attention whose inputs are in zigzag order (zigzag(L, ring.size)) and split
+  over ring.axis along L: each device keeps its queries and passes its keys and values around
+  the ring (ring.size - 1 collective permutes), accumulating the softmax online (flash
+  attention's running maximum and sum, float32). A query sees the earlier keys of its own
+  segment (packing). With zigzag order every step after the first has exactly half a block
+  of visible pairs on every device (the other half is skipped), so the devices stay balanced.
+  Grouped key/value heads are repeated to the query heads first (they travel repeated)."""
+  heads, kv_heads = q_BxLxNxH.shape[2], k_BxLxKxH.shape[2]
+  if heads != kv_heads:
+    k_BxLxKxH = jnp.repeat(k_BxLxKxH, heads // kv_heads, axis=2)
+    v_BxLxKxH = jnp.repeat(v_BxLxKxH, heads // kv_heads, axis=2)
+  qkv = ring.spec(q_BxLxNxH.shape, ("batch", "length", "heads", "kv"))
+  seg = ring.spec(segments_BxL.shape, ("batch", "length"))
+  local = functools.partial(_ring_local, axis=ring.axis, ways=ring.size)
+  return jax.shard_map(local, mesh=ring.mesh, in_specs=(qkv, qkv, qkv, seg), out_specs=qkv,
+                       check_vma=False)(q_BxLxNxH, k_BxLxKxH, v_BxLxKxH, segments_BxL)
+
+
+def _ring_local(q_BxLxNxH, k_BxSxNxH, v_BxSxNxH, seg_BxL, *, axis: str, ways: int):
+  """One device's part of ring_attention: L = 2c local queries, chunks i and 2 ways - 1 - i."""
+  me = jax.lax.axis_index(axis)
+  c = q_BxLxNxH.shape[1] // 2
+  order = lambda d: jnp.concatenate([d * c + jnp.arange(c), (2 * ways - 1 - d) * c + jnp.arange(c)])
+  q_BxNxLxH = jnp.swapaxes(q_BxLxNxH * jnp.asarray(q_BxLxNxH.shape[-1] ** -0.5, q_BxLxNxH.dtype),
+                           1, 2)
+  q_order, seg_q = order(me), seg_BxL
+  b, n, length, h = q_BxNxLxH.shape
+  acc = (jnp.zeros((b, n, length, h), jnp.float32),
+         jnp.full((b, n, length), _MASKED, jnp.float32), jnp.zeros((b, n, length), jnp.float32))
+
+  def update(acc, rows: slice, cols: slice, k_BxSxNxH, v_BxSxNxH, seg_k, k_order):
+    out, top, total = (a[:, :, rows] for a in acc)
+    keep_BxLxS = ((k_order[cols][None, :] <= q_order[rows][:, None])[None]
+                  & (seg_q[:, rows, None] == seg_k[:, None, cols]))
+    k_BxNxSxH, v_BxNxSxH = (jnp.swapaxes(t[:, cols], 1, 2) for t in (k_BxSxNxH, v_BxSxNxH))
+    logits = jnp.einsum("bnlh,bnsh->bnls", q_BxNxLxH[:, :, rows], k_BxNxSxH,
+                        preferred_element_type=jnp.float32)
+    logits = jnp.where(keep_BxLxS[:, None], logits, _MASKED)
+    new_top = jnp.maximum(top, logits.max(-1))
+    probs = jnp.exp(logits - new_top[..., None]) * keep_BxLxS[:, None]
+    scale = jnp.exp(top - new_top)
+    out = out * scale[..., None] + jnp.einsum("bnls,bnsh->bnlh", probs.astype(v_BxNxSxH.dtype),
+                                              v_BxNxSxH, preferred_element_type=jnp.float32)
+    total = total * scale + probs.sum(-1)
+    return tuple(a.at[:, :, rows].set(x) for a, x in zip(acc, (out, new_top, total)))
+
+  whole, early, late = slice(None), slice(None, c), slice(c, None)
+  kv = (k_BxSxNxH, v_BxSxNxH, seg_BxL)
+  for step in range(ways):
+    source = (me - step) % ways
+    k_order = order(source)
+    if step == 0:
+      acc = update(acc, whole, whole, *kv, k_order)
+    else:  # an earlier device's early chunk is visible to all my queries; a later device's
+      # two chunks only to my late chunk
+      acc = jax.lax.cond(source < me,
+                         lambda acc, kv: update(acc, whole, early, *kv, k_order),
+                         lambda acc, kv: update(acc, late, whole, *kv, k_order), acc, kv)
+    if step < ways - 1:
+      ring_perm = [(d, (d + 1) % ways) for d in range(ways)]
+      kv = tuple(jax.lax.ppermute(t, axis, ring_perm) for t in kv)
+  out, _, total = acc
+  return jnp.swapaxes(out / total[..., None], 1, 2).astype(q_BxLxNxH.dtype)
+
+
+_MASKED = -0.7 * float(np.finfo(np.float32).max)

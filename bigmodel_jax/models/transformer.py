@@ -21,9 +21,12 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from bigmodel_jax.models.attention import attention_implementation, softmax_attention
+from bigmodel_jax.models.attention import (active_ring, attention_implementation, ring_attention,
+                                           softmax_attention, zigzag)
 from bigmodel_jax.models.layers import AUX, constrain, conv, dense, mlp_hidden, token_dot_general
+from bigmodel_jax.models import pipeline
 from bigmodel_jax.models.moe import MoE, MoEOptions, MoESpec, spec_of
 
 _INIT = nn.initializers.xavier_uniform()
@@ -70,7 +73,9 @@ class Attention(nn.Module):
   def __call__(self, x_BxLxD: jax.Array, context_BxSxD: jax.Array | None = None, *,
                mask_Bx1xLxS: jax.Array | None = None, is_causal: bool = False,
                positions_BxL: jax.Array | None = None, train: bool = False,
-               decode: bool = False) -> jax.Array:
+               decode: bool = False, segments_BxL: jax.Array | None = None) -> jax.Array:
+    """segments_BxL: given only under context parallelism (causal self-attention in zigzag
+    order, models/attention.ring_attention), where it takes the place of a mask."""
     context_BxSxD = x_BxLxD if context_BxSxD is None else context_BxSxD
     kv_heads = self.num_kv_heads or self.num_heads
     if self.num_heads % kv_heads:
@@ -86,7 +91,9 @@ class Attention(nn.Module):
     if decode:  # causal self-attention over a key/value cache of the positions seen so far
       k, v, mask_Bx1xLxS = self._cached(k, v, positions_BxL)
       is_causal = False
-    if attention_implementation(self.implementation, q, mask_Bx1xLxS) == "cudnn":
+    if segments_BxL is not None:
+      out_BxLxNxH = ring_attention(q, k, v, segments_BxL, active_ring())
+    elif attention_implementation(self.implementation, q, mask_Bx1xLxS) == "cudnn":
       out_BxLxNxH = jax.nn.dot_product_attention(q, k, v, mask=mask_Bx1xLxS, is_causal=is_causal,
                                                  implementation="cudnn")
     else:
@@ -139,7 +146,8 @@ class Block(nn.Module):
   @nn.compact
   def __call__(self, x_BxLxD: jax.Array, mask_Bx1xLxL: jax.Array | None = None,
                positions_BxL: jax.Array | None = None, context_BxSxD: jax.Array | None = None,
-               context_mask_Bx1xLxS: jax.Array | None = None) -> jax.Array:
+               context_mask_Bx1xLxS: jax.Array | None = None,
+               segments_BxL: jax.Array | None = None) -> jax.Array:
     d = x_BxLxD.shape[-1]
     if d % self.num_heads:
       raise ValueError(f"transformer width {d} does not divide into {self.num_heads} heads")
@@ -150,7 +158,8 @@ class Block(nn.Module):
     x_BxLxD = constrain(x_BxLxD, ("batch", "length", "embed"))
     x = x_BxLxD + attention("attention", self.use_rotary)(
         norm("ln_attention")(x_BxLxD), mask_Bx1xLxS=mask_Bx1xLxL, is_causal=self.is_causal,
-        positions_BxL=positions_BxL, train=self.train, decode=self.decode)
+        positions_BxL=positions_BxL, train=self.train, decode=self.decode,
+        segments_BxL=segments_BxL)
     if self.cross:
       x = x + attention("cross_attention", False)(
           norm("ln_cross")(x), context_BxSxD, mask_Bx1xLxS=context_mask_Bx1xLxS,
@@ -203,8 +212,32 @@ def blocks(x_BxLxD: jax.Array, *args: jax.Array | None, depth: int, remat: str, 
   block["moe"] = moe
   stack = nn.scan(cls, variable_axes={"params": 0, "cache": 0, AUX: 0},
                   split_rngs={"params": True, "dropout": True}, in_axes=(nn.broadcast,) * len(args),
-                  length=depth, metadata_params={nn.PARTITION_NAME: "layers"})
-  x_BxLxD, _ = stack(**block, name=name)(x_BxLxD, *args)
+                  length=depth, metadata_params={nn.PARTITION_NAME: "layers"})(**block, name=name)
+  schedule = pipeline.active()
+  if schedule is None or block.get("decode") or stack.is_initializing():
+    x_BxLxD, _ = stack(x_BxLxD, *args)
+    return x_BxLxD
+  return _pipelined(stack, schedule, x_BxLxD, args, remat, block)
+
+
+def _pipelined(stack: nn.Module, schedule: pipeline.Schedule, x_BxLxD: jax.Array, args: tuple,
+               remat: str, block: dict) -> jax.Array:
+  """The scanned blocks' stacked parameters run as pipeline stages (models/pipeline.py); what
+  the blocks sow goes where the scan would have put it."""
+  one = Block(**block, parent=None)
+
+  def layer(params, x, layer_args, rng):
+    y, state = one.apply({"params": params}, x, *layer_args, rngs={"dropout": rng},
+                         mutable=[AUX])
+    return y, state.get(AUX, {})
+
+  if remat != "none":
+    layer = jax.checkpoint(layer, policy=REMAT_POLICIES[remat])
+  needs_rng = block.get("train") and block.get("dropout")
+  rng = stack.make_rng("dropout") if needs_rng else jax.random.key(0)
+  x_BxLxD, sown = pipeline.run(layer, stack.variables["params"], x_BxLxD, args, rng, schedule)
+  if jax.tree.leaves(sown):
+    stack.sow(AUX, "pipelined", sown)
   return x_BxLxD
 
 
@@ -288,16 +321,27 @@ class DecoderLM(MoEOptions):
                decode: bool = False, start: int | jax.Array = 0) -> jax.Array:
     if self.positions not in ("learned", "rotary"):
       raise ValueError(f"positions '{self.positions}' unknown; known: learned, rotary")
-    mask_Bx1xLxL = None
+    segments_BxL = None
     if isinstance(tokens_BxL, dict):  # a packed window
       segments_BxL, positions_BxL = tokens_BxL["segment_ids"], tokens_BxL["positions"]
       tokens_BxL = tokens_BxL["tokens"]
-      mask_Bx1xLxL = (segments_BxL[:, :, None] == segments_BxL[:, None, :])[:, None]
     length = tokens_BxL.shape[1]
     if length > self.max_len:
       raise ValueError(f"sequence length {length} exceeds max_len {self.max_len}")
-    if mask_Bx1xLxL is None:
+    gather_positions = segments_BxL is not None
+    if segments_BxL is None:
       positions_BxL = jnp.broadcast_to(start + jnp.arange(length), tokens_BxL.shape)
+    # context parallelism: the sequence in zigzag order, ring attention (segments, no mask)
+    ring = None if decode else active_ring()
+    if ring is not None:
+      order = zigzag(length, ring.size)
+      segments_BxL = jnp.zeros_like(tokens_BxL) if segments_BxL is None else segments_BxL
+      tokens_BxL, positions_BxL, segments_BxL = (a[:, order] for a in (tokens_BxL, positions_BxL,
+                                                                      segments_BxL))
+      gather_positions, mask_Bx1xLxL = True, None
+    else:
+      mask_Bx1xLxL = (None if segments_BxL is None else
+                      (segments_BxL[:, :, None] == segments_BxL[:, None, :])[:, None])
     embed = nn.Embed(self.vocab_size, self.dim, name="token_embedding",
                      embedding_init=_partitioned(nn.initializers.normal(0.02), ("vocab", "embed")))
     x_BxLxD = embed(tokens_BxL)
@@ -305,16 +349,19 @@ class DecoderLM(MoEOptions):
       pos = self.param("position_embedding",
                        _partitioned(nn.initializers.normal(0.01), ("length", "embed")),
                        (self.max_len, self.dim))
-      x_BxLxD = x_BxLxD + (jax.lax.dynamic_slice_in_dim(pos, start, length)
-                           if mask_Bx1xLxL is None else pos[positions_BxL])
+      x_BxLxD = x_BxLxD + (pos[positions_BxL] if gather_positions
+                           else jax.lax.dynamic_slice_in_dim(pos, start, length))
     x_BxLxD = nn.Dropout(self.dropout, deterministic=not train)(x_BxLxD)
-    x_BxLxD = blocks(x_BxLxD, mask_Bx1xLxL, positions_BxL, depth=self.depth, remat=self.remat,
+    x_BxLxD = blocks(x_BxLxD, mask_Bx1xLxL, positions_BxL, None, None,
+                     segments_BxL if ring is not None else None, depth=self.depth, remat=self.remat,
                      scan=self.scan_layers, name="block", num_heads=self.num_heads,
                      mlp_dim=self.mlp_dim, dropout=self.dropout,
                      use_rotary=self.positions == "rotary", is_causal=True, train=train,
                      decode=decode, attention=self.attention, norm=self.norm,
                      norm_epsilon=self.norm_epsilon, mlp=self.mlp, use_bias=self.use_bias,
                      num_kv_heads=self.num_kv_heads, rope_base=self.rope_base, moe=spec_of(self))
+    if ring is not None:
+      x_BxLxD = x_BxLxD[:, np.argsort(order)]
     x_BxLxD = layer_norm("ln_final", self.norm, self.norm_epsilon)(x_BxLxD)
     if self.tie_embeddings:
       return embed.attend(x_BxLxD)

@@ -57,7 +57,8 @@ def build(config: ml_collections.ConfigDict, example: Any, num_outputs: Any,
   read (planning)."""
   plan = None
   if mesh:
-    plan = sharding.Plan(config.sharding, config.sharding_rules, config.mesh.to_dict(), devices)
+    plan = sharding.Plan(config.sharding, config.sharding_rules, config.mesh.to_dict(), devices,
+                         config.pipeline.to_dict())
     plan.check_batch_size("batch_size", config.batch_size)
     plan.check_experts(config.model.get("num_experts", 0))
     micro = config.batch_size // config.grad_accum_steps
@@ -68,7 +69,10 @@ def build(config: ml_collections.ConfigDict, example: Any, num_outputs: Any,
   if total_steps is None:
     total_steps = max(config.total_steps, config.schedule.warmup_steps + 1,
                       *(o.schedule.warmup_steps + 1 for o in config.optimizers.values()))
-  model = qwix_wrap.wrap(config, models.build_for(config, num_outputs))  # QAT, LoRA
+  model = models.build_for(config, num_outputs)
+  if plan is not None:
+    _check_model_parallelism(config, plan, model)
+  model = qwix_wrap.wrap(config, model)  # QAT, LoRA
   teacher = (_teacher(config, model, example, num_outputs, restore) if config.distill.teacher
              else None)
   objective = objectives.build(config, model, example, num_outputs, teacher)
@@ -76,6 +80,25 @@ def build(config: ml_collections.ConfigDict, example: Any, num_outputs: Any,
   return Build(plan=plan, model=model, objective=objective, tx=tx, schedule=schedule,
                step_options=steps.step_options(config, objective, tx, schedule), example=example,
                model_name=config.model.name)
+
+
+def _check_model_parallelism(config: ml_collections.ConfigDict, plan: sharding.Plan,
+                             model: nn.Module) -> None:
+  """Pipeline stages need a Transformer's scanned blocks that split into them; context
+  parallelism a decoder_lm sequence that splits into the ring's chunks."""
+  if plan.schedule is not None:
+    depths = [getattr(model, a) for a in ("depth", "encoder_depth", "decoder_depth")
+              if hasattr(model, a)]
+    if not hasattr(model, "scan_layers") or not depths:
+      raise ConfigError(f"mesh.stage={plan.schedule.stages} pipelines a Transformer's scanned "
+                        f"blocks; model '{config.model.name}' has none (set mesh.stage=1)")
+    if not model.scan_layers:
+      raise ConfigError(f"mesh.stage={plan.schedule.stages} splits the scanned blocks into "
+                        "stages: set --config.model.scan_layers=True")
+    plan.check_pipeline(depths, {"batch_size / grad_accum_steps":
+                                 config.batch_size // config.grad_accum_steps,
+                                 "eval_batch_size": config.eval_batch_size})
+  plan.check_context(config.model.name, config.data.seq_len)
 
 
 def _teacher(config: ml_collections.ConfigDict, student: nn.Module, example: Any,

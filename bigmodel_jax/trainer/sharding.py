@@ -16,10 +16,16 @@ decided here, so a parallelism strategy is a config change:
                                                                               mesh {data: rest, expert: local devices, at most 8}
   fsdp_ep  ep with FSDP over `fsdp`                                           mesh {fsdp: rest, expert: local devices, at most 4}
 
+Two axes split what no preset splits, set by size on any preset:
+  stage    pipeline parallelism (models/pipeline.py): the scanned Transformer blocks' "layers"
+           axis in stages over `stage`, the batch in config.pipeline.microbatches
+  context  context parallelism: the sequence ("length") over `context`; decoder_lm attention
+           becomes ring attention (models/attention.py), the sequence in zigzag order
+
 Whenever the mesh has an `expert` axis (any preset, e.g. tp with config.mesh.expert=2) the
 experts' logical axis "expert" lands on it, and num_experts must divide by its size.
 
-`config.mesh.{data,fsdp,expert,tensor}` left unset (None) take the preset's sizes; -1 fills the devices
+`config.mesh.{data,stage,fsdp,expert,context,tensor}` left unset (None) take the preset's sizes; -1 fills the devices
 left. `config.sharding_rules` ("mlp=tensor,embed=fsdp", "name=" to replicate) overrides the
 preset's logical rules. A dimension that does not divide by its mesh axis stays replicated.
 """
@@ -36,7 +42,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from bigmodel_jax.config import MESH_AXES
 from bigmodel_jax.faults import ConfigError
-from bigmodel_jax.models import layers
+from bigmodel_jax.models import attention, layers, pipeline
 
 # Mesh axes in the order they are laid out over devices: data outermost, tensor innermost (the
 # fastest interconnect, within a host).
@@ -64,14 +70,18 @@ class Plan:
   """A config's sharding decisions: the mesh, the logical rules, FSDP, the batch axes."""
 
   def __init__(self, preset_name: str, rules_override: str, mesh_config: dict[str, int | None],
-               devices: list | None = None):
+               devices: list | None = None, pipeline_config: dict[str, int] | None = None):
     if preset_name not in PRESETS:
       raise ConfigError(f"unknown sharding preset '{preset_name}'; known: {', '.join(PRESETS)}")
     rules, self.fsdp, default_mesh = PRESETS[preset_name]
     devices = jax.devices() if devices is None else devices
     sizes = mesh_shape(mesh_config, default_mesh(jax.local_device_count()), len(devices))
-    expert = {"expert": "expert"} if "expert" in sizes else {}
-    self.rules = dict(rules) | expert | parse_rules(rules_override)
+    axes = {"expert": "expert"} if "expert" in sizes else {}
+    if sizes.get("stage", 1) > 1:
+      axes |= {"layers": "stage", "stage": "stage"}
+    if sizes.get("context", 1) > 1:
+      axes |= {"length": "context"}
+    self.rules = dict(rules) | axes | parse_rules(rules_override)
     self.mesh = jax.make_mesh(tuple(sizes.values()), tuple(sizes), devices=devices,
                               axis_types=(jax.sharding.AxisType.Auto,) * len(sizes))
     self.batch_axes = tuple(a for a in BATCH_AXES if a in self.mesh.axis_names)
@@ -79,6 +89,12 @@ class Plan:
       if axis is not None and axis not in self.mesh.axis_names:
         raise ConfigError(f"sharding rule {logical}={axis}: the mesh has no axis '{axis}' "
                           f"(mesh {dict(self.mesh.shape)})")
+    stages, pipe = self.mesh.shape.get("stage", 1), pipeline_config or {}
+    self.schedule = None if stages == 1 else pipeline.Schedule(
+        stages, pipe.get("microbatches") or stages, pipe.get("repeats", 1), self._over_stages)
+    context = self.mesh.shape.get("context", 1)
+    self.ring = None if context == 1 else attention.Ring(
+        self.mesh, "context", lambda shape, names: self.spec(shape, names, fsdp=False))
 
   @property
   def batch_sharding(self) -> NamedSharding:
@@ -96,6 +112,33 @@ class Plan:
       raise ConfigError(f"model.num_experts={num_experts} does not divide over the mesh's "
                         f"expert axis of {ways} devices; set --config.mesh.expert to a divisor "
                         f"of {num_experts}")
+
+  def check_pipeline(self, depths: list[int], batches: dict[str, int]) -> None:
+    """ConfigError unless every stack of `depths` blocks splits into the stages and each
+    named batch (per step, over all devices) into the microbatches."""
+    if self.schedule is None:
+      return
+    for depth in depths:
+      for name, batch in batches.items():
+        problem = self.schedule.problem(depth, batch)
+        if problem:
+          raise ConfigError(f"mesh.stage={self.schedule.stages} ({name}={batch}): {problem}")
+
+  def check_context(self, model_name: str, seq_len: int) -> None:
+    """ConfigError unless the sequence splits into the context axis's zigzag chunks."""
+    if self.ring is None:
+      return
+    if model_name != "decoder_lm":
+      raise ConfigError(f"mesh.context={self.ring.size} splits a decoder_lm's sequence (ring "
+                        f"attention); model '{model_name}' does not take it")
+    if seq_len % (2 * self.ring.size):
+      raise ConfigError(f"mesh.context={self.ring.size}: data.seq_len={seq_len} must split into "
+                        f"{2 * self.ring.size} equal chunks (two per device, zigzag)")
+
+  def _over_stages(self, x: jax.Array, dim: int) -> jax.Array:
+    free = [P.UNCONSTRAINED] * x.ndim
+    free[dim] = "stage"
+    return jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, P(*free)))
 
   def check_batch_size(self, name: str, size: int) -> None:
     ways = self.data_parallel_size
@@ -145,7 +188,8 @@ class Plan:
   def activation_context(self) -> Iterator[None]:
     """While a step is traced, activations named with layers.constrain get these shardings."""
     with layers.activation_sharding(
-        lambda shape, names: NamedSharding(self.mesh, self.spec(shape, names, fsdp=False))):
+        lambda shape, names: NamedSharding(self.mesh, self.spec(shape, names, fsdp=False))), \
+        pipeline.pipelined(self.schedule), attention.ring_attention_over(self.ring):
       yield
 
 

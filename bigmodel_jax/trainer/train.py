@@ -124,7 +124,15 @@ def _run_line(config: ml_collections.ConfigDict, built: build_lib.Build, sources
           f"{n_params:,} parameters; data {data_name}: {len(sources.train):,} train / "
           f"{_count(sources.eval):,} eval examples; {total_steps:,} steps ({length}); "
           f"{config.sharding} over mesh {dict(built.plan.mesh.shape)} on {jax.device_count()} "
-          "devices")
+          "devices" + _pipeline_note(built.plan.schedule))
+
+
+def _pipeline_note(s: Any) -> str:
+  if s is None:
+    return ""
+  kind = "GPipe" if s.repeats == 1 else f"circular, {s.repeats} repeats"
+  return (f"; pipeline of {s.stages} stages ({kind}) x {s.microbatches} microbatches: bubble "
+          f"(P-1)/(M*R+P-1) = {s.bubble:.1%} of each step")
 
 
 def _train(config: ml_collections.ConfigDict, runner: runners.JitRunner, evaluate: Any,
