@@ -4,7 +4,7 @@
   python -m bigmodel_jax.main --config=configs/pycode.py:lstm --workdir=runs/pycode_lstm
 
 Variants (the arg): transformer, a decoder-only LM (4 pre-LN blocks of width 128, rotary
-positions, tied embeddings); lstm, an LSTM LM (one layer of 512). Windows of 128 bytes, batch 32,
+positions, tied embeddings; scan_layers=True stacks the blocks, as pipeline stages need); lstm, an LSTM LM (one layer of 512). Windows of 128 bytes, batch 32,
 AdamW with warmup and cosine decay. Evaluation reports loss and bits per byte on the validation
 split; the byte-unigram entropy of that split is about 4.66 bits (see the data set's metadata).
 """
@@ -13,7 +13,7 @@ from bigmodel_jax.config import from_variant
 
 VARIANTS = {
     "transformer": dict(name="decoder_lm", max_len=128, dim=128, depth=4, num_heads=4,
-                        mlp_dim=512, positions="rotary"),
+                        mlp_dim=512, positions="rotary", scan_layers=False),
     "lstm": dict(name="rnn_lm", cell="lstm", embed_dim=64, hidden=512),
 }
 

@@ -1,0 +1,161 @@
+"""The stage and context mesh axes: pipeline stages (GPipe and circular) and ring attention give
+the unsplit model's losses and gradients; a pipelined run resumes under FSDP; bad meshes are
+one-line config errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bigmodel_jax.faults import ConfigError
+from bigmodel_jax.models import attention
+from bigmodel_jax.models.transformer import DecoderLM
+from bigmodel_jax.trainer import build, sharding, train
+from conftest import run_main, small_config, train_losses
+
+# float32: a pipeline or a ring changes only the order of float reductions (measured ~1e-6)
+TOL = 1e-5
+
+
+def _model(**kw):
+  return DecoderLM(vocab_size=64, max_len=32, dim=32, depth=8, num_heads=4, mlp_dim=64,
+                   scan_layers=True, positions="rotary", **kw)
+
+
+def _loss_and_grads(model, params, inputs, plan):
+  tokens = inputs["tokens"] if isinstance(inputs, dict) else inputs
+
+  def loss(p):
+    logits = model.apply({"params": p}, inputs, train=True)
+    logp = jax.nn.log_softmax(logits[:, :-1])
+    return -jnp.mean(jnp.take_along_axis(logp, tokens[:, 1:, None], -1))
+
+  with plan.activation_context():
+    return jax.jit(jax.value_and_grad(loss))(params)
+
+
+def _assert_close(got, want):
+  (loss, grads), (ref_loss, ref_grads) = got, want
+  assert abs(float(loss) - float(ref_loss)) <= TOL * abs(float(ref_loss))
+  # relative to the largest gradient (some are zero up to rounding: the key projection's bias)
+  scale = max(float(jnp.max(jnp.abs(r))) for r in jax.tree.leaves(ref_grads))
+  for g, r in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
+    np.testing.assert_allclose(g, r, rtol=0, atol=TOL * scale)
+
+
+@pytest.fixture(scope="module")
+def lm():
+  model = _model()
+  tokens = jax.random.randint(jax.random.key(1), (16, 32), 0, 64)
+  params = jax.tree.map(lambda x: x.value, model.init(jax.random.key(0), tokens)["params"],
+                        is_leaf=lambda x: hasattr(x, "value"))
+  return model, params, tokens, _loss_and_grads(model, params, tokens,
+                                                sharding.Plan("dp", "", {}))
+
+
+@pytest.mark.parametrize("microbatches, repeats", [(4, 1), (8, 1), (4, 2)])
+def test_pipeline_stages_give_the_unpipelined_loss_and_gradients(lm, microbatches, repeats):
+  model, params, tokens, reference = lm
+  plan = sharding.Plan("dp", "", {"stage": 4}, None,
+                       {"microbatches": microbatches, "repeats": repeats})
+  assert dict(plan.mesh.shape) == {"data": 2, "stage": 4}
+  assert plan.schedule.bubble == pytest.approx(3 / (microbatches * repeats + 3))
+  # the stacked blocks' state lies over the stages: each device holds a quarter of the layers
+  boxed = model.init(jax.random.key(0), tokens)["params"]
+  kernel = plan.state_shardings(boxed)["block"]["mlp_in"]["kernel"]
+  assert kernel.spec == jax.sharding.PartitionSpec("stage", None, None)
+  _assert_close(_loss_and_grads(model, params, tokens, plan), reference)
+
+
+def test_ring_attention_equals_full_causal_attention_with_segments():
+  plan = sharding.Plan("dp", "", {"context": 4})
+  b, length, heads, kv_heads, width = 2, 32, 4, 2, 8
+  q, k, v, w = (jax.random.normal(key, (b, length, h, width)) for key, h in
+                zip(jax.random.split(jax.random.key(0), 4), (heads, kv_heads, kv_heads, heads)))
+  segments = jnp.asarray(np.sort(np.random.RandomState(0).randint(0, 3, (b, length)), axis=1))
+  order = attention.zigzag(length, 4)
+  assert sorted(order[:8]) == [*range(4), *range(28, 32)]  # device 0: the first and last chunk
+
+  def full(q, k, v):
+    mask = (segments[:, :, None] == segments[:, None, :])[:, None]
+    return jnp.sum(attention.softmax_attention(q, k, v, mask, is_causal=True) * w)
+
+  def ring(q, k, v):
+    out = attention.ring_attention(q[:, order], k[:, order], v[:, order], segments[:, order],
+                                   plan.ring)
+    return jnp.sum(out[:, np.argsort(order)] * w)
+
+  _assert_close(jax.jit(jax.value_and_grad(ring, (0, 1, 2)))(q, k, v),
+                jax.value_and_grad(full, (0, 1, 2))(q, k, v))
+
+
+def test_context_parallel_lm_equals_the_unsplit_one_on_packed_windows(lm):
+  """Learned positions gathered in zigzag order, documents kept apart (rotary positions: the
+  trainer test below)."""
+  tokens = lm[2]
+  segments = jnp.asarray(np.sort(np.random.RandomState(1).randint(0, 4, tokens.shape), axis=1))
+  starts = jnp.concatenate([jnp.ones_like(segments[:, :1]), jnp.diff(segments, axis=1)], 1)
+  positions = jnp.arange(32) - jax.lax.cummax(jnp.where(starts > 0, jnp.arange(32), 0), axis=1)
+  packed = {"tokens": tokens, "segment_ids": segments, "positions": positions}
+  model = DecoderLM(vocab_size=64, max_len=32, dim=32, depth=2, num_heads=4, mlp_dim=64)
+  params = jax.tree.map(lambda x: x.value, model.init(jax.random.key(0), tokens)["params"],
+                        is_leaf=lambda x: hasattr(x, "value"))
+  _assert_close(_loss_and_grads(model, params, packed, sharding.Plan("dp", "", {"context": 4})),
+                _loss_and_grads(model, params, packed, sharding.Plan("dp", "", {})))
+
+
+def _deep_lm(steps=4, **overrides):
+  """The pycode Transformer, narrowed (width 64, windows of 32) with 8 scanned blocks."""
+  c = small_config("transformer", "pycode", total_steps=steps, batch_size=16, eval_batch_size=64,
+                   log_every=1, eval_every=steps, checkpoint_every=2,
+                   **{"schedule.warmup_steps": 1, "data.seq_len": 32,
+                      "data.eval_split": "validation[:2]", **overrides})
+  c.model.update(max_len=32, dim=64, depth=8, num_heads=8, mlp_dim=128, scan_layers=True)
+  return c
+
+
+def test_stage_and_context_runs_give_the_dp_losses_and_resume_under_fsdp(tmp_path):
+  dp = train.train_and_evaluate(_deep_lm(), str(tmp_path / "dp"))
+  runs = {"gpipe": {"mesh.stage": 4, "pipeline.microbatches": 4},
+          "circular": {"mesh.stage": 4, "pipeline.microbatches": 4, "pipeline.repeats": 2},
+          "context": {"mesh.context": 4}}
+  for name, overrides in runs.items():
+    got = train.train_and_evaluate(_deep_lm(**overrides), str(tmp_path / name))
+    np.testing.assert_allclose(train_losses(tmp_path / name), train_losses(tmp_path / "dp"),
+                               rtol=1e-4, err_msg=name)
+    assert got["eval/loss"] == pytest.approx(dp["eval/loss"], rel=1e-4), name
+  # the pipelined checkpoint (step 4) goes on under fsdp without stages
+  resumed = train.train_and_evaluate(
+      _deep_lm(steps=6, sharding="fsdp", **{"mesh.stage": 1, "pipeline.microbatches": 4}),
+      str(tmp_path / "gpipe"), allow_config_change=True)
+  assert resumed["start_step"] == 4 and np.isfinite(resumed["eval/loss"])
+  assert len(train_losses(tmp_path / "gpipe")) == 6
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"mesh.stage": 4, "model.depth": 6},
+     "6 blocks do not split into 4 stages x 1 repeats"),
+    ({"mesh.stage": 4, "pipeline.microbatches": 3},
+     "pipeline.microbatches=3 does not divide the per-stage batch of 16"),
+    ({"mesh.stage": 4, "model.scan_layers": False},
+     "set --config.model.scan_layers=True"),
+    ({"mesh.context": 4, "data.seq_len": 20}, "data.seq_len=20 must split into 8 equal chunks"),
+])
+def test_bad_pipeline_and_context_meshes_are_config_errors(overrides, message):
+  c = _deep_lm()
+  for key, value in overrides.items():
+    node, last = key.split(".")
+    c[node][last] = value
+  with pytest.raises(ConfigError, match=message):
+    build.build(c, jnp.zeros((1, c.data.seq_len), jnp.int32), 256)
+
+
+def test_a_bad_mesh_exits_2_with_one_line(tmp_path):
+  proc = run_main("--config=configs/pycode.py", f"--workdir={tmp_path / 'w'}",
+                  "--config.model.scan_layers=True", "--config.mesh.stage=4",
+                  "--config.model.depth=6")
+  assert proc.returncode == 2, proc.stderr
+  assert proc.stderr.strip().splitlines()[-1] == (
+      "error: mesh.stage=4 (batch_size / grad_accum_steps=32): 6 blocks do not split into 4 "
+      "stages x 1 repeats: the depth must be a multiple of 4")
+  assert not (tmp_path / "w").exists()
