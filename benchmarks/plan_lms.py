@@ -1,9 +1,14 @@
-"""Plans big LMs' training past one machine: --dry_run on 64 and 256 virtual devices, and the
-step time the single-GPU MFU measured here predicts. Suites: llama (Llama-2-shaped 7B and 70B
-under fsdp and fsdp_tp) and mixtral (Mixtral-8x7B under fsdp and fsdp_ep, the expert axis 8).
+"""Plans big LMs' training past one machine: --dry_run on virtual devices (64 and 256 unless a
+suite says), and the step time the single-GPU MFU measured here predicts. Suites: llama
+(Llama-2-shaped 7B and 70B under fsdp and fsdp_tp), mixtral (Mixtral-8x7B under fsdp and
+fsdp_ep, the expert axis 8), pipeline (the 70B with pipeline stages, and tensor, on 16 to 256
+devices: where it first fits 80 GiB) and context (the 7B on 32,768-token windows, the sequence
+over a context axis: ring attention).
 
   .venv/bin/python benchmarks/plan_lms.py llama      # a table (one process per device count)
   .venv/bin/python benchmarks/plan_lms.py mixtral
+  .venv/bin/python benchmarks/plan_lms.py pipeline
+  .venv/bin/python benchmarks/plan_lms.py context
 
 Mixtral is planned with capacity_factor 1.25 (GShard-style slots, whose all-to-all is what
 fsdp_ep exchanges): its dropless path multiplies with jax.lax.ragged_dot, which XLA:CPU lowers
@@ -29,12 +34,21 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 H100_BF16 = 989.4e12
 MFU = 0.516
 _CAPACITY = {"model.capacity_factor": 1.25}
+_STAGES = lambda p, m, r=1: {"mesh.stage": p, "pipeline.microbatches": m, "pipeline.repeats": r}
+_LONG = {"data.seq_len": 32768, "model.max_len": 32768, "batch_size": 32}  # 1M tokens per step
 SUITES = {  # (config, sharding preset, overrides)
     "llama": [("llama.py:7b", "fsdp", {}), ("llama.py:7b", "fsdp_tp", {}),
               ("llama.py:70b", "fsdp", {}), ("llama.py:70b", "fsdp_tp", {})],
     "mixtral": [("moe.py:mixtral_8x7b", "fsdp", _CAPACITY),
                 ("moe.py:mixtral_8x7b", "fsdp_ep", {**_CAPACITY, "mesh.expert": 8})],
+    "pipeline": [("llama.py:70b", "fsdp", _STAGES(4, 16)), ("llama.py:70b", "fsdp", _STAGES(8, 16)),
+                 ("llama.py:70b", "fsdp", _STAGES(4, 16, 2)),
+                 ("llama.py:70b", "fsdp_tp", _STAGES(4, 16))],
+    "context": [("llama.py:7b", "fsdp", {**_LONG, "mesh.context": 8}),
+                ("llama.py:7b", "fsdp_tp", {**_LONG, "mesh.context": 4}),
+                ("llama.py:7b", "fsdp", {**_LONG, "mesh.context": 16})],
 }
+DEVICES = {"pipeline": (16, 32, 64, 256)}  # the others: 64, 256
 
 
 def model_flops_per_step(c) -> float:
@@ -56,15 +70,24 @@ def model_flops_per_step(c) -> float:
 def plan_all(suite: str, devices: int) -> None:
   from bigmodel_jax.trainer import planning
   from bigmodel_jax.config import load_config_file
+  from bigmodel_jax.faults import ConfigError
   for spec, preset, overrides in SUITES[suite]:
     c = load_config_file(os.path.join(REPO, "configs", spec))
     c.sharding = preset
     c.update_from_flattened_dict(overrides)
-    size = spec.partition(":")[2]
-    r = planning.dry_run(c, budget_gb=80)
+    size = spec.partition(":")[2] + (f" {c.data.seq_len // 1024}k" if "data.seq_len" in overrides
+                                     else "")
+    try:
+      r = planning.dry_run(c, budget_gb=80)
+    except ConfigError as e:  # a mesh this device count cannot hold
+      print(json.dumps({"size": size, "sharding": preset, "devices": devices, "skipped": str(e)}))
+      continue
     flops, n = model_flops_per_step(c)
     step_s = flops / (devices * H100_BF16 * MFU)
-    print(json.dumps({"size": size, "sharding": preset, "devices": devices, "mesh": r["mesh"],
+    pipe = (f" M={c.pipeline.microbatches} R={c.pipeline.repeats}"
+            if c.mesh.get("stage", 1) and c.mesh.stage > 1 else "")
+    print(json.dumps({"size": size, "sharding": preset + pipe, "devices": devices,
+                      "mesh": r["mesh"],
                       "num_params": r["num_params"], "analytic_params": n,
                       "params_gib": r["params_bytes"] / 2**30,
                       "opt_state_gib": r["opt_state_bytes"] / 2**30,
@@ -86,7 +109,7 @@ def main() -> None:
     plan_all(suite, n)
     return
   rows = []
-  for n in (64, 256):
+  for n in DEVICES.get(suite, (64, 256)):
     out = subprocess.run([sys.executable, __file__, suite, str(n)], capture_output=True,
                          text=True, cwd=REPO, check=True).stdout
     rows += [json.loads(line) for line in out.splitlines() if line.startswith("{")]
@@ -95,6 +118,9 @@ def main() -> None:
         "predicted step | predicted tokens/s |")
   print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
   for r in rows:
+    if "skipped" in r:
+      print(f"| {r['size']} | {r['devices']} | {r['sharding']}: {r['skipped']} |")
+      continue
     print(f"| {r['size']} ({r['num_params'] / 1e9:.2f}B) | {r['devices']} | {r['sharding']} "
           f"{r['mesh']} | {r['params_gib']:.2f} GiB | {r['opt_state_gib']:.2f} GiB | "
           f"{r['peak_gib']:.1f} GiB | {'yes' if r['fits_80gb'] else 'no'} | "

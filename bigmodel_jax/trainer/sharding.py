@@ -95,6 +95,9 @@ class Plan:
     context = self.mesh.shape.get("context", 1)
     self.ring = None if context == 1 else attention.Ring(
         self.mesh, "context", lambda shape, names: self.spec(shape, names, fsdp=False))
+    if self.schedule and self.ring:  # ring attention's shard_map inside the stages' vmap
+      raise ConfigError(f"mesh.stage={stages} and mesh.context={context} together are not "
+                        "supported yet: use one of them")
 
   @property
   def batch_sharding(self) -> NamedSharding:
