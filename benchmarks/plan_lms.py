@@ -41,14 +41,14 @@ SUITES = {  # (config, sharding preset, overrides)
               ("llama.py:70b", "fsdp", {}), ("llama.py:70b", "fsdp_tp", {})],
     "mixtral": [("moe.py:mixtral_8x7b", "fsdp", _CAPACITY),
                 ("moe.py:mixtral_8x7b", "fsdp_ep", {**_CAPACITY, "mesh.expert": 8})],
-    "pipeline": [("llama.py:70b", "fsdp", _STAGES(4, 16)), ("llama.py:70b", "fsdp", _STAGES(8, 16)),
-                 ("llama.py:70b", "fsdp", _STAGES(4, 16, 2)),
-                 ("llama.py:70b", "fsdp_tp", _STAGES(4, 16))],
+    "pipeline": [("llama.py:70b", "fsdp", {}), ("llama.py:70b", "fsdp", _STAGES(4, 4)), ("llama.py:70b", "fsdp", _STAGES(4, 16)),
+                 ("llama.py:70b", "fsdp", _STAGES(8, 8)), ("llama.py:70b", "fsdp", _STAGES(4, 4, 2)),
+                 ("llama.py:70b", "fsdp_tp", _STAGES(4, 4))],
     "context": [("llama.py:7b", "fsdp", {**_LONG, "mesh.context": 8}),
                 ("llama.py:7b", "fsdp_tp", {**_LONG, "mesh.context": 4}),
                 ("llama.py:7b", "fsdp", {**_LONG, "mesh.context": 16})],
 }
-DEVICES = {"pipeline": (16, 32, 64, 256)}  # the others: 64, 256
+DEVICES = {"pipeline": (32, 64, 128, 256)}  # the others: 64, 256
 
 
 def model_flops_per_step(c) -> float:

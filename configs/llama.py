@@ -33,6 +33,7 @@ def get_config(arg: str = "7b"):
   c.data.packing = True
   c.data.eval_split = "validation"
   c.batch_size = 256
+  c.eval_batch_size = 256  # pipeline stages cut it into microbatches too
   c.dtype = "bfloat16"
   c.sharding = "fsdp"
   c.total_steps = 1000

@@ -29,9 +29,12 @@ class Schedule:
   stages: int
   microbatches: int
   repeats: int = 1
-  # (array, dimension) -> the array with that dimension over the stage axis (set by the mesh
-  # plan; identity outside a sharded step)
-  over_stages: Callable[[jax.Array, int], jax.Array] = lambda x, dim: x
+  # (array, stage dimension or None, batch dimension or None) -> the array laid out with that
+  # dimension over the stage axis and that one over the batch axes other than stage (set by the
+  # mesh plan; identity outside a sharded step). Outside the pipeline the batch is split over
+  # the stages too (embeddings and head are not computed P times); inside, a microbatch lies
+  # whole on each stage.
+  layout: Callable[[jax.Array, int | None, int | None], jax.Array] = lambda x, stage, batch: x
 
   @property
   def ticks(self) -> int:
@@ -74,6 +77,25 @@ def active() -> Schedule | None:
   return _SCHEDULE.get()
 
 
+_IN_STAGE: contextvars.ContextVar[bool] = contextvars.ContextVar("in_stage", default=False)
+
+
+def in_stage() -> bool:
+  """True while a stage's layers are traced: their activations' batch is not split over the
+  stage axis (the stages' vmap is)."""
+  return _IN_STAGE.get()
+
+
+def _traced_in_stage(fn: Callable) -> Callable:
+  def wrapped(*args):
+    token = _IN_STAGE.set(True)
+    try:
+      return fn(*args)
+    finally:
+      _IN_STAGE.reset(token)
+  return wrapped
+
+
 # layer(params of one layer, x_BxLxD, args, rng) -> (x_BxLxD, what the layer sowed)
 Layer = Callable[[Any, jax.Array, tuple, jax.Array], tuple[jax.Array, Any]]
 
@@ -90,8 +112,9 @@ def run(layer: Layer, params: Any, x_BxLxD: jax.Array, args: tuple, rng: jax.Arr
     raise ValueError(problem)
   k_ = depth // (p_ * r_)
   # R x P x K x ...: stage p's layers of repeat r at [r, p]
-  params = jax.tree.map(lambda w: s.over_stages(w.reshape(r_, p_, k_, *w.shape[1:]), 1), params)
-  micro = lambda a: None if a is None else a.reshape(m_, a.shape[0] // m_, *a.shape[1:])
+  params = jax.tree.map(lambda w: s.layout(w.reshape(r_, p_, k_, *w.shape[1:]), 1, None), params)
+  micro = lambda a: None if a is None else s.layout(
+      a.reshape(m_, a.shape[0] // m_, *a.shape[1:]), None, 1)
   # the microbatches; stage P-1 writes each one's output back in its place, where stage 0 reads
   # it again in the next repeat (M >= P: it was written before it is read)
   buffer = micro(x_BxLxD)
@@ -104,7 +127,7 @@ def run(layer: Layer, params: Any, x_BxLxD: jax.Array, args: tuple, rng: jax.Arr
       return y, sown
     return jax.lax.scan(one, x, (params_K, jnp.arange(k_)))
 
-  stages = jax.vmap(stage, spmd_axis_name="stage")
+  stages = jax.vmap(_traced_in_stage(stage), spmd_axis_name="stage")
   p_index = jnp.arange(p_)
 
   def tick(carry, t):
@@ -112,13 +135,13 @@ def run(layer: Layer, params: Any, x_BxLxD: jax.Array, args: tuple, rng: jax.Arr
     item = t - p_index  # per stage
     valid = (item >= 0) & (item < m_ * r_)
     micro_p, repeat_p = item % m_, jnp.clip(item // m_, 0, r_ - 1)
-    inputs = s.over_stages(jnp.concatenate([buffer[t % m_][None], state[:-1]]), 0)
-    params_P = jax.tree.map(lambda w: s.over_stages(jax.vmap(lambda w_r, r: w_r[r], (1, 0))(
-        w, repeat_p), 0), params)
+    inputs = s.layout(jnp.concatenate([buffer[t % m_][None], state[:-1]]), 0, 1)
+    params_P = jax.tree.map(lambda w: s.layout(w[0] if r_ == 1 else jax.vmap(
+        lambda w_r, r: w_r[r], (1, 0))(w, repeat_p), 0, None), params)
     stage_args = tuple(None if a is None else a[micro_p] for a in args)
     rngs = jax.vmap(lambda i: jax.random.fold_in(rng, i))(t * p_ + p_index)
     out, sown = stages(params_P, inputs, stage_args, rngs)
-    out = s.over_stages(out, 0)
+    out = s.layout(out, 0, 1)
     done = t - (p_ - 1)  # the item the last stage finished
     slot = done % m_
     buffer = buffer.at[slot].set(jnp.where(done >= 0, out[-1], buffer[slot]))
@@ -128,7 +151,7 @@ def run(layer: Layer, params: Any, x_BxLxD: jax.Array, args: tuple, rng: jax.Arr
     sown_sum = jax.tree.map(add, sown_sum, sown)
     return (out, buffer, sown_sum), None
 
-  state = s.over_stages(jnp.zeros((p_, *buffer.shape[1:]), x_BxLxD.dtype), 0)
+  state = s.layout(jnp.zeros((p_, *buffer.shape[1:]), x_BxLxD.dtype), 0, 1)
   sown_shape = jax.eval_shape(stages, jax.tree.map(lambda w: w[0], params), state,
                               tuple(None if a is None else a[jnp.zeros(p_, int)] for a in args),
                               jax.vmap(lambda i: jax.random.fold_in(rng, i))(p_index))[1]

@@ -49,7 +49,7 @@ from bigmodel_jax.models import attention, layers, pipeline
 AXIS_ORDER = MESH_AXES
 # the batch (and activations' "batch" axis) is split over these; MoE layers move their tokens'
 # slots from "expert" to the experts' axis and back (all-to-all)
-BATCH_AXES = ("data", "fsdp", "expert")
+BATCH_AXES = ("data", "stage", "fsdp", "expert")
 
 TP_RULES = (("mlp", "tensor"), ("heads", "tensor"), ("vocab", "tensor"), ("rnn", "tensor"),
             ("conv_out", "tensor"))
@@ -91,7 +91,7 @@ class Plan:
                           f"(mesh {dict(self.mesh.shape)})")
     stages, pipe = self.mesh.shape.get("stage", 1), pipeline_config or {}
     self.schedule = None if stages == 1 else pipeline.Schedule(
-        stages, pipe.get("microbatches") or stages, pipe.get("repeats", 1), self._over_stages)
+        stages, pipe.get("microbatches") or stages, pipe.get("repeats", 1), self._stage_layout)
     context = self.mesh.shape.get("context", 1)
     self.ring = None if context == 1 else attention.Ring(
         self.mesh, "context", lambda shape, names: self.spec(shape, names, fsdp=False))
@@ -121,9 +121,14 @@ class Plan:
     named batch (per step, over all devices) into the microbatches."""
     if self.schedule is None:
       return
+    within = self.data_parallel_size // self.schedule.stages  # a microbatch's devices per stage
     for depth in depths:
       for name, batch in batches.items():
         problem = self.schedule.problem(depth, batch)
+        if not problem and (batch // self.schedule.microbatches) % within:
+          problem = (f"microbatches of {batch // self.schedule.microbatches} do not divide over "
+                     f"the {within} data-parallel devices of a stage: use at most "
+                     f"{batch // within} microbatches")
         if problem:
           raise ConfigError(f"mesh.stage={self.schedule.stages} ({name}={batch}): {problem}")
 
@@ -138,10 +143,15 @@ class Plan:
       raise ConfigError(f"mesh.context={self.ring.size}: data.seq_len={seq_len} must split into "
                         f"{2 * self.ring.size} equal chunks (two per device, zigzag)")
 
-  def _over_stages(self, x: jax.Array, dim: int) -> jax.Array:
-    free = [P.UNCONSTRAINED] * x.ndim
-    free[dim] = "stage"
-    return jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, P(*free)))
+  def _stage_layout(self, x: jax.Array, stage: int | None, batch: int | None) -> jax.Array:
+    axes: list[Any] = [P.UNCONSTRAINED] * x.ndim
+    if stage is not None:
+      axes[stage] = "stage"
+    within = tuple(a for a in self.batch_axes if a != "stage")
+    if batch is not None:
+      ways = math.prod(self.mesh.shape[a] for a in within)
+      axes[batch] = within if within and x.shape[batch] % ways == 0 else None
+    return jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, P(*axes)))
 
   def check_batch_size(self, name: str, size: int) -> None:
     ways = self.data_parallel_size
@@ -156,7 +166,9 @@ class Plan:
     """The PartitionSpec of one array from its logical axis names (None: unnamed); with fsdp,
     a parameter's largest free dimension that divides goes over the fsdp axis. A name mapped to
     several mesh axes ("batch") takes those an earlier dimension has not taken."""
-    rules = {"batch": self.batch_axes, **self.rules}
+    batch = self.batch_axes if not pipeline.in_stage() else tuple(
+        a for a in self.batch_axes if a != "stage")
+    rules = {"batch": batch, **self.rules}
     axes: list[Any] = [None] * len(shape)
     used: set[str] = set()
     for d, name in enumerate(names or ()):
