@@ -50,6 +50,9 @@ PINNED: dict[str, dict[str, Any]] = {
 }
 
 
+JUDGE_VERSION = 1
+
+
 def pinned_config(data_name: str, data_dir: str = "") -> ml_collections.ConfigDict:
   if data_name not in PINNED:
     raise ConfigError(f"no pinned sample judge for data set '{data_name}' (pinned: "
@@ -74,9 +77,11 @@ def check(config: ml_collections.ConfigDict) -> None:
 
 def pinned_workdir(config: ml_collections.ConfigDict) -> tuple[ml_collections.ConfigDict, str]:
   """The pinned judge of config's data set: its config and the workdir it is trained into (a
-  hash of that config names it). train.py trains it there on first use."""
+  hash of its pinned settings names it: a key added to the default config does not retrain it;
+  bump JUDGE_VERSION when a default it trains with changes). train.py trains it there on first
+  use."""
   judge = pinned_config(config.data.name, config.data.data_dir)
-  digest = hashlib.sha256(json.dumps(config_lib.to_dict(judge) | {"data_dir": ""},
+  digest = hashlib.sha256(json.dumps({"version": JUDGE_VERSION, **PINNED[config.data.name]},
                                      sort_keys=True).encode()).hexdigest()[:12]
   return judge, os.path.join(storage.cache_dir(), "judges", f"{config.data.name}-{digest}")
 
