@@ -46,22 +46,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.freeze = ""  # comma-separated regexes over parameter paths ("conv_0,conv_1"): not updated
   c.nan_policy = "stop"  # non-finite loss/gradients: stop (exit 3) or skip the update and count it
 
-  # Parallelism (sharding.py): a preset, mesh axis sizes (None: the preset's; -1 fills the rest),
-  # optional logical-axis rules over the preset's ("mlp=tensor,embed=fsdp").
-  c.sharding = "dp"  # dp, fsdp, tp, fsdp_tp, ep, fsdp_ep
-  c.mesh = ml_collections.ConfigDict({a: config_dict.placeholder(int) for a in MESH_AXES})
-  c.sharding_rules = ""
-  # Pipeline stages (mesh.stage > 1: the scanned Transformer blocks split over `stage`):
-  # microbatches per step (0: as many as stages); repeats: 1 = GPipe, R > 1 = circular, each
-  # stage holding R groups of layers. The idle share of a step, (P-1)/(M R + P - 1), is printed.
-  c.pipeline = ml_collections.ConfigDict({"microbatches": 0, "repeats": 1})
-  c.parallel = ml_collections.ConfigDict()
-  c.parallel.strategy = "jit"  # jit (over the mesh) or pmap (classic replicated data parallelism)
-  c.grad_accum_steps = 1  # micro-batches per update (the batch is split; same update)
-  c.steps_per_call = 1  # updates per jitted call (same updates; amortizes the per-call cost of
-  # sub-millisecond steps); divides log_every, eval_every and checkpoint_every
-  c.dtype = "float32"  # computation dtype (bfloat16: mixed precision; parameters stay float32)
-
+  _add_parallelism(c)
   c.model = ml_collections.ConfigDict({"name": ""})  # other keys go to the model's constructor
   # What is learned (objectives/): "" = data.kind's cross entropy (paired: classification);
   # vae, gan, diffusion, contrastive, captioning. Other keys go to the objective's constructor.
@@ -112,6 +97,25 @@ def default_config() -> ml_collections.ConfigDict:
   c.optimizers = ml_collections.ConfigDict()
   compression.add_defaults(c)  # quantization, pruning, distill, lora
   return c
+
+
+def _add_parallelism(c: ml_collections.ConfigDict) -> None:
+  """How a step runs over the devices (trainer/sharding.py, models/pipeline.py)."""
+  # A preset, mesh axis sizes (None: the preset's; -1 fills the rest), optional logical-axis
+  # rules over the preset's ("mlp=tensor,embed=fsdp").
+  c.sharding = "dp"  # dp, fsdp, tp, fsdp_tp, ep, fsdp_ep
+  c.mesh = ml_collections.ConfigDict({a: config_dict.placeholder(int) for a in MESH_AXES})
+  c.sharding_rules = ""
+  # Pipeline stages (mesh.stage > 1: the scanned Transformer blocks split over `stage`):
+  # microbatches per step (0: as many as stages); repeats: 1 = GPipe, R > 1 = circular, each
+  # stage holding R groups of layers. The idle share of a step, (P-1)/(M R + P - 1), is printed.
+  c.pipeline = ml_collections.ConfigDict({"microbatches": 0, "repeats": 1})
+  c.parallel = ml_collections.ConfigDict()
+  c.parallel.strategy = "jit"  # jit (over the mesh) or pmap (classic replicated data parallelism)
+  c.grad_accum_steps = 1  # micro-batches per update (the batch is split; same update)
+  c.steps_per_call = 1  # updates per jitted call (same updates; amortizes the per-call cost of
+  # sub-millisecond steps); divides log_every, eval_every and checkpoint_every
+  c.dtype = "float32"  # computation dtype (bfloat16: mixed precision; parameters stay float32)
 
 
 def optimizer_defaults() -> ml_collections.ConfigDict:
