@@ -7,17 +7,18 @@ Shapes are in the names: B batch, L/S query/key length, N query heads, K key/val
 H head width.
 """
 
-import contextlib
 import contextvars
 import dataclasses
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec
+
+from bigmodel_jax.models.layers import setting
 
 
 # config.model.attention: how attention is computed. "xla" is softmax_attention below (XLA
@@ -125,14 +126,9 @@ class Ring:
 _RING: contextvars.ContextVar[Ring | None] = contextvars.ContextVar("ring", default=None)
 
 
-@contextlib.contextmanager
-def ring_attention_over(ring: Ring | None) -> Iterator[None]:
+def ring_attention_over(ring: Ring | None):
   """While a step is traced, causal self-attention is ring attention over `ring` (None: not)."""
-  token = _RING.set(ring)
-  try:
-    yield
-  finally:
-    _RING.reset(token)
+  return setting(_RING, ring)
 
 
 def active_ring() -> Ring | None:

@@ -117,12 +117,18 @@ _ACTIVATION_SHARDING: contextvars.ContextVar = contextvars.ContextVar("activatio
 
 
 @contextlib.contextmanager
-def activation_sharding(fn) -> Iterator[None]:
-  token = _ACTIVATION_SHARDING.set(fn)
+def setting(var: contextvars.ContextVar, value) -> Iterator[None]:
+  """`var` holds `value` within the block: how the mesh plan tells the models, while a step is
+  traced, what they lay out (this file's settings, pipeline.py's stages, attention.py's ring)."""
+  token = var.set(value)
   try:
     yield
   finally:
-    _ACTIVATION_SHARDING.reset(token)
+    var.reset(token)
+
+
+def activation_sharding(fn):
+  return setting(_ACTIVATION_SHARDING, fn)
 
 
 def constrain(x, names: tuple[str | None, ...]):
@@ -137,13 +143,8 @@ def constrain(x, names: tuple[str | None, ...]):
 _SYNC_AXIS: contextvars.ContextVar[str | None] = contextvars.ContextVar("bn_sync_axis", default=None)
 
 
-@contextlib.contextmanager
-def batch_norm_sync_axis(name: str) -> Iterator[None]:
-  token = _SYNC_AXIS.set(name)
-  try:
-    yield
-  finally:
-    _SYNC_AXIS.reset(token)
+def batch_norm_sync_axis(name: str):
+  return setting(_SYNC_AXIS, name)
 
 
 def batch_norm(train: bool, name: str | None = None, zero_init: bool = False,

@@ -14,14 +14,15 @@ handing each stage's output to the next is a shift along that axis (a collective
 The parameters are the same stack as without a pipeline, so a checkpoint moves between meshes.
 """
 
-import contextlib
 import contextvars
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+
+from bigmodel_jax.models.layers import setting
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,14 +64,9 @@ _SCHEDULE: contextvars.ContextVar[Schedule | None] = contextvars.ContextVar("pip
                                                                           default=None)
 
 
-@contextlib.contextmanager
-def pipelined(schedule: Schedule | None) -> Iterator[None]:
+def pipelined(schedule: Schedule | None):
   """While a step is traced, the scanned blocks run as this pipeline (None: they do not)."""
-  token = _SCHEDULE.set(schedule)
-  try:
-    yield
-  finally:
-    _SCHEDULE.reset(token)
+  return setting(_SCHEDULE, schedule)
 
 
 def active() -> Schedule | None:
@@ -88,11 +84,8 @@ def in_stage() -> bool:
 
 def _traced_in_stage(fn: Callable) -> Callable:
   def wrapped(*args):
-    token = _IN_STAGE.set(True)
-    try:
+    with setting(_IN_STAGE, True):
       return fn(*args)
-    finally:
-      _IN_STAGE.reset(token)
   return wrapped
 
 
