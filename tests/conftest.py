@@ -83,6 +83,19 @@ def run_main(*args: str, env: dict | None = None, timeout: float = 300,
                         env={**os.environ, **(env or {})})
 
 
+def run_main_batch(arg_lists: list[list[str]], timeout: int = 120) -> list[tuple[int, str, str]]:
+  """run_main for many argument lists at once (tests/main_batch.py: one interpreter, a forked
+  child per list): [(exit status, stdout, stderr), ...] in their order."""
+  import json
+  import subprocess
+  proc = subprocess.run([sys.executable, os.path.join(REPO, "tests", "main_batch.py")], cwd=REPO,
+                        input=json.dumps(arg_lists), capture_output=True, text=True,
+                        timeout=timeout * len(arg_lists),
+                        env={**os.environ, "MAIN_BATCH_TIMEOUT": str(timeout)})
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return [tuple(r) for r in json.loads(proc.stdout)]
+
+
 def first_losses(c, devices=None, count: int = 3):
   """(the first `count` train losses, the state after them) of config c on `devices` (None:
   all 8), each step jitted over c's mesh plan as the trainer does."""

@@ -5,7 +5,7 @@ import os
 import shutil
 
 import pytest
-from conftest import ONE_DEVICE, REPO, run_main
+from conftest import ONE_DEVICE, REPO, run_main, run_main_batch
 
 CONFIG = "--config=configs/mnist1d.py:cnn"
 
@@ -26,7 +26,6 @@ def _old_run(tmp, **changes):  # a workdir holding a run of a different config
 def _broken_data(tmp):  # mnist1d's prepared files, the arrays truncated
   src = os.path.join(os.environ["TFDS_DATA_DIR"], "mnist1d")
   if not os.path.isdir(src):  # prepare it first (any earlier test may have)
-    assert run_main(CONFIG, "--dry_run").returncode in (0, 1)
     from bigmodel_jax.data import pipeline
     from conftest import small_config
     pipeline.load(small_config("cnn").data)
@@ -209,18 +208,29 @@ def _snapshot(root) -> dict[str, float]:
   return {str(p): p.stat().st_mtime_ns for p in sorted(root.rglob("*"))}
 
 
-@pytest.mark.parametrize("args, expected, setup", BAD_INPUT,
+@pytest.fixture(scope="module")
+def bad_input_runs(tmp_path_factory):
+  """Every BAD_INPUT case run as a command (in one batch: conftest.run_main_batch), each in a
+  directory of its own: [(directory, its files before, (status, stdout, stderr))]."""
+  cases = []
+  for i, (args, _, setup) in enumerate(BAD_INPUT):
+    tmp = tmp_path_factory.mktemp(f"bad{i}")
+    value = setup(tmp) if setup else None
+    cases.append((tmp, _snapshot(tmp), [a.format(tmp=tmp, setup=value) for a in args]))
+  results = run_main_batch([argv for _, _, argv in cases])
+  return [(tmp, before, result) for (tmp, before, _), result in zip(cases, results)]
+
+
+@pytest.mark.parametrize("index, expected", [(i, case[1]) for i, case in enumerate(BAD_INPUT)],
                          ids=[f"{i}-{case[1][:30]}" for i, case in enumerate(BAD_INPUT)])
-def test_bad_input_is_one_line_exit_2_and_changes_nothing(tmp_path, args, expected, setup):
-  value = setup(tmp_path) if setup else None
-  before = _snapshot(tmp_path)
-  proc = run_main(*(a.format(tmp=tmp_path, setup=value) for a in args))
-  assert proc.returncode == 2, proc.stderr[-3000:]
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(bad_input_runs, index, expected):
+  tmp, before, (status, _, stderr) = bad_input_runs[index]
+  assert status == 2, stderr[-3000:]
   # First use of a data set may print its preparation before; the error itself is one line.
-  last = proc.stderr.strip().splitlines()[-1]
-  assert last.startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-  assert expected.format(tmp=tmp_path) in last, last
-  assert _snapshot(tmp_path) == before
+  last = stderr.strip().splitlines()[-1]
+  assert last.startswith("error: ") and "Traceback" not in stderr, stderr[-3000:]
+  assert expected.format(tmp=tmp) in last, last
+  assert _snapshot(tmp) == before
 
 
 def test_the_bad_input_table_is_large():

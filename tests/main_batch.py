@@ -1,0 +1,51 @@
+"""Runs many `python -m bigmodel_jax.main ARGS` in one interpreter: the package is imported once
+and each argument list runs in a forked child, as its own process would (its own flags, exit
+status, stdout and stderr). conftest.run_main_batch starts it; test_main's ~90 bad inputs each
+paid ~1.5 s of interpreter start and imports before.
+
+  python tests/main_batch.py < [[ARGS...], ...] (JSON)  ->  [[status, stdout, stderr], ...]
+"""
+
+import importlib
+import json
+import os
+import signal
+import sys
+import tempfile
+
+from bigmodel_jax import main
+
+importlib.import_module("bigmodel_jax.trainer.train")  # what most runs import: loaded once
+
+
+def run_one(args: list[str], timeout: int) -> list:
+  with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    pid = os.fork()
+    if pid == 0:  # the child: a command of its own
+      os.dup2(out.fileno(), 1)
+      os.dup2(err.fileno(), 2)
+      signal.alarm(timeout)
+      sys.argv = ["bigmodel_jax.main", *args]
+      status = 0
+      try:
+        main.run()
+      except SystemExit as e:
+        status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+      except BaseException:  # noqa: BLE001  (printed as the interpreter would)
+        import traceback
+        traceback.print_exc()
+        status = 1
+      sys.stdout.flush()
+      sys.stderr.flush()
+      os._exit(status)
+    _, wait_status = os.waitpid(pid, 0)
+    status = os.waitstatus_to_exitcode(wait_status)
+    out.seek(0)
+    err.seek(0)
+    return [status, out.read().decode(errors="replace"), err.read().decode(errors="replace")]
+
+
+if __name__ == "__main__":
+  runs = json.load(sys.stdin)
+  results = [run_one(args, int(os.environ.get("MAIN_BATCH_TIMEOUT", "120"))) for args in runs]
+  sys.stdout.write(json.dumps(results))
