@@ -34,16 +34,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ONE_DEVICE = {"XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
 
 
-# Test files, slowest first (seconds of a worker on a 2-core CPU, 2026-12-03: 157, 135, 135, 111,
-# ...). pytest-xdist hands whole files to its two workers in the collection order
+# Test files, slowest first (seconds of a worker on a 2-core CPU, 2026-12-03, issue 34: 124,
+# 119, 119, 116, ...). pytest-xdist hands whole files to its two workers in the collection order
 # (--no-loadscope-reorder, pyproject.toml), so sorting it this way keeps a long file from
 # starting while the other worker is about to finish; files not listed go last.
 SLOWEST_FIRST = (
-    "test_main.py", "test_transformer.py", "test_parallel.py", "test_moe.py", "test_pipeline.py",
-    "test_multihost.py",
-    "test_compression.py", "test_faults.py", "test_convnets.py", "test_gan.py", "test_convert.py",
-    "test_sample.py", "test_bucket.py", "test_train.py", "test_multimodal.py", "test_launch.py",
-    "test_contrastive.py", "test_text.py", "test_seq2seq.py", "test_image_folder.py",
+    "test_transformer.py", "test_parallel.py", "test_moe.py", "test_multihost.py",
+    "test_bucket.py", "test_faults.py", "test_compression.py", "test_gan.py", "test_convert.py",
+    "test_pipeline.py", "test_convnets.py", "test_multimodal.py", "test_train.py", "test_main.py",
+    "test_sample.py", "test_launch.py", "test_contrastive.py", "test_text.py", "test_seq2seq.py", "test_image_folder.py",
     "test_generative.py", "test_sweep.py", "test_recurrent.py", "test_multitask.py",
     "test_images.py", "test_steps_per_call.py", "test_dry_run.py", "test_flops.py",
     "test_data.py", "test_runs.py", "test_models.py", "test_optim.py", "test_docs.py")
