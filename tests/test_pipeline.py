@@ -94,8 +94,10 @@ def test_context_parallel_lm_equals_the_unsplit_one(lm):
   """The rotary LM over 4 devices' zigzag chunks; learned positions (gathered in zigzag order)
   on packed windows, documents kept apart."""
   model, params, tokens, reference = lm
-  _assert_close(_loss_and_grads(model, params, tokens, sharding.Plan("dp", "", {"context": 4})),
-                reference)
+  plan = sharding.Plan("fsdp", "", {"context": 4})  # FSDP over fsdp (2) and context (4) together
+  assert plan.spec((8, 32, 64), ("layers", "embed", "mlp")) == jax.sharding.PartitionSpec(
+      None, None, ("fsdp", "context"))
+  _assert_close(_loss_and_grads(model, params, tokens, plan), reference)
   segments = jnp.asarray(np.sort(np.random.RandomState(1).randint(0, 4, tokens.shape), axis=1))
   starts = jnp.concatenate([jnp.ones_like(segments[:, :1]), jnp.diff(segments, axis=1)], 1)
   positions = jnp.arange(32) - jax.lax.cummax(jnp.where(starts > 0, jnp.arange(32), 0), axis=1)

@@ -148,7 +148,8 @@ def ring_attention(q_BxLxNxH: jax.Array, k_BxLxKxH: jax.Array, v_BxLxKxH: jax.Ar
   """Causal self-attention whose inputs are in zigzag order (zigzag(L, ring.size)) and split
   over ring.axis along L: each device keeps its queries and passes its keys and values around
   the ring (ring.size - 1 collective permutes), accumulating the softmax online (flash
-  attention's running maximum and sum, float32). A query sees the earlier keys of its own
+  attention's running maximum and sum, float32; the backward pass recomputes each block's
+  probabilities rather than keeping them). A query sees the earlier keys of its own
   segment (packing). With zigzag order every step after the first has exactly half a block
   of visible pairs on every device (the other half is skipped), so the devices stay balanced.
   Grouped key/value heads are repeated to the query heads first (they travel repeated)."""
@@ -192,17 +193,20 @@ def _ring_local(q_BxLxNxH, k_BxSxNxH, v_BxSxNxH, seg_BxL, *, axis: str, ways: in
     return tuple(a.at[:, :, rows].set(x) for a, x in zip(acc, (out, new_top, total)))
 
   whole, early, late = slice(None), slice(None, c), slice(c, None)
+  # (my query rows, the key columns) a step computes; each rematerialized: the backward pass
+  # recomputes a block's probabilities instead of keeping one per ring step (flash-style)
+  part = lambda rows, cols: jax.checkpoint(lambda acc, kv, k_order: update(acc, rows, cols, *kv,
+                                                                           k_order))
+  own, earlier, later = part(whole, whole), part(whole, early), part(late, whole)
   kv = (k_BxSxNxH, v_BxSxNxH, seg_BxL)
   for step in range(ways):
     source = (me - step) % ways
     k_order = order(source)
     if step == 0:
-      acc = update(acc, whole, whole, *kv, k_order)
+      acc = own(acc, kv, k_order)
     else:  # an earlier device's early chunk is visible to all my queries; a later device's
       # two chunks only to my late chunk
-      acc = jax.lax.cond(source < me,
-                         lambda acc, kv: update(acc, whole, early, *kv, k_order),
-                         lambda acc, kv: update(acc, late, whole, *kv, k_order), acc, kv)
+      acc = jax.lax.cond(source < me, earlier, later, acc, kv, k_order)
     if step < ways - 1:
       ring_perm = [(d, (d + 1) % ways) for d in range(ways)]
       kv = tuple(jax.lax.ppermute(t, axis, ring_perm) for t in kv)

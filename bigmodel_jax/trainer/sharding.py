@@ -20,7 +20,8 @@ Two axes split what no preset splits, set by size on any preset:
   stage    pipeline parallelism (models/pipeline.py): the scanned Transformer blocks' "layers"
            axis in stages over `stage`, the batch in config.pipeline.microbatches
   context  context parallelism: the sequence ("length") over `context`; decoder_lm attention
-           becomes ring attention (models/attention.py), the sequence in zigzag order
+           becomes ring attention (models/attention.py), the sequence in zigzag order; under
+           an FSDP preset the parameters are split over fsdp and context together
 
 Whenever the mesh has an `expert` axis (any preset, e.g. tp with config.mesh.expert=2) the
 experts' logical axis "expert" lands on it, and num_experts must divide by its size.
@@ -63,6 +64,7 @@ PRESETS: dict[str, tuple[tuple[tuple[str, str], ...], bool, Any]] = {
     "ep": ((), False, lambda local: {"data": -1, "expert": min(local, 8)}),
     "fsdp_ep": ((), True, lambda local: {"fsdp": -1, "expert": min(local, 4)}),
 }
+FSDP_AXES = ("fsdp", "context")
 FSDP_MIN_SIZE = 1024  # arrays smaller than this stay replicated under fsdp (biases, norms)
 
 
@@ -164,7 +166,8 @@ class Plan:
   def spec(self, shape: tuple[int, ...], names: tuple[str | None, ...] | None,
            fsdp: bool = True) -> P:
     """The PartitionSpec of one array from its logical axis names (None: unnamed); with fsdp,
-    a parameter's largest free dimension that divides goes over the fsdp axis. A name mapped to
+    a parameter's largest free dimension that divides goes over the fsdp axis (with the
+    context axis, where there is one: FSDP_AXES). A name mapped to
     several mesh axes ("batch") takes those an earlier dimension has not taken."""
     batch = self.batch_axes if not pipeline.in_stage() else tuple(
         a for a in self.batch_axes if a != "stage")
@@ -178,11 +181,15 @@ class Plan:
       if group and not used & set(group) and shape[d] % ways == 0:
         axes[d] = axis if isinstance(axis, str) else group
         used.update(group)
-    fsdp = self.mesh.shape.get("fsdp", 1) if fsdp and self.fsdp else 1
-    if fsdp > 1 and "fsdp" not in used and math.prod(shape) >= FSDP_MIN_SIZE:
-      free = [d for d in range(len(shape)) if axes[d] is None and shape[d] % fsdp == 0]
+    # FSDP splits over `fsdp` and, where the sequence is split, over `context` too (those
+    # devices would otherwise each hold the same parameters)
+    group = tuple(a for a in FSDP_AXES if a in self.mesh.axis_names and a not in used
+                  ) if fsdp and self.fsdp else ()
+    ways = math.prod(self.mesh.shape[a] for a in group)
+    if ways > 1 and math.prod(shape) >= FSDP_MIN_SIZE:
+      free = [d for d in range(len(shape)) if axes[d] is None and shape[d] % ways == 0]
       if free:
-        axes[max(free, key=lambda d: (shape[d], -d))] = "fsdp"
+        axes[max(free, key=lambda d: (shape[d], -d))] = group if len(group) > 1 else group[0]
     return P(*axes)
 
   def state_shardings(self, abstract_boxed: Any) -> Any:
