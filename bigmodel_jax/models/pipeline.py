@@ -19,10 +19,11 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bigmodel_jax.models.layers import setting
+from bigmodel_jax.models.layers import AUX, setting
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +94,26 @@ def _traced_in_stage(fn: Callable) -> Callable:
 Layer = Callable[[Any, jax.Array, tuple, jax.Array], tuple[jax.Array, Any]]
 
 
+def run_scanned(stack: nn.Module, block: nn.Module, x_BxLxD: jax.Array, args: tuple,
+                s: Schedule, remat: Callable | None, dropout: bool) -> jax.Array:
+  """Called in a compact method for an nn.scan of `block` (transformer.blocks): its stacked
+  parameters run as pipeline stages, each layer the unbound `block` (rematerialized with the
+  policy `remat`, None: not); what the blocks sow goes where the scan would have put it."""
+
+  def layer(params, x, layer_args, rng):
+    y, state = block.apply({"params": params}, x, *layer_args, rngs={"dropout": rng},
+                           mutable=[AUX])
+    return y, state.get(AUX, {})
+
+  if remat is not None:
+    layer = jax.checkpoint(layer, policy=remat)
+  rng = stack.make_rng("dropout") if dropout else jax.random.key(0)
+  x_BxLxD, sown = run(layer, stack.variables["params"], x_BxLxD, args, rng, s)
+  if jax.tree.leaves(sown):
+    stack.sow(AUX, "pipelined", sown)
+  return x_BxLxD
+
+
 def run(layer: Layer, params: Any, x_BxLxD: jax.Array, args: tuple, rng: jax.Array,
         s: Schedule) -> tuple[jax.Array, Any]:
   """The stacked layers over x, pipelined. args: arrays with the batch first (masks, positions,
@@ -116,12 +137,12 @@ def run(layer: Layer, params: Any, x_BxLxD: jax.Array, args: tuple, rng: jax.Arr
   def stage(params_K, x, stage_args, rng):
     def one(x, layer_params_and_index):
       layer_params, k = layer_params_and_index
-      y, sown = layer(layer_params, x, stage_args, jax.random.fold_in(rng, k))
-      return y, sown
+      return layer(layer_params, x, stage_args, jax.random.fold_in(rng, k))
     return jax.lax.scan(one, x, (params_K, jnp.arange(k_)))
 
   stages = jax.vmap(_traced_in_stage(stage), spmd_axis_name="stage")
   p_index = jnp.arange(p_)
+  stage_rngs = jax.vmap(lambda i: jax.random.fold_in(rng, i))  # one key per (tick, stage)
 
   def tick(carry, t):
     state, buffer, sown_sum = carry
@@ -132,8 +153,7 @@ def run(layer: Layer, params: Any, x_BxLxD: jax.Array, args: tuple, rng: jax.Arr
     params_P = jax.tree.map(lambda w: s.layout(w[0] if r_ == 1 else jax.vmap(
         lambda w_r, r: w_r[r], (1, 0))(w, repeat_p), 0, None), params)
     stage_args = tuple(None if a is None else a[micro_p] for a in args)
-    rngs = jax.vmap(lambda i: jax.random.fold_in(rng, i))(t * p_ + p_index)
-    out, sown = stages(params_P, inputs, stage_args, rngs)
+    out, sown = stages(params_P, inputs, stage_args, stage_rngs(t * p_ + p_index))
     out = s.layout(out, 0, 1)
     done = t - (p_ - 1)  # the item the last stage finished
     slot = done % m_
@@ -147,7 +167,7 @@ def run(layer: Layer, params: Any, x_BxLxD: jax.Array, args: tuple, rng: jax.Arr
   state = s.layout(jnp.zeros((p_, *buffer.shape[1:]), x_BxLxD.dtype), 0, 1)
   sown_shape = jax.eval_shape(stages, jax.tree.map(lambda w: w[0], params), state,
                               tuple(None if a is None else a[jnp.zeros(p_, int)] for a in args),
-                              jax.vmap(lambda i: jax.random.fold_in(rng, i))(p_index))[1]
+                              stage_rngs(p_index))[1]
   sown_sum = jax.tree.map(lambda v: jnp.zeros((r_, *v.shape), jnp.float32), sown_shape)
   (_, buffer, sown_sum), _ = jax.lax.scan(tick, (state, buffer, sown_sum), jnp.arange(s.ticks))
   sown = jax.tree.map(lambda v: (v / m_).reshape(depth, *v.shape[3:]), sown_sum)

@@ -217,28 +217,9 @@ def blocks(x_BxLxD: jax.Array, *args: jax.Array | None, depth: int, remat: str, 
   if schedule is None or block.get("decode") or stack.is_initializing():
     x_BxLxD, _ = stack(x_BxLxD, *args)
     return x_BxLxD
-  return _pipelined(stack, schedule, x_BxLxD, args, remat, block)
-
-
-def _pipelined(stack: nn.Module, schedule: pipeline.Schedule, x_BxLxD: jax.Array, args: tuple,
-               remat: str, block: dict) -> jax.Array:
-  """The scanned blocks' stacked parameters run as pipeline stages (models/pipeline.py); what
-  the blocks sow goes where the scan would have put it."""
-  one = Block(**block, parent=None)
-
-  def layer(params, x, layer_args, rng):
-    y, state = one.apply({"params": params}, x, *layer_args, rngs={"dropout": rng},
-                         mutable=[AUX])
-    return y, state.get(AUX, {})
-
-  if remat != "none":
-    layer = jax.checkpoint(layer, policy=REMAT_POLICIES[remat])
-  needs_rng = block.get("train") and block.get("dropout")
-  rng = stack.make_rng("dropout") if needs_rng else jax.random.key(0)
-  x_BxLxD, sown = pipeline.run(layer, stack.variables["params"], x_BxLxD, args, rng, schedule)
-  if jax.tree.leaves(sown):
-    stack.sow(AUX, "pipelined", sown)
-  return x_BxLxD
+  return pipeline.run_scanned(stack, Block(**block, parent=None), x_BxLxD, args, schedule,
+                              remat=None if remat == "none" else REMAT_POLICIES[remat],
+                              dropout=bool(block.get("train") and block.get("dropout")))
 
 
 class TransformerClassifier(MoEOptions):
