@@ -15,12 +15,8 @@
 set -u
 OUT=${OUT:-/tmp/gpu_issue20}
 mkdir -p "$OUT"
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD
-fi
-export PYTHONUNBUFFERED=1 TFDS_DATA_DIR=/tmp/tfds
+source benchmarks/gpu_site.sh
+export TFDS_DATA_DIR=/tmp/tfds
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee "$OUT/smi.txt"
 python3 -c "import jax, flax, optax, orbax.checkpoint, grain, tensorflow_datasets as t, ml_collections
 print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, 'tfds', t.__version__, jax.devices())" 2>&1 | tail -1 | tee "$OUT/versions.txt"

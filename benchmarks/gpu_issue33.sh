@@ -12,12 +12,7 @@
 set -u
 OUT=${OUT:-/tmp/gpu_issue33}
 mkdir -p "$OUT"
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD
-fi
-export PYTHONUNBUFFERED=1
+source benchmarks/gpu_site.sh
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/smi.txt"
 timeout 240 python3 benchmarks/gpu.py --only=matmul,lm --lm_batch=16 --remat=full \
   --json="$OUT/dense.json" 2>&1 | tail -3 | tee "$OUT/dense.txt"
