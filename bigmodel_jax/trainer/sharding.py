@@ -110,6 +110,11 @@ class Plan:
   def data_parallel_size(self) -> int:
     return math.prod(self.mesh.shape[a] for a in self.batch_axes)
 
+  @property
+  def stage_batch_axes(self) -> tuple[str, ...]:
+    """The batch axes within one pipeline stage (all of them but `stage`): a microbatch's."""
+    return tuple(a for a in self.batch_axes if a != "stage")
+
   def check_experts(self, num_experts: int) -> None:
     """ConfigError unless the model's experts divide over the mesh's expert axis."""
     ways = self.mesh.shape.get("expert", 1)
@@ -123,7 +128,7 @@ class Plan:
     named batch (per step, over all devices) into the microbatches."""
     if self.schedule is None:
       return
-    within = self.data_parallel_size // self.schedule.stages  # a microbatch's devices per stage
+    within = math.prod(self.mesh.shape[a] for a in self.stage_batch_axes)
     for depth in depths:
       for name, batch in batches.items():
         problem = self.schedule.problem(depth, batch)
@@ -149,7 +154,7 @@ class Plan:
     axes: list[Any] = [P.UNCONSTRAINED] * x.ndim
     if stage is not None:
       axes[stage] = "stage"
-    within = tuple(a for a in self.batch_axes if a != "stage")
+    within = self.stage_batch_axes
     if batch is not None:
       ways = math.prod(self.mesh.shape[a] for a in within)
       axes[batch] = within if within and x.shape[batch] % ways == 0 else None
@@ -169,9 +174,8 @@ class Plan:
     a parameter's largest free dimension that divides goes over the fsdp axis (with the
     context axis, where there is one: FSDP_AXES). A name mapped to
     several mesh axes ("batch") takes those an earlier dimension has not taken."""
-    batch = self.batch_axes if not pipeline.in_stage() else tuple(
-        a for a in self.batch_axes if a != "stage")
-    rules = {"batch": batch, **self.rules}
+    rules = {"batch": self.stage_batch_axes if pipeline.in_stage() else self.batch_axes,
+             **self.rules}
     axes: list[Any] = [None] * len(shape)
     used: set[str] = set()
     for d, name in enumerate(names or ()):
