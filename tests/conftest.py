@@ -42,7 +42,8 @@ SLOWEST_FIRST = (
     "test_transformer.py", "test_parallel.py", "test_moe.py", "test_multihost.py",
     "test_bucket.py", "test_faults.py", "test_compression.py", "test_gan.py", "test_convert.py",
     "test_pipeline.py", "test_convnets.py", "test_multimodal.py", "test_train.py", "test_main.py",
-    "test_sample.py", "test_launch.py", "test_contrastive.py", "test_text.py", "test_seq2seq.py", "test_image_folder.py",
+    "test_sample.py", "test_launch.py", "test_contrastive.py", "test_text.py", "test_seq2seq.py",
+    "test_image_folder.py",
     "test_generative.py", "test_sweep.py", "test_recurrent.py", "test_multitask.py",
     "test_images.py", "test_steps_per_call.py", "test_dry_run.py", "test_flops.py",
     "test_data.py", "test_runs.py", "test_models.py", "test_optim.py", "test_docs.py")

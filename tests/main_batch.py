@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import tempfile
+import traceback
 
 from bigmodel_jax import main
 
@@ -32,7 +33,6 @@ def run_one(args: list[str], timeout: int) -> list:
       except SystemExit as e:
         status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
       except BaseException:  # noqa: BLE001  (printed as the interpreter would)
-        import traceback
         traceback.print_exc()
         status = 1
       sys.stdout.flush()
