@@ -7,8 +7,8 @@ cuDNN's flash attention through `jax.nn.dot_product_attention` on GPUs).
   embeddings. GPT-2 small (tied, learned) has 124,439,808 parameters. The options that imported
   checkpoints need (convert.py) compute GPT-2 and Llama exactly: norm (layernorm | rmsnorm) and
   norm_epsilon, mlp (gelu | gelu_exact | swiglu), use_bias, num_kv_heads (grouped-query
-  attention), rope_base. Packed inputs ({"tokens", "segment_ids", "positions"}) keep each
-  document's tokens from attending to another's.
+  attention), rope_base and rope_scaling (models/rotary.py). Packed inputs ({"tokens",
+  "segment_ids", "positions"}) keep each document's tokens from attending to another's.
 
 All three take moe.py's MoEOptions (num_experts, experts_per_token, moe_every, ...): with
 num_experts > 0 the blocks that moe_every names have a mixture of experts for an MLP.
@@ -28,6 +28,7 @@ from bigmodel_jax.models.attention import (active_ring, attention_implementation
 from bigmodel_jax.models.layers import AUX, constrain, conv, dense, mlp_hidden, token_dot_general
 from bigmodel_jax.models import pipeline
 from bigmodel_jax.models.moe import MoE, MoEOptions, MoESpec, spec_of
+from bigmodel_jax.models.rotary import Rope, rotary
 
 _INIT = nn.initializers.xavier_uniform()
 _ZEROS = nn.initializers.zeros_init()
@@ -49,16 +50,6 @@ def layer_norm(name: str | None = None, kind: str = "layernorm",
                       bias_init=_partitioned(_ZEROS, ("embed",)))
 
 
-def rotary(x_BxLxNxH: jax.Array, positions_BxL: jax.Array, base: float = 10000.0) -> jax.Array:
-  """Rotary position embedding (Su et al. 2021) on the two halves of each head."""
-  half = x_BxLxNxH.shape[-1] // 2
-  freq_H2 = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
-  angle_BxLx1xH2 = positions_BxL[:, :, None, None].astype(jnp.float32) * freq_H2
-  sin, cos = jnp.sin(angle_BxLx1xH2), jnp.cos(angle_BxLx1xH2)
-  x1, x2 = x_BxLxNxH[..., :half], x_BxLxNxH[..., half:]
-  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).astype(x_BxLxNxH.dtype)
-
-
 class Attention(nn.Module):
   num_heads: int
   head_dim: int
@@ -67,7 +58,7 @@ class Attention(nn.Module):
   implementation: str = "auto"  # ATTENTION_IMPLEMENTATIONS
   num_kv_heads: int = 0  # grouped-query attention: key/value heads shared by groups; 0 = num_heads
   use_bias: bool = True
-  rope_base: float = 10000.0
+  rope: Rope = Rope()
 
   @nn.compact
   def __call__(self, x_BxLxD: jax.Array, context_BxSxD: jax.Array | None = None, *,
@@ -87,7 +78,7 @@ class Attention(nn.Module):
     q = proj("query", self.num_heads)(x_BxLxD)
     k, v = proj("key", kv_heads)(context_BxSxD), proj("value", kv_heads)(context_BxSxD)
     if self.use_rotary:
-      q, k = rotary(q, positions_BxL, self.rope_base), rotary(k, positions_BxL, self.rope_base)
+      q, k = rotary(q, positions_BxL, self.rope), rotary(k, positions_BxL, self.rope)
     if decode:  # causal self-attention over a key/value cache of the positions seen so far
       k, v, mask_Bx1xLxS = self._cached(k, v, positions_BxL)
       is_causal = False
@@ -140,7 +131,7 @@ class Block(nn.Module):
   mlp: str = "gelu"  # MLPS
   use_bias: bool = True
   num_kv_heads: int = 0  # 0 = num_heads
-  rope_base: float = 10000.0
+  rope: Rope = Rope()
   moe: MoESpec | None = None
 
   @nn.compact
@@ -153,7 +144,7 @@ class Block(nn.Module):
       raise ValueError(f"transformer width {d} does not divide into {self.num_heads} heads")
     attention = lambda name, rope: Attention(
         self.num_heads, d // self.num_heads, rope, self.dropout, self.attention,
-        self.num_kv_heads, self.use_bias, self.rope_base, name=name)
+        self.num_kv_heads, self.use_bias, self.rope, name=name)
     norm = lambda name: layer_norm(name, self.norm, self.norm_epsilon)
     x_BxLxD = constrain(x_BxLxD, ("batch", "length", "embed"))
     x = x_BxLxD + attention("attention", self.use_rotary)(
@@ -296,6 +287,11 @@ class DecoderLM(MoEOptions):
   use_bias: bool = True  # Llama: False
   num_kv_heads: int = 0  # grouped-query attention; 0 = num_heads
   rope_base: float = 10000.0  # rotary positions' base (Llama's rope_theta)
+  rope_scaling: str = "none"  # rotary.SCALINGS: none | linear | llama3 (Llama 3.1's)
+  rope_factor: float = 1.0  # linear, llama3: how much longer the context is made
+  rope_low_freq_factor: float = 1.0  # llama3
+  rope_high_freq_factor: float = 4.0  # llama3
+  rope_original_max_len: int = 8192  # llama3: the context trained before the extension
 
   @nn.compact
   def __call__(self, tokens_BxL: jax.Array | dict[str, jax.Array], *, train: bool = False,
@@ -340,7 +336,10 @@ class DecoderLM(MoEOptions):
                      use_rotary=self.positions == "rotary", is_causal=True, train=train,
                      decode=decode, attention=self.attention, norm=self.norm,
                      norm_epsilon=self.norm_epsilon, mlp=self.mlp, use_bias=self.use_bias,
-                     num_kv_heads=self.num_kv_heads, rope_base=self.rope_base, moe=spec_of(self))
+                     num_kv_heads=self.num_kv_heads, moe=spec_of(self),
+                     rope=Rope(self.rope_base, self.rope_scaling, self.rope_factor,
+                               self.rope_low_freq_factor, self.rope_high_freq_factor,
+                               self.rope_original_max_len))
     if ring is not None:
       x_BxLxD = x_BxLxD[:, np.argsort(order)]
     x_BxLxD = layer_norm("ln_final", self.norm, self.norm_epsilon)(x_BxLxD)
