@@ -1,5 +1,5 @@
 """Samples of a trained model: text from a language model (bytes, or the run's tokenizer:
-WORKDIR/tokenizer.json; a converted Hugging Face model too), images (or 1-D signals)
+WORKDIR/tokenizer.json or .model; a converted Hugging Face model too), images (or 1-D signals)
 from a generative one (objectives vae, gan, diffusion), captions of test images from a
 captioner (objective captioning). The work: inference/samples.py.
 

@@ -6,7 +6,6 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from bigmodel_jax.data import tokenizer
 from bigmodel_jax.faults import ConfigError
 
 Batch = dict[str, np.ndarray]
@@ -14,7 +13,7 @@ Rngs = list[np.random.Generator] | None
 
 
 class TokenWindows:
-  """A text split as tokens (bytes, or data.tokenizer's ids with <|endoftext|> after each
+  """A text split as tokens (bytes, or data.tokenizer's ids with its end of sequence after each
   document), concatenated in record order and cut into windows of seq_len + 1: window i covers
   tokens [i * seq_len, (i + 1) * seq_len + 1).
 
@@ -28,15 +27,14 @@ class TokenWindows:
   def __init__(self, source: Any, cfg: ml_collections.ConfigDict, tok: Any = None,
                tokenizer_path: str = ""):
     texts = [bytes(source[i][cfg.input_key]) for i in range(len(source))]
+    self.token_bytes = None  # with a tokenizer: the bytes of text each token stands for
     if tok is None:
       docs = [np.frombuffer(t, np.uint8) for t in texts]
-      self.byte_lengths = None
     else:
-      eos = tokenizer.eos_id(tok)
-      docs = tokenizer.encode(tok, [t.decode("utf-8", "replace") for t in texts])
-      if eos is not None:
-        docs = [np.append(d, np.int32(eos)) for d in docs]
-      self.byte_lengths = tokenizer.byte_lengths(tok, tokenizer.vocab_size(cfg.tokenizer))
+      encoded = tok.documents([t.decode("utf-8", "replace") for t in texts])
+      docs = [ids for ids, _ in encoded]
+      self.token_bytes = (np.concatenate([b for _, b in encoded]) if encoded
+                          else np.zeros(0, np.int32))
     self.tokens = np.concatenate(docs) if docs else np.zeros(0, np.int32)
     self.doc = (np.repeat(np.arange(len(docs), dtype=np.int32), [len(d) for d in docs])
                 if cfg.packing else None)
@@ -58,8 +56,8 @@ class TokenWindows:
       batch["inputs"] = {"tokens": window[:, :-1], "segment_ids": segments,
                          "positions": (t - np.maximum.accumulate(starts, axis=1)).astype(np.int32)}
       batch["weights"] = (doc[:, 1:] == doc[:, :-1]).astype(np.float32)
-    if self.byte_lengths is not None:
-      batch["label_bytes"] = self.byte_lengths[batch["label"]]
+    if self.token_bytes is not None:
+      batch["label_bytes"] = self.token_bytes[at[:, 1:]]
     return batch
 
 

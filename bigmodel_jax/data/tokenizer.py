@@ -1,14 +1,20 @@
-"""Tokenizers of language-model data (data.tokenizer), with the Hugging Face `tokenizers` library.
+"""Tokenizers of language-model data (data.tokenizer): Hugging Face `tokenizers` and SentencePiece.
 
-  ""         bytes: token i is byte i (vocabulary 256), as before
-  "bpe:N"    a byte-level BPE of at most N tokens (one of them <|endoftext|>, which ends every
-             document), trained on the data set's training split on first use and stored with
-             the data set (DATA_DIR/NAME/CONFIG/VERSION/tokenizer_bpeN.json); every run on that
-             data set then reads the same one, and a run copies it into its workdir
-  PATH       a tokenizer.json (e.g. the one convert copies from a Hugging Face directory)
+  ""               bytes: token i is byte i (vocabulary 256), as before
+  "bpe:N"          a byte-level BPE of at most N tokens (one of them <|endoftext|>, which ends
+                   every document), trained on the data set's training split on first use and
+                   stored with the data set (DATA_DIR/NAME/CONFIG/VERSION/tokenizer_bpeN.json);
+                   every run on that data set then reads the same one, and a run copies it into
+                   its workdir
+  PATH             a tokenizer.json (e.g. the one convert copies from a Hugging Face directory)
+  PATH.model       a SentencePiece model (tokenizer.model: Llama 2, Gemma, T5), read with the
+                   sentencepiece library; its end-of-sequence piece ends every document
 
-`byte_lengths` says how many bytes of text each token stands for, so that bits per byte compare
-byte-level and BPE models (special tokens: 0).
+`encode` also says how many bytes of text each token stands for, so that bits per byte compare
+byte-level, BPE and SentencePiece models: a byte-level BPE's token ids know their bytes; a
+SentencePiece token covers the bytes from the end of the previous token's span in the original
+text to the end of its own (the pieces' offsets), the document's last token what is left, so a
+document's tokens count exactly its UTF-8 bytes whatever the normalization (special tokens: 0).
 """
 
 import functools
@@ -22,6 +28,7 @@ from bigmodel_jax import storage
 from bigmodel_jax.faults import ConfigError
 
 EOS = "<|endoftext|>"
+FILES = ("tokenizer.model", "tokenizer.json")  # a workdir's copy; SentencePiece's first
 
 
 def vocab_size(spec: str) -> int:
@@ -30,7 +37,7 @@ def vocab_size(spec: str) -> int:
     return 256
   if spec.startswith("bpe:"):
     return _bpe_size(spec)
-  return load_file(spec).get_vocab_size()
+  return load_file(spec).vocab_size
 
 
 def _bpe_size(spec: str) -> int:
@@ -43,13 +50,31 @@ def _bpe_size(spec: str) -> int:
   return n
 
 
+def file_name(path: str) -> str:
+  """The name a workdir keeps the tokenizer at `path` under (FILES)."""
+  return FILES[0] if path.endswith(".model") else FILES[1]
+
+
+def in_directory(directory: str) -> str:
+  """The tokenizer file a workdir or Hugging Face directory has ("" if none)."""
+  return next((p for p in (storage.join(directory, n) for n in FILES) if storage.isfile(p)), "")
+
+
 @functools.lru_cache(maxsize=8)
 def load_file(path: str) -> Any:
-  from tokenizers import Tokenizer
+  """The tokenizer at path: SentencePiece's (.model) or a tokenizer.json."""
   if not storage.isfile(path):
     raise ConfigError(f"data.tokenizer {path}: no such tokenizer file")
+  if path.endswith(".model"):
+    import sentencepiece
+    try:
+      return SentencePiece(sentencepiece.SentencePieceProcessor(
+          model_proto=storage.read_bytes(path)))
+    except Exception as e:  # noqa: BLE001 (RuntimeError or a protobuf error)
+      raise ConfigError(f"data.tokenizer {path}: not a SentencePiece model ({e})") from e
+  from tokenizers import Tokenizer
   try:
-    return Tokenizer.from_str(storage.read_text(path))
+    return HuggingFace(Tokenizer.from_str(storage.read_text(path)))
   except Exception as e:  # noqa: BLE001 (the library raises plain Exceptions)
     raise ConfigError(f"data.tokenizer {path}: not a tokenizer.json ({e})") from e
 
@@ -92,8 +117,65 @@ def _unicode_to_byte() -> dict[str, int]:
   return chars
 
 
-def byte_lengths(tok: Any, size: int) -> np.ndarray:
-  """size int32: the bytes of text each token id stands for (ids past the tokenizer's: 0)."""
+Document = tuple[np.ndarray, np.ndarray]  # token ids and the bytes of text each stands for
+
+
+class HuggingFace:
+  """A `tokenizers` tokenizer (tokenizer.json); <|endoftext|>, if it has one, ends documents."""
+
+  def __init__(self, tok: Any):
+    self.tok = tok
+    self.vocab_size = tok.get_vocab_size()
+    self.eos_id = tok.token_to_id(EOS)
+    self.byte_lengths = _byte_lengths(tok, self.vocab_size)
+
+  def documents(self, texts: list[str]) -> list[Document]:
+    """Each text's ids (no special tokens; then <|endoftext|>) and their bytes."""
+    out = []
+    for e in self.tok.encode_batch(texts, add_special_tokens=False):
+      ids = np.asarray(e.ids + ([] if self.eos_id is None else [self.eos_id]), np.int32)
+      out.append((ids, self.byte_lengths[ids]))
+    return out
+
+  def encode(self, text: str) -> list[int]:
+    return self.tok.encode(text, add_special_tokens=False).ids
+
+  def decode(self, ids: list[int]) -> str:
+    return self.tok.decode(ids)
+
+
+class SentencePiece:
+  """A SentencePiece model (tokenizer.model); its end-of-sequence piece, if any, ends documents."""
+
+  def __init__(self, sp: Any):
+    self.sp = sp
+    self.vocab_size = sp.get_piece_size()
+    self.eos_id = sp.eos_id() if sp.eos_id() >= 0 else None
+
+  def documents(self, texts: list[str]) -> list[Document]:
+    """Each text's ids (no BOS; then EOS) and the bytes each covers (the module's docstring)."""
+    out = []
+    for text, proto in zip(texts, self.sp.encode(texts, return_type="proto")):
+      ends = np.asarray([p.end for p in proto.pieces], np.int32)
+      covered = np.diff(ends, prepend=0)
+      ids = [p.id for p in proto.pieces]
+      rest = len(text.encode()) - (int(ends[-1]) if len(ends) else 0)  # what no piece covers
+      if self.eos_id is not None:
+        ids, covered = ids + [self.eos_id], np.append(covered, 0)
+      if len(covered):
+        covered[-1] += rest
+      out.append((np.asarray(ids, np.int32), covered.astype(np.int32)))
+    return out
+
+  def encode(self, text: str) -> list[int]:
+    return self.sp.encode(text)
+
+  def decode(self, ids: list[int]) -> str:
+    return self.sp.decode(ids)
+
+
+def _byte_lengths(tok: Any, size: int) -> np.ndarray:
+  """size int32: the bytes of text each token id stands for."""
   out = np.zeros(size, np.int32)
   alphabet = _unicode_to_byte()
   special = {t.content for t in tok.get_added_tokens_decoder().values() if t.special}
@@ -107,18 +189,9 @@ def byte_lengths(tok: Any, size: int) -> np.ndarray:
   return out
 
 
-def eos_id(tok: Any) -> int | None:
-  return tok.token_to_id(EOS)
-
-
-def encode(tok: Any, texts: list[str]) -> list[np.ndarray]:
-  """Documents -> token ids, each an int32 array (no special tokens)."""
-  return [np.asarray(e.ids, np.int32) for e in tok.encode_batch(texts, add_special_tokens=False)]
-
-
 def encode_one(tok: Any, text: str) -> list[int]:
   """One text -> token ids: a tokenizer's (no special tokens), or its bytes (tok None)."""
-  return list(text.encode()) if tok is None else tok.encode(text, add_special_tokens=False).ids
+  return list(text.encode()) if tok is None else tok.encode(text)
 
 
 def decode(tok: Any, tokens: list[int]) -> str:

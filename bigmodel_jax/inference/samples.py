@@ -1,5 +1,5 @@
 """What `python -m bigmodel_jax.sample` draws from a workdir (runs/load.py reads it): text from a
-language model (bytes, or the run's tokenizer: WORKDIR/tokenizer.json), images (or 1-D
+language model (bytes, or the run's tokenizer: WORKDIR/tokenizer.json or .model), images (or 1-D
 signals) from a generative model (objectives vae, gan, diffusion) as a PNG grid, captions of
 eval images from a captioner (objective captioning)."""
 
@@ -49,8 +49,8 @@ def text(workdir: str, prompt: str, length: int, **options: Any) -> str:
   """`prompt` and `length` new tokens of a language model's workdir (decoding.generate's
   options: temperature, top_k, seed, use_cache)."""
   lm = load.load(workdir)
-  path = storage.join(workdir, "tokenizer.json")
-  tok = tokenizer.load_file(path) if storage.exists(path) else None
+  path = tokenizer.in_directory(workdir)
+  tok = tokenizer.load_file(path) if path else None
   top_k = options.get("top_k", 0)
   if top_k > lm.model.vocab_size:
     raise ConfigError(f"--top_k={top_k} is more than the model's {lm.model.vocab_size} tokens")

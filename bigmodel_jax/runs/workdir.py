@@ -16,6 +16,7 @@ import ml_collections
 
 from bigmodel_jax import config as config_lib
 from bigmodel_jax import faults, metrics, storage
+from bigmodel_jax.data import tokenizer
 from bigmodel_jax.faults import ConfigError
 from bigmodel_jax.runs import load
 
@@ -82,9 +83,10 @@ def write_json(path: str, obj: Any) -> None:
 
 
 def keep_tokenizer(workdir: str, path: str) -> None:
-  """A copy of the run's tokenizer as WORKDIR/tokenizer.json (sample and convert read it)."""
+  """A copy of the run's tokenizer as WORKDIR/tokenizer.json or tokenizer.model
+  (data/tokenizer.FILES: sample and convert read it)."""
   if path and jax.process_index() == 0:
-    storage.write(storage.join(workdir, "tokenizer.json"), storage.read_bytes(path))
+    storage.write(storage.join(workdir, tokenizer.file_name(path)), storage.read_bytes(path))
 
 
 def check_new_directory(path: str, flag: str) -> None:
