@@ -42,6 +42,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.checkpoint_every = 1000
   c.checkpoint_keep = 3
   c.init_from = ""  # a workdir whose newest parameters warm-start this run (misfits start fresh)
+  c.init_architecture = True  # init_from a converted workdir: take its model options and tokenizer
   c.init_into = ""  # the top-level parameter group they go into ("": all; LiT: "image")
   c.freeze = ""  # comma-separated regexes over parameter paths ("conv_0,conv_1"): not updated
   c.nan_policy = "stop"  # non-finite loss/gradients: stop (exit 3) or skip the update and count it

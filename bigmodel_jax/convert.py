@@ -1,16 +1,20 @@
 """Pretrained weights in and out: other ecosystems' checkpoints as workdirs, and back.
 
+  python -m bigmodel_jax.convert --source=HF_DIR --workdir=W [--config=configs/FILE.py:VARIANT]
   python -m bigmodel_jax.convert --source=PATH --config=configs/FILE.py:VARIANT --workdir=W
   python -m bigmodel_jax.convert --workdir=W --to=hf|torchvision --out=DIR
 
 In: PATH is a torchvision state_dict (torch.save file, read without torch), a safetensors file or
-a Hugging Face model directory (config.json + model.safetensors; gpt2 and llama). W becomes a
-workdir of converted weights: config.json, checkpoints/0 (parameters and BatchNorm statistics),
-convert.json (what was mapped) and the directory's tokenizer.json if it has one. Train from it
-with --config.init_from=W; `predict` computes its outputs. The config must describe the
-checkpoint's architecture: a tensor of another shape, a tensor the model needs that the
-checkpoint lacks, or a Hugging Face option the config does not match (an epsilon, the rotary
-base) is an error naming it, and nothing is written.
+a Hugging Face model directory (config.json + model.safetensors; gpt2, llama, mixtral). W becomes
+a workdir of converted weights: config.json, checkpoints/0 (parameters and BatchNorm statistics),
+convert.json (what was mapped, the architecture) and the directory's tokenizer (tokenizer.model
+or tokenizer.json) if it has one. The checkpoint gives the architecture: a Hugging Face
+directory's config.json every model option (no --config needed), a torchvision state_dict its
+shapes (depth, widths, groups, ...; --config names the family and the data); the config gives
+the rest, and the console lists each model option taken from the checkpoint over the config's.
+An option our model cannot represent, or a shape the config's data does not fit, is a one-line
+error naming it, and nothing is written. Fine-tune with --config.init_from=W (the run takes W's
+architecture and tokenizer too); `predict` computes its outputs.
 
 Out: DIR gets model.safetensors under the other ecosystem's names (torchvision: load it with
 `model.load_state_dict(safetensors.torch.load_file(...))`; hf: with config.json, the directory
@@ -40,10 +44,16 @@ def main(argv: list[str]) -> None:
       done = convert.convert_out(f.workdir, f.to, f.out)
       metrics.console(f"Wrote {f.out}: {done['tensors']} tensors ({done['family']}, {f.to})")
       return
-    if not f.source or f.config is None:
-      raise ConfigError("converting in needs --source and --config (or --to to export)")
-    config_lib.check_values(f.config)
+    if not f.source:
+      raise ConfigError("converting in needs --source (or --to to export)")
+    if f.config is not None:
+      config_lib.check_values(f.config)
     r = convert.convert_in(f.source, f.config, f.workdir)
+    if f.config is None:
+      metrics.console(f"Model options from the checkpoint: {len(r['architecture'])} "
+                      f"(convert.json's architecture)")
+    elif r["taken"]:
+      metrics.console(f"Taken from the checkpoint over the config: {', '.join(r['taken'])}")
     metrics.console(
         f"Converted {r['source']} ({r['family']}) into {f.workdir}: {len(r['mapped'])} "
         f"tensors mapped, {len(r['ignored'])} ignored ({', '.join(r['ignored'][:3]) or 'none'}"
@@ -54,8 +64,8 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-  config_flags.DEFINE_config_file("config", None, "Experiment file of the architecture.",
-                                  lock_config=True)
+  config_flags.DEFINE_config_file("config", None, "Experiment file (training settings; the "
+                                  "checkpoint gives the architecture).", lock_config=True)
   flags.DEFINE_string("source", None, "A checkpoint file or Hugging Face directory.")
   flags.DEFINE_string("workdir", None, "The workdir to write (in) or read (out).", required=True)
   flags.DEFINE_enum("to", None, ["hf", "torchvision"], "Export W to this ecosystem.")

@@ -1,18 +1,18 @@
 """Language models on your own text: a directory of .txt / .jsonl files, a BPE tokenizer, packed
 windows; pretrained GPT-2 / Llama weights from Hugging Face (bigmodel_jax.convert) to fine-tune.
 
-  python -m bigmodel_jax.convert --source=HF_DIR --config=configs/text.py:gpt2_tiny --workdir=runs/gpt2_converted
-  python -m bigmodel_jax.main --config=configs/text.py:gpt2_tiny --workdir=runs/text_finetune \
-      --config.data.text_dir=MY_TEXT --config.init_from=runs/gpt2_converted \
-      --config.data.tokenizer=runs/gpt2_converted/tokenizer.json
+  python -m bigmodel_jax.convert --source=HF_DIR --workdir=runs/hf_converted
+  python -m bigmodel_jax.main --config=configs/text.py --workdir=runs/text_finetune \
+      --config.data.text_dir=MY_TEXT --config.init_from=runs/hf_converted
   python -m bigmodel_jax.sample --workdir=runs/text_finetune --prompt="def " --length=50
 
 Variants: gpt2_tiny and llama_tiny (the shapes of tests/fixtures/pretrained/'s random models),
-gpt2 (GPT-2 small, 124M) and llama (a 1B Llama-3.2-shaped model); each lists every model option
-that conversion checks, so that any can be overridden to match a checkpoint. The data set is
-`textdir` over data.text_dir (split by file: 90% train, 5% validation, 5% test), tokenized by
-data.tokenizer ("bpe:4096" trains one on the training split and keeps it in the workdir; a path
-loads a tokenizer.json), documents packed into windows of data.seq_len tokens.
+gpt2 (GPT-2 small, 124M) and llama (a 1B Llama-3.2-shaped model), to train from scratch; a run
+that starts from a converted checkpoint (init_from) takes that checkpoint's model options and
+tokenizer over the variant's. The data set is `textdir` over data.text_dir (split by file: 90%
+train, 5% validation, 5% test), tokenized by data.tokenizer ("bpe:4096" trains one on the
+training split and keeps it in the workdir; a path loads a tokenizer.json or a SentencePiece
+tokenizer.model), documents packed into windows of data.seq_len tokens.
 """
 
 from bigmodel_jax.config import from_variant

@@ -26,7 +26,7 @@ import weights  # noqa: E402  (tests/fixtures/pretrained/weights.py)
 TOLERANCE = 1e-5
 # each Hugging Face fixture's config: (configs/FILE.py, variant)
 HF_CONFIGS = {"gpt2": ("text", "gpt2_tiny"), "llama": ("text", "llama_tiny"),
-              "mixtral": ("moe", "mixtral_tiny")}
+              "mixtral": ("moe", "mixtral_tiny"), "llama3": ("text", "llama_tiny")}
 
 
 def hf_config(family):
@@ -54,11 +54,14 @@ def test_torch_files_read_without_torch_exactly():
     np.testing.assert_array_equal(tensors[name], value, err_msg=name)
 
 
-@pytest.mark.parametrize("variant,fixture", [("resnet18", "resnet18"), ("resnet50", "resnet50"),
-                                             ("resnext50", "resnext50_32x4d")])
-def test_torchvision_resnets_compute_torchvision_logits(tmp_path, variant, fixture):
-  """Wide-ResNet-50-2 (ResNet-50 with wider bottlenecks: the same names and layouts) is checked by
-  hand: its fixture is in the folder, and converting it gives torchvision's logits too."""
+@pytest.mark.parametrize("fixture,taken", [
+    ("resnet18", ["model.depth=18 (was 50)"]), ("resnet50", []),
+    ("resnext50_32x4d", ["model.groups=32 (was 1)", "model.width_per_group=4 (was 64)"])])
+def test_torchvision_resnets_compute_torchvision_logits(tmp_path, fixture, taken):
+  """Each converted with configs/imagenet2012.py:resnet50: the depth and ResNeXt's groups and
+  width come from the checkpoint's shapes. Wide-ResNet-50-2 (ResNet-50 with wider bottlenecks:
+  the same names and layouts) is checked by hand: its fixture is in the folder, and converting
+  it gives torchvision's logits too."""
   from bigmodel_jax.inference import predict
   from bigmodel_jax.pretrained import convert
   from bigmodel_jax.pretrained import files
@@ -67,10 +70,11 @@ def test_torchvision_resnets_compute_torchvision_logits(tmp_path, variant, fixtu
   source = str(tmp_path / f"{fixture}.safetensors")
   files.write_safetensors(source, weights.draw(spec["tensors"], spec["seed"]))
   ref = np.load(os.path.join(FIXTURES, f"{fixture}_logits.npz"))
-  report = convert.convert_in(source, small_config(variant, "imagenet2012"), str(tmp_path / "w"))
+  report = convert.convert_in(source, small_config("resnet50", "imagenet2012"), str(tmp_path / "w"))
   assert report["left_over"] == [] and report["num_outputs"] == 1000
+  assert report["taken"] == taken
   close(predict.outputs(str(tmp_path / "w"), ref["inputs"]), ref["logits"])
-  if variant == "resnet50":  # training mode: normalized by the batch's statistics
+  if fixture == "resnet50":  # training mode: normalized by the batch's statistics
     run = load.load(str(tmp_path / "w"))
     model, variables = run.model, run.variables
     train_logits, _ = model.apply(variables, jnp.asarray(ref["inputs"]), train=True,
@@ -84,15 +88,13 @@ def test_torchvision_resnets_compute_torchvision_logits(tmp_path, variant, fixtu
 
 
 def _tiny(name, tmp_path):
+  """The tiny torchvision models converted with the full-size variants' configs: their shapes
+  give the rest (a ViT's heads are not in its shapes: the config gives them)."""
   from bigmodel_jax.pretrained import convert
   if name == "densenet":
-    c = small_config("densenet121", "imagenet2012", **{
-        "model.block_sizes": (2, 2), "model.growth": 8, "model.bn_size": 2,
-        "model.stem_features": 16, "data.image_size": 32})
+    c = small_config("densenet121", "imagenet2012", **{"data.image_size": 32})
   else:
-    c = small_config("vit", "imagenet2012", **{
-        "model.patch": (8, 8), "model.dim": 64, "model.depth": 2, "model.num_heads": 4,
-        "model.mlp_dim": 128, "model.mlp": "gelu_exact", "data.image_size": 32})
+    c = small_config("vit", "imagenet2012", **{"model.num_heads": 4, "data.image_size": 32})
   convert.convert_in(os.path.join(FIXTURES, f"{name}.pth"), c, str(tmp_path / name))
   return str(tmp_path / name)
 
@@ -130,7 +132,7 @@ def test_hugging_face_lms_compute_transformers_logits_also_with_the_cache(tmp_pa
   close(jnp.concatenate(steps, 1), ref["cached"])
 
 
-@pytest.mark.parametrize("family,to", [("gpt2", "hf"), ("llama", "hf"), ("mixtral", "hf"),
+@pytest.mark.parametrize("family,to", [("gpt2", "hf"), ("llama3", "hf"), ("mixtral", "hf"),
                                        ("vit", "torchvision")])
 def test_export_gives_back_the_checkpoint_tensor_for_tensor(tmp_path, family, to):
   """Out and in again: the same tensors, bit for bit (the reference library loading the export
@@ -154,27 +156,97 @@ def test_export_gives_back_the_checkpoint_tensor_for_tensor(tmp_path, family, to
   modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "out").iterdir()}
   assert len(set(modes.values())) == 1, modes  # model.safetensors too (safetensors makes 0600)
   if hf is not None:
-    for key in ("hidden_size", "n_embd", "num_key_value_heads", "rms_norm_eps", "vocab_size"):
+    for key in ("hidden_size", "n_embd", "num_key_value_heads", "rms_norm_eps", "vocab_size",
+                "rope_parameters"):
       assert hf_again.get(key) == hf.get(key), key
     assert os.path.exists(tmp_path / "out" / "tokenizer.json") == (family == "gpt2")
 
 
+@pytest.mark.parametrize("fixture,variant,taken", [
+    ("llama_theta", "llama_tiny", ["model.rope_base=50000.0 (was 500000.0)"]),
+    ("llama3", "llama_tiny", ["model.rope_base=50000.0 (was 500000.0)",
+                              "model.rope_scaling='llama3' (was 'none')",
+                              "model.rope_factor=4.0 (was 1.0)",
+                              "model.rope_original_max_len=64 (was 8192)"]),
+    ("gpt2_eps", "gpt2_tiny", ["model.norm_epsilon=0.001 (was 1e-05)"])])
+def test_a_hugging_face_checkpoint_gives_its_architecture_with_or_without_a_config(
+    tmp_path, fixture, variant, taken):
+  """config.json's options (a rotary base, Llama 3.1's rope scaling, a layer-norm epsilon) are
+  the model's whether a config is given (its differing options listed) or not."""
+  from bigmodel_jax.inference import predict
+  from bigmodel_jax.pretrained import convert
+  ref = np.load(os.path.join(FIXTURES, f"{fixture}_logits.npz"))
+  report = convert.convert_in(os.path.join(FIXTURES, fixture), None, str(tmp_path / "bare"))
+  assert report["left_over"] == [] and report["taken"]  # every option, from the defaults
+  close(predict.outputs(str(tmp_path / "bare"), ref["tokens"]), ref["logits"])
+  report = convert.convert_in(os.path.join(FIXTURES, fixture), small_config(variant, "text"),
+                              str(tmp_path / "configured"))
+  assert report["taken"] == taken
+  bare, configured = (load.read_config(str(tmp_path / w)).model for w in ("bare", "configured"))
+  assert {k: bare[k] for k in report["architecture"]} == {
+      k: configured[k] for k in report["architecture"]}
+  if fixture == "llama3":  # the scaling matters: without it the logits are off
+    converted = load.load(str(tmp_path / "configured"))
+    plain = converted.model.clone(rope_scaling="none").apply(converted.variables,
+                                                             jnp.asarray(ref["tokens"]))
+    with pytest.raises(AssertionError):
+      close(plain, ref["logits"])
+
+
 def test_a_checkpoint_of_another_architecture_is_named_and_nothing_written(tmp_path):
+  """Through the CLI: what the checkpoint cannot tell or our model cannot represent is named
+  (exit 2, one line, nothing written); the tiny Llama with a rotary base of 50,000 converts
+  under llama_tiny's config with no override, and predict gives its logits."""
   out = tmp_path / "w"
   r = run("convert", f"--source={FIXTURES}/vit.pth", "--config=configs/imagenet2012.py:vit",
           "--config.data.image_size=32", f"--workdir={out}")
-  assert r.returncode == 2 and "--config.model.mlp=gelu_exact" in r.stderr and not out.exists()
+  assert r.returncode == 2 and "set --config.model.num_heads" in r.stderr and not out.exists()
   r = run("convert", f"--source={FIXTURES}/vit.pth", "--config=configs/imagenet2012.py:vit",
-          "--config.data.image_size=32", "--config.model.mlp=gelu_exact", f"--workdir={out}")
-  assert r.returncode == 2, r.stderr
-  assert r.stderr.strip().count("\n") == 0 and "class_token has shape (1, 1, 64)" in r.stderr
-  assert "(1, 1, 768)" in r.stderr and not out.exists()
-  r = run("convert", f"--source={FIXTURES}/llama", "--config=configs/text.py:llama_tiny",
-          "--config.model.rope_base=10000.0", f"--workdir={out}")
-  assert r.returncode == 2 and "model.rope_base=500000.0" in r.stderr and not out.exists()
+          "--config.model.num_heads=4", f"--workdir={out}")
+  assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
+  assert "set --config.data.image_size=32" in r.stderr and not out.exists()
+  yarn = tmp_path / "yarn"
+  yarn.mkdir()
+  hf = json.loads(open(os.path.join(FIXTURES, "llama", "config.json")).read())
+  hf["rope_parameters"] = {"rope_theta": 1e4, "rope_type": "yarn", "factor": 4.0}
+  (yarn / "config.json").write_text(json.dumps(hf))
+  os.symlink(os.path.join(FIXTURES, "llama", "model.safetensors"), yarn / "model.safetensors")
+  r = run("convert", f"--source={yarn}", f"--workdir={out}")
+  assert r.returncode == 2 and "rope_type 'yarn' is not supported" in r.stderr, r.stderr
+  assert not out.exists()
+  r = run("convert", f"--source={FIXTURES}/vit.pth", f"--workdir={out}")
+  assert r.returncode == 2 and "needs --config" in r.stderr and not out.exists()
   r = run("convert", f"--source={tmp_path}/missing.pth", "--config=configs/text.py:gpt2_tiny",
           f"--workdir={out}")
   assert r.returncode == 2 and "does not exist" in r.stderr and not out.exists()
+  r = run("convert", f"--source={FIXTURES}/llama_theta", "--config=configs/text.py:llama_tiny",
+          f"--workdir={out}")
+  assert r.returncode == 0, r.stderr
+  assert "over the config: model.rope_base=50000.0 (was 500000.0)\n" in r.stdout, r.stdout
+  ref = np.load(os.path.join(FIXTURES, "llama_theta_logits.npz"))
+  np.save(tmp_path / "tokens.npy", ref["tokens"])
+  r = run("predict", f"--workdir={out}", f"--inputs={tmp_path}/tokens.npy",
+          f"--out={tmp_path}/logits.npy")
+  assert r.returncode == 0, r.stderr
+  close(np.load(tmp_path / "logits.npy"), ref["logits"])
+
+
+def test_torchvision_architecture_is_read_from_the_shapes():
+  from bigmodel_jax.pretrained import architecture, files
+  config = small_config("resnet50", "imagenet2012")
+  for fixture, differs in [("resnet18", {"depth": 18}), ("resnet50", {}),
+                           ("resnext50_32x4d", {"groups": 32, "width_per_group": 4}),
+                           ("wide_resnet50_2", {"width_per_group": 128})]:
+    with open(os.path.join(FIXTURES, f"{fixture}.json")) as f:
+      shapes = {name: np.broadcast_to(np.float32(0), shape)
+                for name, shape, _ in json.load(f)["tensors"]}
+    assert architecture.of_torchvision("torchvision_resnet", shapes, config) == {
+        "depth": 50, "stage_sizes": (), "bottleneck": None, "widths": (64, 128, 256, 512),
+        "groups": 1, "width_per_group": 64, "stem": "imagenet", **differs}, fixture
+  tensors = files.read_torch(os.path.join(FIXTURES, "densenet.pth"))
+  assert architecture.of_torchvision("torchvision_densenet", tensors, config) == {
+      "depth": 13, "block_sizes": (2, 2), "growth": 8, "bn_size": 2, "stem_features": 16,
+      "stem": "imagenet"}
 
 
 def test_predict_command_writes_the_logits(tmp_path):

@@ -1,5 +1,6 @@
-"""The user's own text: the textdir data set, BPE tokenizers, packed windows, bits per byte, and
-fine-tuning a converted GPT-2 on a text directory with sampling afterwards."""
+"""The user's own text: the textdir data set, BPE and SentencePiece tokenizers, packed windows,
+bits per byte, and fine-tuning a converted Llama (a SentencePiece tokenizer.model, a rotary base
+no config of ours has) on a text directory with sampling afterwards."""
 
 import json
 import os
@@ -82,11 +83,36 @@ def test_bpe_tokens_count_the_bytes_they_stand_for(tmp_path):
   path = str(tmp_path / "tok.json")
   tokenizer.train_bpe(iter(TEXTS * 5), 300, path)
   tok = tokenizer.load_file(path)
-  lengths = tokenizer.byte_lengths(tok, 300)
-  assert lengths[tokenizer.eos_id(tok)] == 0
-  for text in TEXTS:  # multi-byte characters (é, €) included
-    ids = tokenizer.encode(tok, [text])[0]
-    assert lengths[ids].sum() == len(text.encode()) and len(ids) < len(text.encode())
+  for text, (ids, covered) in zip(TEXTS, tok.documents(TEXTS)):  # é, € included
+    assert ids[-1] == tok.eos_id and covered[-1] == 0
+    assert covered.sum() == len(text.encode()) and len(ids) < len(text.encode())
+    assert tok.decode(ids[:-1].tolist()) == text
+
+
+@pytest.mark.parametrize("normalization", ["identity", "nmt_nfkc"])
+def test_sentencepiece_tokens_are_sentencepieces_and_count_the_text_bytes(tmp_path, normalization):
+  """A tokenizer.model reads as the sentencepiece library encodes and decodes; its tokens'
+  bytes add up to each document's UTF-8 bytes exactly, also where the model's normalization
+  (NFKC, collapsed whitespace) drops or rewrites characters, so bits per byte are exact."""
+  import sentencepiece
+
+  from bigmodel_jax.data import tokenizer
+  sentencepiece.SentencePieceTrainer.train(
+      sentence_iterator=iter("".join(TEXTS * 3).splitlines()), model_prefix=str(tmp_path / "sp"),
+      vocab_size=300, model_type="bpe", byte_fallback=True, character_coverage=0.99,
+      normalization_rule_name=normalization, remove_extra_whitespaces=normalization != "identity",
+      minloglevel=2)
+  path = str(tmp_path / "sp.model")
+  reference = sentencepiece.SentencePieceProcessor(model_file=path)
+  tok = tokenizer.load_file(path)
+  assert tok.vocab_size == 300 and tok.eos_id == reference.eos_id() == 2
+  texts = [*TEXTS, "  spaces   and ｆｕｌｌ-width ①  ", "日本語のテキスト\n", ""]
+  for text, (ids, covered) in zip(texts, tok.documents(texts)):
+    assert ids.tolist() == reference.encode(text) + [2], text
+    assert covered.sum() == len(text.encode()), text
+    assert tok.decode(ids.tolist()) == reference.decode(reference.encode(text))
+    if normalization == "identity":
+      assert tok.decode(tok.encode(text)) == text  # byte fallback: every text comes back
 
 
 def test_bad_text_input_is_one_line_exit_2_and_nothing_written(tmp_path):
@@ -110,11 +136,12 @@ def test_bad_text_input_is_one_line_exit_2_and_nothing_written(tmp_path):
 
 def _readme_recipe(tmp_path, text) -> list[list[str]]:
   """The README's commands from the Hugging Face directory to the export back, as written, with
-  the placeholders filled: HF_DIR the fixture GPT-2, MY_TEXT a text directory, runs/ and the
-  .npy files under tmp_path."""
+  the placeholders filled: HF_DIR the fixture Llama with a rotary base of 50,000 and a
+  SentencePiece tokenizer.model, MY_TEXT a text directory, runs/ and the .npy files under
+  tmp_path."""
   readme = open(os.path.join(REPO, "README.md")).read()
   block = readme[readme.index("# A Hugging Face directory"):]
-  swap = {"HF_DIR": f"{FIXTURES}/gpt2", "MY_TEXT": str(text), "runs/": f"{tmp_path}/runs/",
+  swap = {"HF_DIR": f"{FIXTURES}/llama_theta", "MY_TEXT": str(text), "runs/": f"{tmp_path}/runs/",
           "=tokens.npy": f"={tmp_path}/tokens.npy", "=logits.npy": f"={tmp_path}/logits.npy"}
   commands = []
   for command in documented_commands(block[:block.index("```")]):
@@ -128,14 +155,18 @@ def _readme_recipe(tmp_path, text) -> list[list[str]]:
 
 def test_the_readme_fine_tune_recipe_runs_as_written_and_resumes_exactly(tmp_path):
   """The README's recipe, each command as printed (tiny step counts added to the fine-tuning):
-  convert GPT-2, predict, fine-tune on a text directory (GPT-2's tokenizer, packed), sample,
-  export back. The fine-tuning killed at a random moment resumes to the same result."""
+  convert a Llama, predict, fine-tune on a text directory (the checkpoint's architecture and
+  SentencePiece tokenizer, no model overrides; packed), sample, export back. The fine-tuning
+  killed at a random moment resumes to the same result."""
   convert, predict, finetune, sample, export = _readme_recipe(
       tmp_path, text_dir(tmp_path / "text", field="text"))
   assert run_main(*convert[1:], module=convert[0]).returncode == 0
-  np.save(tmp_path / "tokens.npy", np.load(f"{FIXTURES}/gpt2_logits.npz")["tokens"])
+  reference_logits = np.load(f"{FIXTURES}/llama_theta_logits.npz")
+  np.save(tmp_path / "tokens.npy", reference_logits["tokens"])
   r = run_main(*predict[1:], module=predict[0])
-  assert r.returncode == 0 and (tmp_path / "logits.npy").exists(), r.stderr
+  assert r.returncode == 0, r.stderr
+  error = np.abs(np.load(tmp_path / "logits.npy") - reference_logits["logits"]).max()
+  assert error <= 1e-5 * np.abs(reference_logits["logits"]).max()  # transformers' logits
   args = [a for a in finetune[1:] if not a.startswith("--workdir=")] + [
       "--config.total_steps=16", "--config.batch_size=8", "--config.checkpoint_every=4",
       "--config.eval_every=8", "--config.log_every=4", "--config.schedule.warmup_steps=4"]
@@ -156,3 +187,7 @@ def test_the_readme_fine_tune_recipe_runs_as_written_and_resumes_exactly(tmp_pat
                module=export[0])
   assert r.returncode == 0 and (tmp_path / "runs" / "text_finetune_hf" / "model.safetensors"
                                 ).exists(), r.stderr
+  assert (tmp_path / "runs" / "text_finetune_hf" / "tokenizer.model").exists()
+  config = json.loads((tmp_path / "reference" / "config.json").read_text())
+  assert config["model"]["rope_base"] == 50000.0 and config["data"]["tokenizer"].endswith(
+      "hf_converted/tokenizer.model")

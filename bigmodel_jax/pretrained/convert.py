@@ -27,7 +27,8 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 from bigmodel_jax import config as config_lib
 from bigmodel_jax import models, storage
 from bigmodel_jax.faults import ConfigError
-from bigmodel_jax.pretrained import families, files, hf_config
+from bigmodel_jax.data import tokenizer
+from bigmodel_jax.pretrained import architecture, families, files, hf_config
 from bigmodel_jax.runs import checkpoint, load
 from bigmodel_jax.runs import workdir as workdir_lib
 
@@ -81,22 +82,45 @@ def import_variables(family: str, tensors: files.Tensors,
   return out, {"mapped": sorted(used), "ignored": ignored, "left_over": left}
 
 
-def convert_in(source: str, config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def base_config(hf: dict[str, Any]) -> ml_collections.ConfigDict:
+  """The config a Hugging Face checkpoint converts under without --config: the defaults, a
+  decoder_lm (its options come from config.json) reading text of its max_len."""
+  config = config_lib.default_config()
+  config.model.name = "decoder_lm"
+  config.model.max_len = int(hf.get("n_positions") or hf.get("max_position_embeddings") or 2048)
+  config.data.update({"name": "textdir", "kind": "lm", "input_key": "text",
+                      "seq_len": config.model.max_len})
+  return config
+
+
+def convert_in(source: str, config: ml_collections.ConfigDict | None,
+               workdir: str) -> dict[str, Any]:
   """The checkpoint at `source` as a converted workdir (see the module's docstring); a report
-  of the tensors mapped, ignored and left over."""
+  of the tensors mapped, ignored and left over, and of the architecture the checkpoint gave:
+  "architecture" (its model options), "taken" (those that differed from the config's)."""
   workdir_lib.check_new_directory(workdir, "--workdir")
+  with storage.local_copy(source) as local:  # a gs:// source downloaded first
+    tensors, hf = files.read(local)
+    tokenizer_file = tokenizer.in_directory(local) if os.path.isdir(local) else ""
+    tokenizer_bytes = storage.read_bytes(tokenizer_file) if tokenizer_file else b""
+  if config is None and hf is None:
+    raise ConfigError("a checkpoint without a Hugging Face config.json (torchvision's, a "
+                      "safetensors file) needs --config: its model family and data, e.g. "
+                      "--config=configs/imagenet2012.py:resnet50")
+  config = base_config(hf) if config is None else config
   if config.model.get("scan_layers"):
     raise ConfigError("convert writes one parameter set per layer: set "
                       "--config.model.scan_layers=False (a run may scan after init_from)")
-  with storage.local_copy(source) as local:  # a gs:// source downloaded first
-    tensors, hf = files.read(local)
-    tokenizer = os.path.join(local, "tokenizer.json")
-    tokenizer = storage.read_bytes(tokenizer) if os.path.isfile(tokenizer) else b""
-  family = families.family_of(config.model, hf)
-  if hf is not None:
-    hf_config.check(family, hf, config.model)
+  family = families.family_of(config.model, None if hf is None else hf_config.family_of(hf))
   tensors = families.stacked_experts(_normalized(family, tensors))
   outputs = num_outputs_of(family, tensors)
+  wanted = (hf_config.architecture(family, hf) if hf is not None else
+            architecture.of_torchvision(family, tensors, config))
+  config, taken = architecture.adopt(config, wanted)
+  if tokenizer_file:  # the copy this workdir keeps
+    with config.unlocked():
+      config.data.tokenizer = storage.absolute(
+          storage.join(workdir, tokenizer.file_name(tokenizer_file)))
   model = models.build(config.model, outputs)
   example = load.converted_example(config)
   with models.init_errors_as_config_errors(config.model.name, example):
@@ -105,14 +129,14 @@ def convert_in(source: str, config: ml_collections.ConfigDict, workdir: str) -> 
   tree = unflatten_dict(flat, sep="/")
   variables = {"params": tree.pop("params"), "model_state": tree}
   report = {"source": storage.absolute(source), "family": family, "num_outputs": outputs,
-            **report}
+            **report, "architecture": wanted, "taken": taken}
   with workdir_lib.whole_directory(workdir, last=("config.json", load.CONVERTED)) as tmp:
     workdir_lib.write_json(os.path.join(tmp, "config.json"), config_lib.to_dict(config))
     checkpoint.save_tree(os.path.join(checkpoint.directory(tmp), "0", "state"), variables)
     checkpoint.mark_complete(os.path.join(checkpoint.directory(tmp), "0"))
-    if tokenizer:
-      storage.write(os.path.join(tmp, "tokenizer.json"), tokenizer)
-      report["tokenizer"] = "tokenizer.json"
+    if tokenizer_file:
+      report["tokenizer"] = tokenizer.file_name(tokenizer_file)
+      storage.write(os.path.join(tmp, report["tokenizer"]), tokenizer_bytes)
     workdir_lib.write_json(os.path.join(tmp, load.CONVERTED), report)
   return report
 
@@ -129,9 +153,13 @@ def convert_out(workdir: str, to: str, out: str) -> dict[str, Any]:
   if (to == "hf") != (families.FAMILIES[family][2] == "hf"):
     raise ConfigError(f"model '{config.model.name}' exports to "
                       f"{families.FAMILIES[family][2]}, not {to}")
-  if to == "hf":  # the model must be one that transformers computes the same way
-    hf_config.check(family, hf_config.of(family, config.model, variables), config.model,
-                    exporting=True)
+  # the model must be one that the other library computes the same way
+  fixed = (hf_config.architecture(family, hf_config.of(family, config.model, variables))
+           if to == "hf" else architecture.TORCHVISION_FIXED.get(family, {}))
+  for key, ours, theirs in architecture.differences(config.model, fixed):
+    raise ConfigError(f"{'transformers' if to == 'hf' else to}' {family} computes "
+                      f"model.{key}={theirs!r}; this model has {ours!r}, so it cannot be "
+                      f"exported as {family}")
   flat = flatten_dict({"params": variables["params"],
                        **{k: v for k, v in variables.items() if k != "params"}}, sep="/")
   parts: dict[str, dict[int, np.ndarray]] = {}
@@ -152,7 +180,7 @@ def convert_out(workdir: str, to: str, out: str) -> dict[str, Any]:
     if to == "hf":
       with open(os.path.join(tmp, "config.json"), "w") as f:
         json.dump(hf_config.of(family, config.model, variables), f, indent=2)
-    tokenizer = storage.join(workdir, "tokenizer.json")
-    if storage.exists(tokenizer):
-      storage.write(os.path.join(tmp, "tokenizer.json"), storage.read_bytes(tokenizer))
+    kept = tokenizer.in_directory(workdir)
+    if kept:
+      storage.write(os.path.join(tmp, tokenizer.file_name(kept)), storage.read_bytes(kept))
   return {"family": family, "tensors": len(tensors)}

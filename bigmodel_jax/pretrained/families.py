@@ -104,30 +104,21 @@ FAMILIES = {"torchvision_resnet": (_RESNET, "resnet", "torchvision"),
             "gpt2": (_GPT2, "decoder_lm", "hf"),
             "llama": (_LLAMA, "decoder_lm", "hf"),
             "mixtral": (_MIXTRAL, "decoder_lm", "hf")}
-HF_FAMILIES = ("gpt2", "llama", "mixtral")
 _QKV = {"query": 0, "key": 1, "value": 2}
 
 
-def family_of(model_config: Any, hf_config: dict[str, Any] | None) -> str:
-  """The family a config's model is read as: a Hugging Face directory says its model_type."""
+def family_of(model_config: Any, hf_family: str | None) -> str:
+  """The family a config's model is read as (hf_family: a Hugging Face directory's own)."""
   name = model_config.name
-  if hf_config is not None:
-    kind = hf_config.get("model_type")
-    if kind not in HF_FAMILIES:
-      raise ConfigError(f"Hugging Face model_type '{kind}' is not supported; supported: "
-                        f"{', '.join(HF_FAMILIES)}")
+  if hf_family is not None:
     if name != "decoder_lm":
-      raise ConfigError(f"a Hugging Face {kind} model converts into model.name=decoder_lm, "
+      raise ConfigError(f"a Hugging Face {hf_family} model converts into model.name=decoder_lm, "
                         f"not '{name}'")
-    return kind
+    return hf_family
   if name == "decoder_lm" and model_config.get("num_experts"):
     return "mixtral"
   if name == "decoder_lm":
     return "llama" if model_config.get("norm") == "rmsnorm" else "gpt2"
-  if name == "vit" and (model_config.get("mlp") != "gelu_exact"
-                        or model_config.get("pooling", "cls") != "cls"):
-    raise ConfigError("a torchvision ViT computes GELU exactly and reads its class token: set "
-                      "--config.model.mlp=gelu_exact (and model.pooling=cls)")
   for family, (_, model, _) in FAMILIES.items():
     if model == name and family.startswith("torchvision"):
       return family

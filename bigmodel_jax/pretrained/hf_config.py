@@ -1,20 +1,38 @@
-"""Hugging Face config.json for GPT-2, Llama and Mixtral: checked against our model config on import (so
-the converted model computes exactly what the checkpoint's does), written on export."""
+"""Hugging Face config.json for GPT-2, Llama and Mixtral: read on import as our model options (the
+converted model computes exactly what the checkpoint's does; an option ours cannot represent is
+a ConfigError naming it), checked and written on export."""
 
-import dataclasses
 from typing import Any
 
 import ml_collections
-import numpy as np
 
 from bigmodel_jax.faults import ConfigError
-from bigmodel_jax.models import MODELS
+from bigmodel_jax.pretrained import architecture as architecture_lib
+
+FAMILIES = ("gpt2", "llama", "mixtral")
 
 _GPT2_ACT = {"gelu_new": "gelu", "gelu_pytorch_tanh": "gelu", "gelu": "gelu_exact"}
 
 
-def _expected(family: str, hf: dict[str, Any]) -> dict[str, Any]:
-  """Our model options that a Hugging Face config.json implies."""
+def family_of(hf: dict[str, Any]) -> str:
+  """The family of a config.json: its model_type, else its architectures' class name."""
+  kind = hf.get("model_type") or next(
+      (f for a in hf.get("architectures") or () for f in FAMILIES if a.lower().startswith(f)), None)
+  if kind not in FAMILIES:
+    raise ConfigError(f"Hugging Face model_type '{kind}' is not supported; supported: "
+                      f"{', '.join(FAMILIES)}")
+  return kind
+
+
+def architecture(family: str, hf: dict[str, Any]) -> dict[str, Any]:
+  """Our model options (decoder_lm's) that a Hugging Face config.json implies."""
+  try:
+    return _architecture(family, hf)
+  except KeyError as e:
+    raise ConfigError(f"config.json of this {family} model has no {e.args[0]}") from e
+
+
+def _architecture(family: str, hf: dict[str, Any]) -> dict[str, Any]:
   if family == "gpt2":
     for key in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention"):
       if hf.get(key):
@@ -30,13 +48,9 @@ def _expected(family: str, hf: dict[str, Any]) -> dict[str, Any]:
             "norm_epsilon": hf.get("layer_norm_epsilon", 1e-5), "mlp": _GPT2_ACT[act],
             "norm": "layernorm", "positions": "learned", "use_bias": True,
             "tie_embeddings": hf.get("tie_word_embeddings", True)}
-  for key, ok in (("rope_scaling", None), ("hidden_act", "silu"), ("attention_bias", False),
-                  ("mlp_bias", False)):
+  for key, ok in (("hidden_act", "silu"), ("attention_bias", False), ("mlp_bias", False)):
     if hf.get(key, ok) != ok:
       raise ConfigError(f"Llama {key}={hf[key]!r} is not supported (only {ok!r})")
-  rope = hf.get("rope_parameters") or {}  # transformers >= 5; before: rope_theta, rope_scaling
-  if rope.get("rope_type", "default") != "default":
-    raise ConfigError(f"Llama rope_type '{rope['rope_type']}' is not supported (only default)")
   heads = hf["num_attention_heads"]
   if (hf.get("head_dim") or hf["hidden_size"] // heads) * heads != hf["hidden_size"]:
     raise ConfigError(f"Llama head_dim={hf['head_dim']} is not hidden_size / num_attention_heads")
@@ -55,44 +69,41 @@ def _expected(family: str, hf: dict[str, Any]) -> dict[str, Any]:
   return {**experts, "dim": hf["hidden_size"], "depth": hf["num_hidden_layers"], "num_heads": heads,
           "num_kv_heads": hf.get("num_key_value_heads") or heads,
           "mlp_dim": hf["intermediate_size"], "norm_epsilon": hf.get("rms_norm_eps", 1e-6),
-          "rope_base": float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))), "norm": "rmsnorm",
-          "mlp": "swiglu", "positions": "rotary", "use_bias": False,
-          "tie_embeddings": hf.get("tie_word_embeddings", False)}
+          **_rope(hf), "norm": "rmsnorm", "mlp": "swiglu", "positions": "rotary",
+          "use_bias": False, "tie_embeddings": hf.get("tie_word_embeddings", False)}
 
 
-def options(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """The model's options, its class's defaults filled in for the keys the config leaves out."""
-  fields = {f.name: f.default for f in dataclasses.fields(MODELS[model.name])
-            if f.default is not dataclasses.MISSING}
-  return ml_collections.ConfigDict({**fields, **model.to_dict()})
+# Hugging Face's rope_type -> our model.rope_scaling and the parameters it reads
+_ROPE = {"default": ("none", {}), "linear": ("linear", {"factor": "rope_factor"}),
+         "llama3": ("llama3", {"factor": "rope_factor", "low_freq_factor": "rope_low_freq_factor",
+                               "high_freq_factor": "rope_high_freq_factor",
+                               "original_max_position_embeddings": "rope_original_max_len"})}
 
 
-def check(family: str, hf: dict[str, Any], model: ml_collections.ConfigDict,
-          exporting: bool = False) -> None:
-  """ConfigError naming the first model option that differs from what config.json says (on
-  export: from what transformers' model of that family computes)."""
-  model = options(model)
-  try:
-    expected = _expected(family, hf)
-  except KeyError as e:
-    raise ConfigError(f"config.json of this {family} model has no {e.args[0]}") from e
-  for key, value in expected.items():
-    ours = model.get(key)
-    if key == "num_kv_heads":
-      ours = ours or model.num_heads
-    same = (np.isclose(ours, value, rtol=1e-12, atol=0) if isinstance(value, float)
-            else ours == value)
-    if not same and exporting:
-      raise ConfigError(f"transformers' {family} computes model.{key}={value!r}; this model has "
-                        f"{ours!r}, so it cannot be exported as {family}")
-    if not same:
-      raise ConfigError(f"the checkpoint's config.json needs model.{key}={value!r}, the config "
-                        f"has {ours!r}: set --config.model.{key}={value}")
+def _rope(hf: dict[str, Any]) -> dict[str, Any]:
+  """The rotary options of config.json: transformers >= 5 writes rope_parameters (theta and
+  scaling together), earlier versions rope_theta and rope_scaling."""
+  params = hf.get("rope_parameters") or {}
+  scaling = params if params.get("rope_type", "default") != "default" else (
+      hf.get("rope_scaling") or {})
+  kind = scaling.get("rope_type", scaling.get("type", "default"))
+  if kind not in _ROPE:
+    raise ConfigError(f"rope_type '{kind}' is not supported; supported: {', '.join(_ROPE)}")
+  if params.get("partial_rotary_factor", hf.get("partial_rotary_factor", 1.0)) != 1.0:
+    raise ConfigError("partial_rotary_factor below 1 is not supported (every feature rotates)")
+  ours, keys = _ROPE[kind]
+  theta = params.get("rope_theta", hf.get("rope_theta", 10000.0))
+  out = {"rope_base": float(theta), "rope_scaling": ours}
+  for theirs, key in keys.items():
+    if theirs not in scaling:
+      raise ConfigError(f"config.json's {kind} rope scaling has no {theirs}")
+    out[key] = (int if key == "rope_original_max_len" else float)(scaling[theirs])
+  return out
 
 
 def of(family: str, model: ml_collections.ConfigDict, variables: dict[str, Any]) -> dict[str, Any]:
   """config.json for our model, which transformers' Auto classes load."""
-  model = options(model)
+  model = architecture_lib.options(model)
   vocab = int(variables["params"]["token_embedding"]["embedding"].shape[0])
   if family == "gpt2":
     return {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": vocab,
@@ -113,6 +124,10 @@ def of(family: str, model: ml_collections.ConfigDict, variables: dict[str, Any])
           "num_key_value_heads": model.num_kv_heads or model.num_heads,
           "head_dim": model.dim // model.num_heads, "max_position_embeddings": model.max_len,
           "rms_norm_eps": model.norm_epsilon, "rope_theta": model.rope_base, "hidden_act": "silu",
-          "rope_parameters": {"rope_theta": model.rope_base, "rope_type": "default"},
-          "attention_bias": False, "mlp_bias": False, "rope_scaling": None,
-          "tie_word_embeddings": model.tie_embeddings}
+          "rope_parameters": {"rope_theta": model.rope_base, **_rope_scaling(model)},
+          "attention_bias": False, "mlp_bias": False, "tie_word_embeddings": model.tie_embeddings}
+
+
+def _rope_scaling(model: ml_collections.ConfigDict) -> dict[str, Any]:
+  kind, keys = next((k, keys) for k, (ours, keys) in _ROPE.items() if ours == model.rope_scaling)
+  return {"rope_type": kind, **{theirs: model[ours] for theirs, ours in keys.items()}}

@@ -87,14 +87,25 @@ def load(workdir: str, restore: bool = True) -> Loaded:
   return Loaded(config, model, variables, num_outputs, example)
 
 
+def converted_report(workdir: str) -> dict[str, Any] | None:
+  """A converted workdir's convert.json (None for any other workdir)."""
+  report = storage.join(workdir, CONVERTED)
+  if not storage.exists(report):
+    return None
+  try:
+    return json.loads(storage.read_text(report))
+  except ValueError as e:
+    raise ConfigError(f"{report} is unreadable ({e})") from e
+
+
 def _outputs_and_example(config: ml_collections.ConfigDict, workdir: str) -> tuple[Any, Any]:
   """The number of outputs (a converted workdir's from convert.json: no data set needed) and
   one example's inputs."""
-  report = storage.join(workdir, CONVERTED)
-  if not storage.exists(report):
+  report = converted_report(workdir)
+  if report is None:
     example, num_outputs = tasks.input_spec(config)
     return num_outputs, example
-  return json.loads(storage.read_text(report))["num_outputs"], converted_example(config)
+  return report["num_outputs"], converted_example(config)
 
 
 def converted_example(config: ml_collections.ConfigDict) -> Any:

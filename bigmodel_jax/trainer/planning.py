@@ -28,6 +28,7 @@ from bigmodel_jax import config as config_lib
 from bigmodel_jax import metrics, models
 from bigmodel_jax.data import tasks
 from bigmodel_jax.faults import ConfigError
+from bigmodel_jax.pretrained import architecture
 from bigmodel_jax.trainer import build as build_lib
 from bigmodel_jax.trainer import flops, sharding, steps
 
@@ -37,6 +38,7 @@ GIB = 1024 ** 3
 def summary(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """The model of `config` sized without its data: inputs, outputs, parameters per top-level
   module and in all, forward FLOPs per example."""
+  config, _ = architecture.of_init_from(config)
   example, num_outputs = tasks.input_spec(config)
   built = build_lib.build(config, example, num_outputs, mesh=False, restore=False)
   with models.init_errors_as_config_errors(config.model.name, example):
@@ -58,6 +60,7 @@ def summary(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 def dry_run(config: ml_collections.ConfigDict, budget_gb: float | None = None) -> dict[str, Any]:
   config_lib.check_values(config)
+  config, _ = architecture.of_init_from(config)
   if config.parallel.strategy != "jit":
     raise ConfigError("--dry_run plans the jit strategy (parallel.strategy=jit)")
   example, num_outputs = tasks.input_spec(config)

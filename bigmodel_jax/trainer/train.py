@@ -24,6 +24,7 @@ from bigmodel_jax import config as config_lib
 from bigmodel_jax import faults, metrics, storage
 from bigmodel_jax.compression import prune, qwix_wrap
 from bigmodel_jax.data import pipeline, tasks
+from bigmodel_jax.pretrained import architecture
 from bigmodel_jax.runs import checkpoint
 from bigmodel_jax.runs import load, workdir as workdir_lib
 from bigmodel_jax.trainer import build as build_lib
@@ -37,6 +38,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """profile_steps "A:B": a jax.profiler trace of updates A to B in WORKDIR/profile."""
   t_start = time.time()
   config_lib.check_values(config)
+  config, taken = architecture.of_init_from(config)  # a converted checkpoint's model options
   profile = profiling.Window.parse(profile_steps, workdir)
   workdir_lib.check(workdir, config, allow_config_change)
 
@@ -76,6 +78,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   writer = metrics.MetricWriter(workdir)
   ckpt = checkpoint.Checkpointer(workdir, config.checkpoint_keep)
   metrics.console(_run_line(config, built, sources, n_params, total_steps))
+  if taken:
+    metrics.console(f"Taken from {config.init_from} over the config: {', '.join(taken)}")
 
   # --- Restore: the newest good checkpoint (state and data position), else a fresh start. ---
   restored = ckpt.restore_latest(state_lib.abstract(state_shardings, state), train_iter)
