@@ -83,13 +83,16 @@ def run_main(*args: str, env: dict | None = None, timeout: float = 300,
                         env={**os.environ, **(env or {})})
 
 
-def run_main_batch(arg_lists: list[list[str]], timeout: int = 120) -> list[tuple[int, str, str]]:
-  """run_main for many argument lists at once (tests/main_batch.py: one interpreter, a forked
-  child per list): [(exit status, stdout, stderr), ...] in their order."""
+def run_main_batch(arg_lists: list[list[str]], timeout: int = 120,
+                   command: str = "main") -> list[tuple[int, str, str]]:
+  """run_main for many argument lists of one command (main, convert, predict, ...) at once
+  (tests/main_batch.py: one interpreter, a forked child per list, run in order):
+  [(exit status, stdout, stderr), ...] in their order."""
   import json
   import subprocess
   proc = subprocess.run([sys.executable, os.path.join(REPO, "tests", "main_batch.py")], cwd=REPO,
-                        input=json.dumps(arg_lists), capture_output=True, text=True,
+                        input=json.dumps([[command, *a] for a in arg_lists]),
+                        capture_output=True, text=True,
                         timeout=timeout * len(arg_lists),
                         env={**os.environ, "MAIN_BATCH_TIMEOUT": str(timeout)})
   assert proc.returncode == 0, proc.stderr[-3000:]

@@ -14,7 +14,7 @@ import sys
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import REPO, small_config
+from conftest import REPO, run_main_batch, small_config
 
 from bigmodel_jax.faults import ConfigError
 from bigmodel_jax.runs import load
@@ -185,6 +185,17 @@ def test_a_hugging_face_checkpoint_gives_its_architecture_with_or_without_a_conf
   bare, configured = (load.read_config(str(tmp_path / w)).model for w in ("bare", "configured"))
   assert {k: bare[k] for k in report["architecture"]} == {
       k: configured[k] for k in report["architecture"]}
+  # a run warm-started from it takes the same (and its tokenizer), unless told not to
+  from bigmodel_jax.pretrained import architecture
+  run_config = small_config(variant, "text", init_from=str(tmp_path / "bare"))
+  adopted, listed = architecture.of_init_from(run_config)
+  assert {k: adopted.model[k] for k in report["architecture"]} == {
+      k: bare[k] for k in report["architecture"]}
+  assert listed[:len(taken)] == taken
+  assert adopted.data.tokenizer == (str(tmp_path / "bare" / "tokenizer.model")
+                                    if fixture == "llama_theta" else "bpe:4096")
+  run_config.init_architecture = False
+  assert architecture.of_init_from(run_config) == (run_config, [])
   if fixture == "llama3":  # the scaling matters: without it the logits are off
     converted = load.load(str(tmp_path / "configured"))
     plain = converted.model.clone(rope_scaling="none").apply(converted.variables,
@@ -198,31 +209,28 @@ def test_a_checkpoint_of_another_architecture_is_named_and_nothing_written(tmp_p
   (exit 2, one line, nothing written); the tiny Llama with a rotary base of 50,000 converts
   under llama_tiny's config with no override, and predict gives its logits."""
   out = tmp_path / "w"
-  r = run("convert", f"--source={FIXTURES}/vit.pth", "--config=configs/imagenet2012.py:vit",
-          "--config.data.image_size=32", f"--workdir={out}")
-  assert r.returncode == 2 and "set --config.model.num_heads" in r.stderr and not out.exists()
-  r = run("convert", f"--source={FIXTURES}/vit.pth", "--config=configs/imagenet2012.py:vit",
-          "--config.model.num_heads=4", f"--workdir={out}")
-  assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
-  assert "set --config.data.image_size=32" in r.stderr and not out.exists()
   yarn = tmp_path / "yarn"
   yarn.mkdir()
   hf = json.loads(open(os.path.join(FIXTURES, "llama", "config.json")).read())
   hf["rope_parameters"] = {"rope_theta": 1e4, "rope_type": "yarn", "factor": 4.0}
   (yarn / "config.json").write_text(json.dumps(hf))
   os.symlink(os.path.join(FIXTURES, "llama", "model.safetensors"), yarn / "model.safetensors")
-  r = run("convert", f"--source={yarn}", f"--workdir={out}")
-  assert r.returncode == 2 and "rope_type 'yarn' is not supported" in r.stderr, r.stderr
-  assert not out.exists()
-  r = run("convert", f"--source={FIXTURES}/vit.pth", f"--workdir={out}")
-  assert r.returncode == 2 and "needs --config" in r.stderr and not out.exists()
-  r = run("convert", f"--source={tmp_path}/missing.pth", "--config=configs/text.py:gpt2_tiny",
-          f"--workdir={out}")
-  assert r.returncode == 2 and "does not exist" in r.stderr and not out.exists()
-  r = run("convert", f"--source={FIXTURES}/llama_theta", "--config=configs/text.py:llama_tiny",
-          f"--workdir={out}")
-  assert r.returncode == 0, r.stderr
-  assert "over the config: model.rope_base=50000.0 (was 500000.0)\n" in r.stdout, r.stdout
+  vit = [f"--source={FIXTURES}/vit.pth", "--config=configs/imagenet2012.py:vit"]
+  bad = {"set --config.model.num_heads": [*vit, "--config.data.image_size=32"],
+         "set --config.data.image_size=32": [*vit, "--config.model.num_heads=4"],
+         "rope_type 'yarn' is not supported": [f"--source={yarn}"],
+         "needs --config": [f"--source={FIXTURES}/vit.pth"],
+         "does not exist": [f"--source={tmp_path}/missing.pth", "--config=configs/text.py:gpt2_tiny"]}
+  good = [f"--source={FIXTURES}/llama_theta", "--config=configs/text.py:llama_tiny"]
+  results = run_main_batch([[*args, f"--workdir={out}{i}"] for i, args in
+                            enumerate([*bad.values(), good])], command="convert")
+  for i, (message, (status, _, stderr)) in enumerate(zip(bad, results)):
+    assert status == 2 and message in stderr and stderr.strip().count("\n") == 0, stderr
+    assert not os.path.exists(f"{out}{i}")
+  out = f"{out}{len(bad)}"
+  status, stdout, stderr = results[-1]
+  assert status == 0, stderr
+  assert "over the config: model.rope_base=50000.0 (was 500000.0)\n" in stdout, stdout
   ref = np.load(os.path.join(FIXTURES, "llama_theta_logits.npz"))
   np.save(tmp_path / "tokens.npy", ref["tokens"])
   r = run("predict", f"--workdir={out}", f"--inputs={tmp_path}/tokens.npy",
@@ -256,22 +264,20 @@ def test_predict_command_writes_the_logits(tmp_path):
   assert r.returncode == 0, r.stderr
   assert "28 tensors mapped" in r.stdout and "0 left over" in r.stdout
   np.save(tmp_path / "tokens.npy", ref["tokens"])
-  r = run("predict", f"--workdir={tmp_path}/w", f"--inputs={tmp_path}/tokens.npy",
-          f"--out={tmp_path}/logits.npy")
-  assert r.returncode == 0, r.stderr
-  close(np.load(tmp_path / "logits.npy"), ref["logits"])
   np.save(tmp_path / "floats.npy", ref["tokens"].astype(np.float32))
-  r = run("predict", f"--workdir={tmp_path}/w", f"--inputs={tmp_path}/floats.npy",
-          f"--out={tmp_path}/bad.npy")
-  assert r.returncode == 2 and "token ids" in r.stderr and not (tmp_path / "bad.npy").exists()
   vocab = json.loads((tmp_path / "w" / "convert.json").read_text())["num_outputs"]
   ids = ref["tokens"].astype(np.int64)
   ids[0, 0] = vocab
   np.save(tmp_path / "ids.npy", ids)
-  r = run("predict", f"--workdir={tmp_path}/w", f"--inputs={tmp_path}/ids.npy",
-          f"--out={tmp_path}/bad.npy")
-  assert r.returncode == 2 and r.stderr.strip().startswith(
-      f"error: --inputs: token ids must be in [0, {vocab}) (the model's vocabulary)"), r.stderr
+  (status, _, stderr), floats, out_of_range = run_main_batch(
+      [[f"--workdir={tmp_path}/w", f"--inputs={tmp_path}/{name}.npy", f"--out={tmp_path}/{out}"]
+       for name, out in [("tokens", "logits.npy"), ("floats", "bad.npy"), ("ids", "bad.npy")]],
+      command="predict")
+  assert status == 0, stderr
+  close(np.load(tmp_path / "logits.npy"), ref["logits"])
+  assert floats[0] == 2 and "token ids" in floats[2]
+  assert out_of_range[0] == 2 and out_of_range[2].strip().startswith(
+      f"error: --inputs: token ids must be in [0, {vocab}) (the model's vocabulary)"), out_of_range
   assert not (tmp_path / "bad.npy").exists()
   from bigmodel_jax.inference import predict
   for bad_id in (-1, 2**32 + 5):  # the last wraps into range as int32

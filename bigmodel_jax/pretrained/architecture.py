@@ -109,8 +109,9 @@ def of_torchvision(family: str, tensors: Tensors,
             "groups": groups, "width_per_group": width // groups * 64 // planes[0],
             "stem": "imagenet" if shape("conv1.weight")[-1] == 7 else "cifar"}
   if family == "torchvision_densenet":
-    blocks = tuple(_count(tensors, rf"features\.denseblock{b}\.denselayer{{}}\.conv1\.weight")
-                   for b in range(1, _count(tensors, r"features\.denseblock{}\.denselayer1\.conv1\.weight") + 1))
+    layer = r"features\.denseblock{}\.denselayer{}\.conv1\.weight"
+    blocks = tuple(_count(tensors, layer.format(b, "{}"))
+                   for b in range(1, _count(tensors, layer.format("{}", 1)) + 1))
     growth = shape("features.denseblock1.denselayer1.conv2.weight")[0]
     depth = 2 * sum(blocks) + 5
     return {"depth": depth, "block_sizes": () if DENSENETS.get(depth) == blocks else blocks,
@@ -140,11 +141,14 @@ def of_init_from(config: ml_collections.ConfigDict
                  ) -> tuple[ml_collections.ConfigDict, list[str]]:
   """The config of a run that warm-starts from a converted workdir (config.init_from, with
   config.init_architecture): with that checkpoint's architecture and, for a language model, its
-  tokenizer; and what changed. Any other config as it is."""
-  if not (config.init_from and config.init_architecture):
+  tokenizer; and what changed. Any other config as it is, and one that puts the parameters
+  into a part of its model (init_into: LiT's image tower) or has a model of another kind."""
+  if not (config.init_from and config.init_architecture) or config.init_into:
     return config, []
   report = load.converted_report(config.init_from)
   if not report or "architecture" not in report:  # a trained workdir, or converted before
+    return config, []
+  if load.read_config(config.init_from).model.name != config.model.name:
     return config, []
   config, taken = adopt(config, report["architecture"])
   kept = tokenizer.in_directory(config.init_from)

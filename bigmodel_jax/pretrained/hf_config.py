@@ -95,9 +95,12 @@ def _rope(hf: dict[str, Any]) -> dict[str, Any]:
   theta = params.get("rope_theta", hf.get("rope_theta", 10000.0))
   out = {"rope_base": float(theta), "rope_scaling": ours}
   for theirs, key in keys.items():
-    if theirs not in scaling:
+    value = scaling.get(theirs)
+    if value is None and theirs == "original_max_position_embeddings":  # as transformers
+      value = hf.get("max_position_embeddings")
+    if value is None:
       raise ConfigError(f"config.json's {kind} rope scaling has no {theirs}")
-    out[key] = (int if key == "rope_original_max_len" else float)(scaling[theirs])
+    out[key] = (int if key == "rope_original_max_len" else float)(value)
   return out
 
 
@@ -112,7 +115,7 @@ def of(family: str, model: ml_collections.ConfigDict, variables: dict[str, Any])
             "activation_function": {"gelu": "gelu_new", "gelu_exact": "gelu"}.get(model.mlp, model.mlp),
             "layer_norm_epsilon": model.norm_epsilon, "resid_pdrop": 0.0, "embd_pdrop": 0.0,
             "attn_pdrop": 0.0, "tie_word_embeddings": model.tie_embeddings}
-  experts = {}
+  experts, scaling = {}, _rope_scaling(model)
   if family == "mixtral":
     experts = {"num_local_experts": model.num_experts,
                "num_experts_per_tok": model.experts_per_token, "sliding_window": None,
@@ -124,7 +127,8 @@ def of(family: str, model: ml_collections.ConfigDict, variables: dict[str, Any])
           "num_key_value_heads": model.num_kv_heads or model.num_heads,
           "head_dim": model.dim // model.num_heads, "max_position_embeddings": model.max_len,
           "rms_norm_eps": model.norm_epsilon, "rope_theta": model.rope_base, "hidden_act": "silu",
-          "rope_parameters": {"rope_theta": model.rope_base, **_rope_scaling(model)},
+          "rope_parameters": {"rope_theta": model.rope_base, **scaling},
+          "rope_scaling": scaling if scaling["rope_type"] != "default" else None,  # before 5.0
           "attention_bias": False, "mlp_bias": False, "tie_word_embeddings": model.tie_embeddings}
 
 
