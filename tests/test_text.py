@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import (ONE_DEVICE, REPO, documented_commands, kill_and_resume, run_main,
-                      small_config)
+                      run_main_batch)
 
 FIXTURES = os.path.join(REPO, "tests", "fixtures", "pretrained")
 TEXTS = ["def add(a, b):\n    return a + b\n", "class Café:\n    prix = '3 €'\n",
@@ -120,17 +120,20 @@ def test_bad_text_input_is_one_line_exit_2_and_nothing_written(tmp_path):
   empty.mkdir()
   (empty / "notes.md").write_text("not text of ours")
   d = text_dir(tmp_path / "text")
+  (tmp_path / "fake.model").write_bytes(b"not a sentencepiece model")
   cases = {
       f"--config.data.text_dir={empty}": "has 0 .txt / .jsonl files",
       f"--config.data.text_dir={d}": "line 1 has no text field 'text'",
       f"--config.data.tokenizer={tmp_path}/missing.json": "no such tokenizer file",
+      f"--config.data.tokenizer={tmp_path}/fake.model": "fake.model: not a SentencePiece model",
   }
-  for i, (flag, message) in enumerate(cases.items()):
-    args = [flag] if "text_dir" in flag else [flag, f"--config.data.text_dir={d}",
-                                               "--config.data.text_field=body"]
-    r = run_main("--config=configs/text.py:gpt2_tiny", *args, f"--workdir={tmp_path}/w{i}")
-    assert r.returncode == 2 and message in r.stderr, r.stderr
-    assert r.stderr.strip().count("\n") == 0, r.stderr
+  runs = [["--config=configs/text.py:gpt2_tiny", f"--workdir={tmp_path}/w{i}",
+           *([flag] if "text_dir" in flag else [flag, f"--config.data.text_dir={d}",
+                                                "--config.data.text_field=body"])]
+          for i, flag in enumerate(cases)]
+  for i, (message, (status, _, stderr)) in enumerate(zip(cases.values(), run_main_batch(runs))):
+    assert status == 2 and message in stderr, stderr
+    assert stderr.strip().count("\n") == 0, stderr
     assert not (tmp_path / f"w{i}").exists()
 
 

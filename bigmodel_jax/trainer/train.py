@@ -78,8 +78,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   writer = metrics.MetricWriter(workdir)
   ckpt = checkpoint.Checkpointer(workdir, config.checkpoint_keep)
   metrics.console(_run_line(config, built, sources, n_params, total_steps))
-  if taken:
-    metrics.console(f"Taken from {config.init_from} over the config: {', '.join(taken)}")
 
   # --- Restore: the newest good checkpoint (state and data position), else a fresh start. ---
   restored = ckpt.restore_latest(state_lib.abstract(state_shardings, state), train_iter)
@@ -87,8 +85,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if restored is not None:
     metrics.console(f"Resumed from the checkpoint at step {start_step} in {workdir}")
   elif config.init_from:
-    metrics.console(f"Initialized parameters from {config.init_from}"
-                    + (f"; new (did not fit): {', '.join(fresh)}" if fresh else ""))
+    metrics.console(_warm_start_line(config.init_from, taken, fresh))
   if frozen and config.lora.rank:
     metrics.console(f"LoRA: {len(frozen)} base parameters frozen, the adapters trained")
   elif frozen:
@@ -339,6 +336,15 @@ def _warm_start(config: ml_collections.ConfigDict, objective: Any, state: Any,
                                           for k, v in flat.items()}, sep="/"), shardings)
   fresh = [f"{into}/{k}" if into else k for k in sorted(set(flat) - fits)]
   return state.replace(params={**state.params, into: params} if into else params), fresh
+
+
+def _warm_start_line(source: str, taken: list[str], fresh: list[str]) -> str:
+  parts = [f"Initialized parameters from {source}"]
+  if taken:  # architecture.of_init_from: a converted checkpoint's options
+    parts.append(f"its architecture over the config: {', '.join(taken)}")
+  if fresh:
+    parts.append(f"new (did not fit): {', '.join(fresh)}")
+  return "; ".join(parts)
 
 
 def _count(examples: Any) -> int:
