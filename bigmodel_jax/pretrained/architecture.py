@@ -90,7 +90,8 @@ def _count(tensors: Tensors, pattern: str) -> int:
 def of_torchvision(family: str, tensors: Tensors,
                    config: ml_collections.ConfigDict) -> dict[str, Any]:
   """The options a torchvision state_dict's shapes fix (ConfigError naming what to set where the
-  shapes cannot tell, or where the config's data does not fit them)."""
+  shapes cannot tell, or where the config's data does not fit them); {} for another family's
+  tensors without their config.json (a bare safetensors file: the config describes it)."""
   shape = lambda name: tuple(np.shape(tensors[name])) if name in tensors else None
   if family == "torchvision_resnet":
     if shape("conv1.weight") is None:
@@ -119,7 +120,9 @@ def of_torchvision(family: str, tensors: Tensors,
             "bn_size": shape("features.denseblock1.denselayer1.conv1.weight")[0] // growth,
             "stem_features": shape("features.conv0.weight")[0],
             "stem": "imagenet" if shape("features.conv0.weight")[-1] == 7 else "cifar"}
-  # torchvision_vit: the heads cannot be read from shapes (the config's stand)
+  if family != "torchvision_vit":
+    return {}
+  # the heads cannot be read from shapes (the config's stand)
   dim, _, *patch = shape("conv_proj.weight")
   heads = options(config.model).get("num_heads", 0)
   if not heads or dim % heads:

@@ -156,10 +156,10 @@ def convert_out(workdir: str, to: str, out: str) -> dict[str, Any]:
   # the model must be one that the other library computes the same way
   fixed = (hf_config.architecture(family, hf_config.of(family, config.model, variables))
            if to == "hf" else architecture.TORCHVISION_FIXED.get(family, {}))
+  library = "transformers'" if to == "hf" else "torchvision's"
   for key, ours, theirs in architecture.differences(config.model, fixed):
-    raise ConfigError(f"{'transformers' if to == 'hf' else to}' {family} computes "
-                      f"model.{key}={theirs!r}; this model has {ours!r}, so it cannot be "
-                      f"exported as {family}")
+    raise ConfigError(f"{library} {family} computes model.{key}={theirs!r}; this model has "
+                      f"{ours!r}, so it cannot be exported as {family}")
   flat = flatten_dict({"params": variables["params"],
                        **{k: v for k, v in variables.items() if k != "params"}}, sep="/")
   parts: dict[str, dict[int, np.ndarray]] = {}
