@@ -239,6 +239,20 @@ def test_a_checkpoint_of_another_architecture_is_named_and_nothing_written(tmp_p
   close(np.load(tmp_path / "logits.npy"), ref["logits"])
 
 
+def test_a_bare_safetensors_file_converts_under_its_config(tmp_path):
+  """Without config.json there is no architecture to take: the config describes it."""
+  import shutil
+
+  from bigmodel_jax.inference import predict
+  from bigmodel_jax.pretrained import convert
+  shutil.copy(os.path.join(FIXTURES, "llama", "model.safetensors"), tmp_path / "m.safetensors")
+  report = convert.convert_in(str(tmp_path / "m.safetensors"), hf_config("llama"),
+                              str(tmp_path / "w"))
+  assert report["family"] == "llama" and report["taken"] == [] and report["architecture"] == {}
+  ref = np.load(os.path.join(FIXTURES, "llama_logits.npz"))
+  close(predict.outputs(str(tmp_path / "w"), ref["tokens"]), ref["logits"])
+
+
 def test_torchvision_architecture_is_read_from_the_shapes():
   from bigmodel_jax.pretrained import architecture, files
   config = small_config("resnet50", "imagenet2012")
