@@ -10,7 +10,7 @@
   PATH.model       a SentencePiece model (tokenizer.model: Llama 2, Gemma, T5), read with the
                    sentencepiece library; its end-of-sequence piece ends every document
 
-`encode` also says how many bytes of text each token stands for, so that bits per byte compare
+`documents` also says how many bytes of text each token stands for, so that bits per byte compare
 byte-level, BPE and SentencePiece models: a byte-level BPE's token ids know their bytes; a
 SentencePiece token covers the bytes from the end of the previous token's span in the original
 text to the end of its own (the pieces' offsets), the document's last token what is left, so a
@@ -127,7 +127,12 @@ class HuggingFace:
     self.tok = tok
     self.vocab_size = tok.get_vocab_size()
     self.eos_id = tok.token_to_id(EOS)
-    self.byte_lengths = _byte_lengths(tok, self.vocab_size)
+
+  @functools.cached_property
+  def byte_lengths(self) -> np.ndarray:
+    """The bytes each token id stands for: computed when documents are first encoded (a whole
+    vocabulary's pass, which sample and vocab_size do not need)."""
+    return _byte_lengths(self.tok, self.vocab_size)
 
   def documents(self, texts: list[str]) -> list[Document]:
     """Each text's ids (no special tokens; then <|endoftext|>) and their bytes."""
