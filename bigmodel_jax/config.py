@@ -63,7 +63,11 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.seq_len = 128  # lm: tokens per window; seq2seq: longest input
   c.data.tokenizer = ""  # lm (data/tokenizer.py): "" bytes, "bpe:N" (trained), a tokenizer.json
   c.data.packing = False  # lm: documents kept apart in the windows (segment ids)
-  c.data.text_dir, c.data.text_field = "", "text"  # textdir: the directory; .jsonl's text field
+  c.data.text_dir, c.data.text_field = "", "text"  # textdir: the directory; .jsonl/.parquet's
+  # text field (data/corpus.py: .txt, .jsonl, .jsonl.gz, .jsonl.zst, .parquet)
+  # lm: a weighted mixture of corpora (data/lm.py), name -> {"weight": w, "text_dir": DIR, ...};
+  # empty = config.data is the one corpus
+  c.data.corpora = ml_collections.ConfigDict()
   c.data.path = ""  # image_folder: a folder of SPLIT/CLASS/images (train/, val/)
   c.data.target_len = 16  # seq2seq: longest answer + 1 (EOS)
   c.data.data_dir = ""  # "" = TFDS default ($TFDS_DATA_DIR or ~/tensorflow_datasets)
@@ -82,7 +86,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.on_device = False  # keep that split on the devices; each step samples its batch there
   # (data/on_device.py: same order, no host work per step; needs cache and no random augment)
   c.data.workers = -1  # Grain worker processes making training batches (data/iterator.py);
-  # -1: one per core where images are decoded from files, else none (reader threads); same batches
+  # -1: one per core where images are decoded from files, else none (reader threads); same batches.
+  # lm: also the processes tokenizing a corpus into its token store (-1: one per core)
 
   # Multi-task (data/tasks.py, models/multitask.py): name -> {"weight": w, data overrides...};
   # empty = config.data is the one task. The model becomes the shared trunk with
@@ -227,6 +232,11 @@ def check_values(config: ml_collections.ConfigDict) -> None:
     raise ConfigError("data.on_device needs parallel.strategy=jit")
   if config.data.packing and (config.data.kind, config.model.name) != ("lm", "decoder_lm"):
     raise ConfigError("data.packing feeds document boundaries to a decoder_lm (data.kind=lm)")
+  if config.data.tokenizer and config.data.kind != "lm":
+    raise ConfigError(f"data.tokenizer is for data.kind=lm, not {config.data.kind}")
+  if config.data.corpora and config.data.kind != "lm":
+    raise ConfigError(f"data.corpora mixes language-model corpora (data.kind=lm), not "
+                      f"{config.data.kind}")
   base_name = config.data.name.split(":")[0].split("/")[0]
   for key, reader in (("text_dir", "textdir"), ("path", "image_folder")):
     if config.data[key] and base_name != reader:

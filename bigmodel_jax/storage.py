@@ -21,6 +21,7 @@ import os
 import posixpath
 import tempfile
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import fsspec
 
@@ -127,6 +128,37 @@ def read_bytes(path: str) -> bytes:
     return f.read()
 
 
+def open_binary(path: str) -> Any:
+  """A file opened for reading bytes, streaming (a bucket's object read by ranges as it goes)."""
+  if not is_remote(path):
+    return open(path, "rb")
+  fs, p = _fs(path)
+  return fs.open(p, "rb", block_size=8 << 20)
+
+
+def read_ranges(paths: list[str], starts: list[int], ends: list[int]) -> list[bytes]:
+  """Bytes [start, end) of each file: local reads, or one concurrent batch of range requests to
+  a bucket (gcsfs's cat_ranges): what a batch of token windows needs, never the whole file."""
+  if not paths:
+    return []
+  if not is_remote(paths[0]):
+    out = []
+    for path, start, end in zip(paths, starts, ends):
+      with open(path, "rb") as f:
+        f.seek(start)
+        out.append(f.read(end - start))
+    return out
+  fs, _ = _fs(paths[0])
+  return fs.cat_ranges([_fs(p)[1] for p in paths], list(starts), list(ends))
+
+
+def find(root: str) -> dict[str, dict[str, Any]]:
+  """Every file under root (recursively) -> its details (size; in a bucket the object's md5Hash,
+  crc32c, generation): one listing, no file read."""
+  fs, p = _fs(root)
+  return {name: info for name, info in fs.find(p, detail=True).items() if info["type"] == "file"}
+
+
 def read_text(path: str) -> str:
   return read_bytes(path).decode("utf-8")
 
@@ -206,6 +238,15 @@ def upload(local_dir: str, url: str, last: Iterable[str] = ()) -> None:
     files += [os.path.relpath(os.path.join(d, n), local_dir) for n in names]
   for rel in sorted(files, key=lambda r: r in later):
     fs.put_file(os.path.join(local_dir, rel), posixpath.join(p, rel.replace(os.sep, "/")))
+
+
+def put_file(local: str, url: str) -> None:
+  """One local file uploaded whole to a bucket URL (visible once complete)."""
+  fs, p = _fs(url)
+  try:
+    fs.put_file(local, p)
+  except Exception as e:  # noqa: BLE001 (after gcsfs's retries: the bucket is unreachable)
+    raise faults.write_error(f"could not write {url}", e) from e
 
 
 def check_bucket(url: str, flag: str) -> None:

@@ -7,7 +7,7 @@ import pytest
 import tensorflow_datasets as tfds
 from conftest import small_config, train_losses
 
-from bigmodel_jax.data import addition, pipeline
+from bigmodel_jax.data import addition, pipeline, seq2seq
 from bigmodel_jax.models.recurrent import RNNSeq2Seq
 from bigmodel_jax.models.transformer import EncoderDecoder
 from bigmodel_jax.objectives.classify import greedy_decode
@@ -33,8 +33,8 @@ def test_text_pairs_encode_bos_eos_and_weights():
   q = bytes(tfds.data_source("addition", split="test")[0]["question"])
   a = bytes(tfds.data_source("addition", split="test")[0]["answer"])
   np.testing.assert_array_equal(batch["inputs"]["encoder"][0, :len(q)], list(q))
-  assert list(batch["label"][0, :len(a) + 1]) == [*a, pipeline.EOS]
-  assert list(batch["inputs"]["decoder"][0, :len(a) + 1]) == [pipeline.BOS, *a]
+  assert list(batch["label"][0, :len(a) + 1]) == [*a, seq2seq.EOS]
+  assert list(batch["inputs"]["decoder"][0, :len(a) + 1]) == [seq2seq.BOS, *a]
   assert batch["weights"][0].sum() == len(a) + 1
 
 

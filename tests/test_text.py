@@ -1,4 +1,4 @@
-"""The user's own text: the textdir data set, BPE and SentencePiece tokenizers, packed windows,
+"""The user's own text (a text directory: test_corpus.py reads and stores it), BPE and SentencePiece tokenizers, packed windows,
 bits per byte, and fine-tuning a converted Llama (a SentencePiece tokenizer.model, a rotary base
 no config of ours has) on a text directory with sampling afterwards."""
 
@@ -25,42 +25,6 @@ def text_dir(path, copies: int = 20, field: str = "body"):
     for i, text in enumerate(TEXTS):
       f.write(json.dumps({field: text * copies, "id": i}) + "\n")
   return path
-
-
-def test_textdir_splits_by_file_and_names_its_contents(tmp_path):
-  import tensorflow_datasets as tfds
-
-  from bigmodel_jax.data import textdir
-  d = text_dir(tmp_path / "text")
-  c = textdir.config_for(str(d), "body")
-  assert c.name.startswith("text_") and len(c.files) == 7
-  splits = textdir.split_files(list(c.files))
-  assert sorted(sum(splits.values(), [])) == sorted(c.files) and splits["validation"]
-  builder = tfds.builder("textdir", config=c, data_dir=str(tmp_path / "tfds"))
-  builder.download_and_prepare()
-  train = tfds.data_source("textdir", split="train", data_dir=str(tmp_path / "tfds"),
-                           builder_kwargs={"config": c})
-  paths = {bytes(train[i]["path"]).decode() for i in range(len(train))}
-  assert {p.split(":")[0] for p in paths} == set(splits["train"])
-  if "more.jsonl" in splits["train"]:  # one record per line
-    assert {f"more.jsonl:{n}" for n in range(1, 7)} <= paths
-  assert builder.info.metadata["sha256"] == c.sha256
-  (d / "doc0.txt").write_text("changed")
-  assert textdir.config_for(str(d), "body").name != c.name  # edited files: a new data set
-
-
-def test_packed_windows_restart_positions_and_mask_the_loss_at_boundaries():
-  import ml_collections
-
-  from bigmodel_jax.data import pipeline
-  source = [{"text": b"abc"}, {"text": b"defgh"}, {"text": b"ij"}]
-  cfg = ml_collections.ConfigDict({"input_key": "text", "seq_len": 4, "packing": True,
-                                   "tokenizer": ""})
-  batch = pipeline.TokenWindows(source, cfg).gather(np.array([0, 1]))
-  # window 0: a b c d | e ; window 1: e f g h | i
-  np.testing.assert_array_equal(batch["inputs"]["segment_ids"], [[0, 0, 0, 1], [0, 0, 0, 0]])
-  np.testing.assert_array_equal(batch["inputs"]["positions"], [[0, 1, 2, 0], [0, 1, 2, 3]])
-  np.testing.assert_array_equal(batch["weights"], [[1, 1, 0, 1], [1, 1, 1, 0]])
 
 
 @pytest.mark.parametrize("positions", ["learned", "rotary"])
@@ -122,7 +86,7 @@ def test_bad_text_input_is_one_line_exit_2_and_nothing_written(tmp_path):
   d = text_dir(tmp_path / "text")
   (tmp_path / "fake.model").write_bytes(b"not a sentencepiece model")
   cases = {
-      f"--config.data.text_dir={empty}": "has 0 .txt / .jsonl files",
+      f"--config.data.text_dir={empty}": "has 0 .txt / .jsonl",
       f"--config.data.text_dir={d}": "line 1 has no text field 'text'",
       f"--config.data.tokenizer={tmp_path}/missing.json": "no such tokenizer file",
       f"--config.data.tokenizer={tmp_path}/fake.model": "fake.model: not a SentencePiece model",

@@ -19,6 +19,7 @@ A folder to try it on: `python -m bigmodel_jax.data.jpeg_folder DIR` (jpeg_folde
 import dataclasses
 import hashlib
 import io
+import logging
 import os
 import re
 import sys
@@ -29,10 +30,19 @@ from PIL import Image, UnidentifiedImageError
 from bigmodel_jax import faults
 from bigmodel_jax.cli import ArgumentParser, run_script
 from bigmodel_jax.data.offline import OfflineBuilder, generated_with, user_directory
-from bigmodel_jax.data.textdir import _NoCustomConfigWarning  # noqa: F401  (quiets TFDS for us too)
 from bigmodel_jax.faults import ConfigError
 
 SUFFIXES = (".jpeg", ".jpg", ".png")
+
+
+class _NoCustomConfigWarning(logging.Filter):
+  """TFDS warns of every builder config it does not list; each image folder is one."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return "Using custom data configuration" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_NoCustomConfigWarning())
 
 
 @dataclasses.dataclass(eq=False)

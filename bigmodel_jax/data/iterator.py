@@ -23,16 +23,23 @@ Batch = dict[str, np.ndarray]
 Rngs = list[np.random.Generator] | None
 
 
+IN_MEMORY_ORDER = 1 << 24  # epochs of up to this many examples are numpy permutations
+
+
 class GlobalBatch(grain.transforms.Map):
   """Batch number b -> (example indices, stream positions) of global batch b: positions
   [b * B, (b + 1) * B) of an endless stream that visits the split in a new random order each
   epoch (a permutation seeded by (seed, epoch), or (seed, epoch, stream) for stream > 0: one of
-  several independent orders, as a mixture of tasks needs). Vectorized: one Grain element per batch."""
+  several independent orders, as a mixture needs). Vectorized: one Grain element per batch.
+
+  An epoch of up to IN_MEMORY_ORDER examples is numpy's permutation (8 bytes an example, the
+  last few epochs cached); a larger one (a corpus of billions of windows) is a Feistel
+  permutation computed per position, in no memory."""
 
   def __init__(self, num_examples: int, global_batch: int, seed: int, stream: int = 0):
     self.n, self.batch = num_examples, global_batch
     self.key = (seed,) if stream == 0 else (seed, stream)
-    self._orders: dict[int, np.ndarray] = {}  # the permutations of the last epochs used
+    self._orders: dict[int, Any] = {}  # the permutations of the last epochs used
     self._lock = threading.Lock()  # Grain maps on several threads
 
   def __getstate__(self) -> dict[str, Any]:  # pickled into Grain's worker processes
@@ -41,25 +48,63 @@ class GlobalBatch(grain.transforms.Map):
   def __setstate__(self, state: dict[str, Any]) -> None:
     self.__dict__.update(state, _lock=threading.Lock())
 
-  def _order(self, epoch: int) -> np.ndarray:
+  def _order(self, epoch: int) -> Any:
     with self._lock:
       if epoch not in self._orders:
         if len(self._orders) >= 3:
           del self._orders[min(self._orders)]
-        rng = np.random.default_rng((self.key[0], epoch, *self.key[1:]))
-        self._orders[epoch] = rng.permutation(self.n)
+        seed = (self.key[0], epoch, *self.key[1:])
+        self._orders[epoch] = (np.random.default_rng(seed).permutation(self.n)
+                               if self.n <= IN_MEMORY_ORDER else Feistel(self.n, seed))
       return self._orders[epoch]
 
-  def map(self, b: int) -> tuple[np.ndarray, np.ndarray]:
-    positions = int(b) * self.batch + np.arange(self.batch, dtype=np.int64)
-    epochs, within = np.divmod(positions, self.n)
-    if epochs[0] == epochs[-1]:  # the usual case: the batch lies within one epoch
-      return self._order(int(epochs[0]))[within], positions
-    indices = np.empty_like(positions)
+  def at(self, positions: np.ndarray) -> np.ndarray:
+    """The example at each position of the endless stream."""
+    epochs, within = np.divmod(np.asarray(positions, np.int64), self.n)
+    if len(epochs) and epochs[0] == epochs[-1]:  # the usual case: within one epoch
+      return self._order(int(epochs[0]))[within]
+    indices = np.empty_like(within)
     for epoch in np.unique(epochs):
       rows = epochs == epoch
       indices[rows] = self._order(int(epoch))[within[rows]]
-    return indices, positions
+    return indices
+
+  def map(self, b: int) -> tuple[np.ndarray, np.ndarray]:
+    positions = int(b) * self.batch + np.arange(self.batch, dtype=np.int64)
+    return self.at(positions), positions
+
+
+class Feistel:
+  """A pseudo-random permutation of range(n), evaluated at any positions without a table: a
+  balanced Feistel network of ROUNDS rounds over the smallest even number of bits that covers
+  n, whose outputs of n or more are encrypted again until they fall in range (a bijection of
+  range(n); on average under 4 passes). Integer arithmetic only: the same on every machine."""
+
+  ROUNDS = 6
+
+  def __init__(self, n: int, seed: tuple[int, ...]):
+    bits = max(2, (n - 1).bit_length())
+    self.n, self.half = n, (bits + 1) // 2
+    self.mask = np.uint64((1 << self.half) - 1)
+    self.keys = np.random.default_rng(seed).integers(0, 2**63, self.ROUNDS, dtype=np.uint64)
+
+  def _encrypt(self, x: np.ndarray) -> np.ndarray:
+    half = np.uint64(self.half)
+    left, right = x >> half, x & self.mask
+    for key in self.keys:
+      z = (right ^ key) * np.uint64(0x9E3779B97F4A7C15)  # splitmix64's mixing of right and key
+      z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+      z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+      left, right = right, left ^ ((z ^ (z >> np.uint64(31))) & self.mask)
+    return (left << half) | right
+
+  def __getitem__(self, positions: np.ndarray) -> np.ndarray:
+    x = self._encrypt(np.asarray(positions, np.int64).astype(np.uint64))
+    out = x >= np.uint64(self.n)
+    while out.any():
+      x[out] = self._encrypt(x[out])
+      out = x >= np.uint64(self.n)
+    return x.astype(np.int64)
 
 
 class Gather(grain.transforms.Map):

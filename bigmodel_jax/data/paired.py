@@ -4,12 +4,16 @@ The offline ones are data/paired_digits.py's."""
 
 from typing import Any
 
+import jax
 import ml_collections
 import numpy as np
 
-from bigmodel_jax.data import records
+from bigmodel_jax.data import records, tfds_source
+from bigmodel_jax.data.source import Sources
 from bigmodel_jax.data.words import Words
 from bigmodel_jax.faults import ConfigError
+
+KEYS = ("text_key", "scale", "mean", "std", "augment", "cache", "on_device")
 
 Batch = dict[str, np.ndarray]
 Rngs = records.Rngs
@@ -37,6 +41,25 @@ def outputs(cfg: ml_collections.ConfigDict, builder: Any) -> dict[str, Any]:
     outputs["prompts"] = tuple(tuple(tuple(words.encode(t.format(n), length).tolist())
                                      for t in templates) for n in names)
   return outputs
+
+
+def input_spec(cfg: ml_collections.ConfigDict) -> tuple[Any, dict[str, Any]]:
+  b = tfds_source.builder(cfg)
+  num_outputs = outputs(cfg, b)
+  shape = tuple(b.info.features[cfg.input_key].shape)
+  text = b.info.features[cfg.text_key].shape[-1]
+  return {"image": jax.ShapeDtypeStruct((1, *shape), np.float32),
+          "text": jax.ShapeDtypeStruct((1, text), np.int32)}, num_outputs
+
+
+def load(cfg: ml_collections.ConfigDict) -> Sources:
+  b = tfds_source.builder(cfg)
+  num_outputs = outputs(cfg, b)
+  splits = tfds_source.open_splits(cfg, b)
+  train, eval_ = (Paired(s, cfg, captions=np.ndim(s[0][cfg.text_key]) == 2) for s in splits)
+  if cfg.cache:
+    train, eval_ = records.InMemory(train), records.InMemory(eval_)
+  return Sources(train=train, eval=eval_, num_outputs=num_outputs)
 
 
 class Paired(records.Records):

@@ -7,7 +7,7 @@ config.tasks names the tasks; each is config.data with the task's overrides, plu
 
 Every global batch holds a fixed number of examples of each task, in proportion to the weights
 (largest remainder: round(batch_size * w / sum(w)) rows), shuffled together; each task walks its
-own endless shuffled order (pipeline.GlobalBatch), so the mixture resumes exactly like one data
+own endless shuffled order (mixture.FixedRows), so the mixture resumes exactly like one data
 set. Inputs become {"x": the task's inputs, "task": int32 task id}, the task id being the index
 of the task's name in sorted order; models/multitask.py routes each row to its task's head.
 Evaluation runs over each task's eval split separately. With no tasks, config.data is the one
@@ -16,13 +16,13 @@ data set (pipeline.load).
 
 from typing import Any
 
-import grain
 import jax
 import ml_collections
 import numpy as np
 
 from bigmodel_jax import config as config_lib
-from bigmodel_jax.data import pipeline, records
+from bigmodel_jax.data import mixture, pipeline, records
+from bigmodel_jax.data.source import Sources
 from bigmodel_jax.faults import ConfigError
 
 
@@ -85,56 +85,15 @@ class TaskExamples:
     return {**batch, "inputs": {"x": batch["inputs"], "task": task}}
 
 
-class Mixture:
-  """The tasks' training splits as one index space (index i is example i - offsets[t] of task t),
-  with a sampler that fills each global batch in the weights' proportions."""
+class Tasks(mixture.Mixture):
+  """The tasks' training splits as one index space, each global batch filled in the weights'
+  proportions (mixture.FixedRows)."""
 
-  def __init__(self, tasks: list[TaskExamples], weights: list[float], names: list[str]):
-    self.tasks, self.weights, self.names = tasks, weights, names
-    self.offsets = np.cumsum([0] + [len(t) for t in tasks])
-    self.random = any(t.random for t in tasks)
-    self.in_memory = all(t.in_memory for t in tasks)
-
-  def __len__(self) -> int:
-    return int(self.offsets[-1])
-
-  def gather(self, indices: np.ndarray, rngs: records.Rngs = None) -> records.Batch:
-    indices = np.asarray(indices)
-    task_of = np.searchsorted(self.offsets, indices, side="right") - 1
-    out = None
-    for t in np.unique(task_of):
-      rows = np.flatnonzero(task_of == t)
-      part = self.tasks[t].gather(indices[rows] - self.offsets[t],
-                                  None if rngs is None else [rngs[r] for r in rows])
-      if out is None:
-        out = jax.tree.map(lambda v: np.empty((len(indices), *v.shape[1:]), v.dtype), part)
-      jax.tree.map(lambda o, v: o.__setitem__(rows, v), out, part)  # noqa: B023
-    return out
-
-  def sampler(self, global_batch: int, seed: int) -> "MixtureBatch":
-    return MixtureBatch(self, rows_per_task(self.weights, global_batch, self.names), seed)
+  def sampler(self, global_batch: int, seed: int) -> mixture.FixedRows:
+    return mixture.FixedRows(self, rows_per_task(self.weights, global_batch, self.names), seed)
 
 
-class MixtureBatch(grain.transforms.Map):
-  """Batch number b -> (indices into the Mixture, stream positions) of global batch b: rows[t]
-  examples from task t's own shuffled stream (GlobalBatch, stream t + 1), rows shuffled together.
-  Positions are unique across tasks (task stream position * tasks + t), for augmentation RNGs."""
-
-  def __init__(self, mixture: Mixture, rows: list[int], seed: int):
-    self.streams = [pipeline.GlobalBatch(len(task), k, seed, stream=t + 1)
-                    for t, (task, k) in enumerate(zip(mixture.tasks, rows))]
-    self.offsets, self.seed, self.batch = mixture.offsets, seed, sum(rows)
-
-  def map(self, b: int) -> tuple[np.ndarray, np.ndarray]:
-    parts = [stream.map(b) for stream in self.streams]
-    count = len(parts)
-    indices = np.concatenate([i + self.offsets[t] for t, (i, _) in enumerate(parts)])
-    positions = np.concatenate([p * count + t for t, (_, p) in enumerate(parts)])
-    order = np.random.default_rng((self.seed, int(b), count)).permutation(self.batch)
-    return indices[order], positions[order]
-
-
-def load(config: ml_collections.ConfigDict) -> pipeline.Sources:
+def load(config: ml_collections.ConfigDict) -> Sources:
   """The experiment's data: config.data alone, or with config.tasks a Mixture to train on and
   {task name: eval examples} to evaluate on, num_outputs a tuple of class counts per task."""
   if not config.tasks:
@@ -153,7 +112,7 @@ def load(config: ml_collections.ConfigDict) -> pipeline.Sources:
   if len(set(shapes.values())) > 1:
     raise ConfigError("tasks must share one input shape for the shared trunk; got "
                       + ", ".join(f"{n} {s} {d}" for n, (s, d) in shapes.items()))
-  return pipeline.Sources(train=Mixture(train, weights, names), eval=evals,
+  return Sources(train=Tasks(train, names, weights), eval=evals,
                           num_outputs=tuple(outputs))
 
 

@@ -18,8 +18,8 @@ document's tokens count exactly its UTF-8 bytes whatever the normalization (spec
 """
 
 import functools
-import os
 import sys
+import time
 from typing import Any
 
 import numpy as np
@@ -79,10 +79,10 @@ def load_file(path: str) -> Any:
     raise ConfigError(f"data.tokenizer {path}: not a tokenizer.json ({e})") from e
 
 
-def stored_path(spec: str, dataset_dir: str) -> str:
-  """Where data.tokenizer's file is: PATH itself, or the trained one beside the data set."""
+def stored_path(spec: str, home: str) -> str:
+  """Where data.tokenizer's file is: PATH itself, or the trained one in the corpus's home."""
   if spec.startswith("bpe:"):
-    return os.path.join(dataset_dir, f"tokenizer_bpe{_bpe_size(spec)}.json")
+    return storage.join(home, f"tokenizer_bpe{_bpe_size(spec)}.json")
   return spec
 
 
@@ -90,17 +90,17 @@ def train_bpe(texts: Any, size: int, path: str) -> None:
   """A byte-level BPE (GPT-2's scheme) of at most `size` tokens over `texts`, written to path."""
   from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-  print(f"Training a BPE tokenizer of {size} tokens on the training split ...", file=sys.stderr,
-        flush=True)
+  start = time.time()
   tok = Tokenizer(models.BPE())
   tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
   tok.decoder = decoders.ByteLevel()
   trainer = trainers.BpeTrainer(vocab_size=size, special_tokens=[EOS], show_progress=False,
                                 initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
   tok.train_from_iterator(texts, trainer)
-  tmp = f"{path}.tmp{os.getpid()}"
-  tok.save(tmp)
-  os.replace(tmp, path)
+  storage.write(path, tok.to_str(pretty=True))  # whole or not at all, locally or in a bucket
+  # said after the fact: a bad document stops the training with its one-line error alone
+  print(f"Trained a BPE tokenizer of {size} tokens on the training split in "
+        f"{time.time() - start:.1f} s: {path}", file=sys.stderr, flush=True)
 
 
 def _unicode_to_byte() -> dict[str, int]:
@@ -134,13 +134,20 @@ class HuggingFace:
     vocabulary's pass, which sample and vocab_size do not need)."""
     return _byte_lengths(self.tok, self.vocab_size)
 
+  @property
+  def byte_table(self) -> np.ndarray:
+    """The bytes of text each id stands for (a token's bytes do not depend on its context)."""
+    return self.byte_lengths
+
+  def ids(self, texts: list[str]) -> list[np.ndarray]:
+    """Each text's ids (no special tokens; then <|endoftext|>), in one batch call."""
+    eos = [] if self.eos_id is None else [self.eos_id]
+    return [np.asarray(e.ids + eos, np.int64)
+            for e in self.tok.encode_batch_fast(texts, add_special_tokens=False)]
+
   def documents(self, texts: list[str]) -> list[Document]:
-    """Each text's ids (no special tokens; then <|endoftext|>) and their bytes."""
-    out = []
-    for e in self.tok.encode_batch(texts, add_special_tokens=False):
-      ids = np.asarray(e.ids + ([] if self.eos_id is None else [self.eos_id]), np.int32)
-      out.append((ids, self.byte_lengths[ids]))
-    return out
+    """Each text's ids (as `ids`) and their bytes."""
+    return [(ids, self.byte_lengths[ids]) for ids in self.ids(texts)]
 
   def encode(self, text: str) -> list[int]:
     return self.tok.encode(text, add_special_tokens=False).ids
@@ -156,6 +163,8 @@ class SentencePiece:
     self.sp = sp
     self.vocab_size = sp.get_piece_size()
     self.eos_id = sp.eos_id() if sp.eos_id() >= 0 else None
+
+  byte_table = None  # a piece's bytes depend on where it falls in the original text
 
   def documents(self, texts: list[str]) -> list[Document]:
     """Each text's ids (no BOS; then EOS) and the bytes each covers (the module's docstring)."""

@@ -102,7 +102,8 @@ def quantize_workdir(workdir: str, out: str, weight_bits: int = 8, act_bits: int
     start = time.perf_counter()
     evaluate(state, 0)
     seconds = time.perf_counter() - start
-  count = sum(map(len, sources.eval.values())) if run.config.tasks else len(sources.eval)
+  count = (sum(map(len, sources.eval.values())) if isinstance(sources.eval, dict)
+           else len(sources.eval))
   results.update({
       "step": checkpoint.saved_steps(workdir)[-1], "quantized_from": storage.absolute(workdir),
       "weight_bits": weight_bits, "act_bits": act_bits, "lora_merged": bool(run.config.lora.rank),

@@ -58,9 +58,9 @@ class Evaluator:
 
   def __call__(self, state: Any, step: int) -> dict[str, float]:
     """The eval metrics of the canonical (mesh) state after `step` updates."""
-    if not self.config.tasks:
+    if not isinstance(self.sources.eval, dict):
       out = self.split(state, self.sources.eval)
-    else:  # eval/{task}/{metric} per task, and eval/{metric} the mean over tasks
+    else:  # eval/{name}/{metric} per task or corpus, and eval/{metric} the mean over them
       per_task = {name: self.split(state, ex) for name, ex in self.sources.eval.items()}
       shared = set.intersection(*(set(m) for m in per_task.values()))
       out = {k: float(np.mean([m[k] for m in per_task.values()])) for k in sorted(shared)}

@@ -23,7 +23,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 from bigmodel_jax import config as config_lib
 from bigmodel_jax import faults, metrics, storage
 from bigmodel_jax.compression import prune, qwix_wrap
-from bigmodel_jax.data import pipeline, tasks
+from bigmodel_jax.data import lm, pipeline, tasks
 from bigmodel_jax.pretrained import architecture
 from bigmodel_jax.runs import checkpoint
 from bigmodel_jax.runs import load, workdir as workdir_lib
@@ -74,10 +74,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   # --- Workdir: every check passed; from here on files are written. ---
   workdir_lib.create(workdir)
   workdir_lib.write_json(storage.join(workdir, "config.json"), config_lib.to_dict(config))
-  workdir_lib.keep_tokenizer(workdir, getattr(sources.train, "tokenizer_path", ""))
+  workdir_lib.keep_tokenizer(workdir, sources.tokenizer_path)
   writer = metrics.MetricWriter(workdir)
   ckpt = checkpoint.Checkpointer(workdir, config.checkpoint_keep)
   metrics.console(_run_line(config, built, sources, n_params, total_steps))
+  if hasattr(sources.train, "describe"):  # a mixture of corpora: shares, and what repeats
+    metrics.console(sources.train.describe(total_steps * config.batch_size))
 
   # --- Restore: the newest good checkpoint (state and data position), else a fresh start. ---
   restored = ckpt.restore_latest(state_lib.abstract(state_shardings, state), train_iter)
@@ -96,7 +98,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   guard = _Guard(config.nan_policy, ckpt)
   try:
     state, eval_metrics, timer = _train(config, runner, evaluate, guard, ckpt, writer,
-                                        runner.to_loop(state), start_step, total_steps, profile)
+                                        runner.to_loop(state), start_step, total_steps, profile,
+                                        getattr(sources.train, "epochs", None))
   finally:
     train_iter.close()  # its worker processes, if any
 
@@ -117,8 +120,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 def _run_line(config: ml_collections.ConfigDict, built: build_lib.Build, sources: Any,
               n_params: int, total_steps: int) -> str:
   """The console's first line: model, objective, data, steps and mesh."""
-  data_name = " + ".join(f"{n} ({cfg.name})" for n, (_, cfg) in tasks.task_configs(config).items()
-                        ) if config.tasks else config.data.name
+  data_name = (" + ".join(f"{n} ({cfg.name})" for n, (_, cfg) in tasks.task_configs(config).items())
+               if config.tasks else
+               " + ".join(f"{n} ({cfg.name})" for n, (_, cfg) in lm.corpus_configs(config.data).items())
+               if config.data.kind == "lm" and config.data.corpora else config.data.name)
   length = ("total_steps" if config.total_epochs is None else  # which one counts (cli.py)
             f"total_epochs={config.total_epochs:g}")
   return (f"Model {config.model.name} ({config_lib.objective_name(config)}): "
@@ -139,9 +144,11 @@ def _pipeline_note(s: Any) -> str:
 def _train(config: ml_collections.ConfigDict, runner: runners.JitRunner, evaluate: Any,
            guard: "_Guard", ckpt: checkpoint.Checkpointer, writer: metrics.MetricWriter,
            state: Any, start_step: int, total_steps: int,
-           profile: "profiling.Window") -> tuple[Any, dict[str, float], Any]:
+           profile: "profiling.Window", epochs: Any = None
+           ) -> tuple[Any, dict[str, float], Any]:
   """The loop: one call per batch (steps_per_call > 1: per K batches); log, evaluate and
-  checkpoint on their cadences, which fall between calls. The next call's input is read and
+  checkpoint on their cadences, which fall between calls (epochs(rows): a mixture's epochs per
+  corpus, logged). The next call's input is read and
   placed while a call runs (dispatch is asynchronous); a checkpoint saves the data position
   taken before that read. SIGTERM/SIGINT saves and ends the run after the current call."""
   progress = metrics.Progress(total_steps, start_step)
@@ -189,6 +196,8 @@ def _train(config: ml_collections.ConfigDict, runner: runners.JitRunner, evaluat
           row["train/input_wait_fraction"] = min(1.0, runner.take_waited() / timer.interval_s)
         # the seconds the loop sat blocked on checkpoint saves since the last log line
         row["train/checkpoint_wait_s"], waited = ckpt.waited_s - waited, ckpt.waited_s
+        if epochs is not None:
+          row.update(epochs(step * config.batch_size))
       with timer.pause():  # evaluation and checkpointing do not count in train/steps_per_sec
         evaluates = step % config.eval_every == 0 or last
         if evaluates:
