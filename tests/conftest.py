@@ -40,7 +40,7 @@ ONE_DEVICE = {"XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
 # starting while the other worker is about to finish; files not listed go last.
 SLOWEST_FIRST = (
     "test_transformer.py", "test_parallel.py", "test_moe.py", "test_multihost.py",
-    "test_bucket.py", "test_faults.py", "test_compression.py", "test_gan.py", "test_convert.py",
+    "test_bucket.py", "test_corpus.py", "test_faults.py", "test_compression.py", "test_gan.py", "test_convert.py",
     "test_pipeline.py", "test_convnets.py", "test_multimodal.py", "test_train.py", "test_main.py",
     "test_sample.py", "test_launch.py", "test_contrastive.py", "test_text.py", "test_seq2seq.py",
     "test_image_folder.py",

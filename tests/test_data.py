@@ -259,3 +259,13 @@ def test_lm_windows_are_the_corpus_bytes_shifted_by_one():
   assert bytes(first["inputs"][0].astype(np.uint8)) == text[:64]
   assert bytes(first["inputs"][1].astype(np.uint8)) == text[64:128]
   assert len(sources.eval) == (tfds.builder("pycode").info.metadata["validation"]["num_bytes"] - 1) // 64
+
+
+def test_every_data_key_belongs_to_the_shared_ones_or_a_source():
+  """The data seam: each config.data key is read by every kind (source.SHARED_KEYS) or named by
+  the DataSource module of the kind that reads it (pipeline.KINDS[kind].KEYS)."""
+  from bigmodel_jax import config as config_lib
+  from bigmodel_jax.data import source
+  owned = set(source.SHARED_KEYS).union(*(m.KEYS for m in pipeline.KINDS.values()))
+  assert set(config_lib.default_config().data) - owned == set()
+  assert set(owned) - set(config_lib.default_config().data) == set()
