@@ -1,4 +1,5 @@
-"""Language models on your own text: a directory of .txt / .jsonl files, a BPE tokenizer, packed
+"""Language models on your own text: a directory of .txt / .jsonl(.gz/.zst) / .parquet files, a
+BPE tokenizer, packed
 windows; pretrained GPT-2 / Llama weights from Hugging Face (bigmodel_jax.convert) to fine-tune.
 
   python -m bigmodel_jax.convert --source=HF_DIR --workdir=runs/hf_converted
@@ -10,7 +11,8 @@ Variants: gpt2_tiny and llama_tiny (the shapes of tests/fixtures/pretrained/'s r
 gpt2 (GPT-2 small, 124M) and llama (a 1B Llama-3.2-shaped model), to train from scratch; a run
 that starts from a converted checkpoint (init_from) takes that checkpoint's model options and
 tokenizer over the variant's. The data set is `textdir` over data.text_dir (split by file: 90%
-train, 5% validation, 5% test), tokenized by data.tokenizer ("bpe:4096" trains one on the
+train, 5% validation, 5% test; each split tokenized once into a token store, read lazily: the
+README's "Corpora of any size"), tokenized by data.tokenizer ("bpe:4096" trains one on the
 training split and keeps it in the workdir; a path loads a tokenizer.json or a SentencePiece
 tokenizer.model), documents packed into windows of data.seq_len tokens.
 """
