@@ -1,6 +1,6 @@
 """Language models on your own text: a directory of .txt / .jsonl(.gz/.zst) / .parquet files, a
-BPE tokenizer, packed
-windows; pretrained GPT-2 / Llama weights from Hugging Face (bigmodel_jax.convert) to fine-tune.
+BPE tokenizer, packed windows; pretrained GPT-2 / Llama weights from Hugging Face
+(bigmodel_jax.convert) to fine-tune.
 
   python -m bigmodel_jax.convert --source=HF_DIR --workdir=runs/hf_converted
   python -m bigmodel_jax.main --config=configs/text.py --workdir=runs/text_finetune \
