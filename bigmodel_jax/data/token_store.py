@@ -55,7 +55,9 @@ class TokenStore:
       raise ValueError(f"token store {url} has format {self.manifest.get('format')}, not "
                        f"{FORMAT}: prepare it again (remove the directory)")
     self.shards = self.manifest["shards"]
-    self.ends = np.cumsum([s["tokens"] for s in self.shards], dtype=np.int64)
+    sizes = np.asarray([s["tokens"] for s in self.shards], np.int64)
+    self.ends = np.cumsum(sizes)
+    self.begins = self.ends - sizes
     self.dtype = np.dtype(self.manifest["dtype"])
     self.remote = storage.is_remote(url)
     self.byte_table = None
@@ -96,12 +98,11 @@ class TokenStore:
     """(row, column, shard, start, stop) of every shard range the rows cover."""
     if len(starts) and (starts.min() < 0 or starts.max() + length > len(self)):
       raise IndexError(f"token range beyond the store's {len(self)} tokens")
-    begins = self.ends - [s["tokens"] for s in self.shards]
     for row, s in enumerate(starts.tolist()):
       col = 0
       while col < length:
         shard = int(np.searchsorted(self.ends, s + col, side="right"))
-        a = s + col - int(begins[shard])
+        a = s + col - int(self.begins[shard])
         b = min(int(self.shards[shard]["tokens"]), a + length - col)
         yield row, col, shard, a, b
         col += b - a
