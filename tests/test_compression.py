@@ -162,7 +162,11 @@ def test_each_method_trains_under_dp_and_fsdp_as_on_one_device(method, teacher):
   one, state = first_losses(_tiny(**overrides), jax.devices()[:1])
   for preset in ("dp", "fsdp"):
     eight, _ = first_losses(_tiny(sharding=preset, **overrides))
-    np.testing.assert_allclose(eight, one, rtol=1e-4, err_msg=preset)
+    # 4-bit bins and the pruning threshold are steps: a weight that float32 reduction order
+    # moves across one changes the next losses by ~0.1% on some CPUs (seen on this 2-core
+    # machine, 2026-12-07), so that method compares to 3e-3, the smooth one to 1e-4
+    np.testing.assert_allclose(eight, one, rtol=3e-3 if "qat" in method else 1e-4,
+                               err_msg=preset)
   flat = flax.traverse_util.flatten_dict(jax.device_get(state.params), sep="/")
   if "lora" in method:  # the base is frozen, the adapters move
     init = flax.traverse_util.flatten_dict(jax.device_get(first_losses(
