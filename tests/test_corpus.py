@@ -16,14 +16,13 @@ import subprocess
 import sys
 import time
 
-import ml_collections
 import numpy as np
 import pytest
 from conftest import REPO, run_main, run_main_batch, small_config, train_losses
 
 from bigmodel_jax import storage
-from bigmodel_jax.data import (corpus, iterator, lm, mixture, prepare_store, token_store,
-                               tokenizer, training_batches)
+from bigmodel_jax.data import (corpus, iterator, lm, prepare_store, token_store, tokenizer,
+                               training_batches)
 from bigmodel_jax.data.windows import TokenWindows
 
 DOCS = ["def add(a, b):\n    return a + b\n", "class Café:\n    prix = '3 €'\n",
@@ -363,9 +362,9 @@ def test_two_processes_train_a_mixture_from_a_bucket_are_killed_and_resume_exact
   local.mkdir()
   env = {**gcs, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "TMPDIR": str(local),
          "BIGMODEL_JAX_CACHE": str(local / "cache"), "TFDS_DATA_DIR": str(local / "tfds")}
-  args = _mixture_args(code, prose, f"{bucket}/data", "--config.total_steps=12",
+  args = _mixture_args(code, prose, f"{bucket}/data", "--config.total_steps=8",
                        "--config.batch_size=8", "--config.log_every=2",
-                       "--config.checkpoint_every=4", "--config.eval_every=12",
+                       "--config.checkpoint_every=4", "--config.eval_every=8",
                        "--config.schedule.warmup_steps=2", "--config.eval_batch_size=8")
   _two_processes([*args, f"--workdir={bucket}/reference"], env)
 
