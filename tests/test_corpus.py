@@ -5,7 +5,7 @@ complete and a rerun finishes it; a store another process prepares is waited for
 mixture holds its shares over 1,000 batches at any batch size, each corpus in its own order; bad
 corpora and weights are one line, exit 2, nothing written; two processes train from a store in
 a bucket (the GCS emulator), are killed and resume to the same parameters, with no copy of the
-store on their disks, and read the same batches as one process of 4 devices."""
+store on their disks, and 8 devices read the same batches as 4."""
 
 import gzip
 import json
@@ -350,9 +350,10 @@ def _two_processes(args, env, kill_after_checkpoint=None):
 
 def test_two_processes_train_a_mixture_from_a_bucket_are_killed_and_resume_exactly(
     tmp_path, gcs, monkeypatch, two_corpora):
-  """The stores in the emulator's bucket, read directly (no copy on either host's disk); a
-  SIGKILL after the first checkpoint and a rerun end on the parameters of an uninterrupted
-  run; one process of 4 devices reads the same batches (same losses to float rounding)."""
+  """The stores in the emulator's bucket, read directly (no copy on either host's disk); two
+  processes of 4 devices (8 in all) SIGKILLed after the first checkpoint and rerun end on the
+  parameters of an uninterrupted run; one process of 4 devices trains on the same batches (the
+  same losses to float rounding)."""
   from bigmodel_jax.runs import checkpoint
   code, prose, _ = two_corpora
   for k, v in gcs.items():
@@ -360,7 +361,7 @@ def test_two_processes_train_a_mixture_from_a_bucket_are_killed_and_resume_exact
   bucket = f"gs://bucket/{tmp_path.name}"
   local = tmp_path / "local"  # each run's own disk: temp files, caches, TFDS
   local.mkdir()
-  env = {**gcs, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "TMPDIR": str(local),
+  env = {**gcs, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "TMPDIR": str(local),
          "BIGMODEL_JAX_CACHE": str(local / "cache"), "TFDS_DATA_DIR": str(local / "tfds")}
   args = _mixture_args(code, prose, f"{bucket}/data", "--config.total_steps=8",
                        "--config.batch_size=8", "--config.log_every=2",
