@@ -31,7 +31,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from bigmodel_jax import storage
+from bigmodel_jax import faults, storage
 from bigmodel_jax.faults import ConfigError
 
 SPLITS = (("train", 90), ("validation", 95), ("test", 100))  # cumulative percent
@@ -196,7 +196,7 @@ def _parquet_parts(root: str, path: str, size: int, field: str) -> list[Part]:
     with storage.open_binary(full) as f:
       meta = pq.ParquetFile(f).metadata
   except Exception as e:  # noqa: BLE001 (pyarrow's errors: not a parquet file, truncated)
-    raise ConfigError(f"{full} is not a readable parquet file ({_first_line(e)})") from e
+    raise ConfigError(f"{full} is not a readable parquet file ({faults.first_line(e)})") from e
   schema = meta.schema.to_arrow_schema()
   if field not in schema.names:
     raise ConfigError(f"{full} has no column '{field}' (data.text_field); its columns: "
@@ -212,10 +212,6 @@ def _parquet_parts(root: str, path: str, size: int, field: str) -> list[Part]:
       parts.append(Part(path, start, i + 1, int(size * got / total)))
       start, got = i + 1, 0
   return parts
-
-
-def _first_line(e: BaseException) -> str:
-  return (str(e).splitlines() or [type(e).__name__])[0][:200]
 
 
 # --- Reading a part ----------------------------------------------------------------------------
@@ -241,7 +237,7 @@ def read_part(split: Split, part: Part) -> Iterator[str]:
     raise
   except (EOFError, OSError, ValueError) as e:  # a truncated or damaged compressed file
     raise ConfigError(f"{full} cannot be read to its end ({type(e).__name__}: "
-                      f"{_first_line(e)}); is it truncated?") from e
+                      f"{faults.first_line(e)}); is it truncated?") from e
 
 
 def _jsonl(full: str, part: Part, field: str) -> Iterator[str]:
@@ -264,7 +260,7 @@ def _jsonl(full: str, part: Part, field: str) -> Iterator[str]:
         row = json.loads(line)
       except ValueError as e:
         raise ConfigError(f"{full} line {number or _line_number(full, start)} is not JSON "
-                          f"({_first_line(e)})") from e
+                          f"({faults.first_line(e)})") from e
       if not isinstance(row, dict) or not isinstance(row.get(field), str):
         raise ConfigError(f"{full} line {number or _line_number(full, start)} has no text "
                           f"field '{field}' (data.text_field)")

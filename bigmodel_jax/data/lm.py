@@ -167,9 +167,8 @@ def _tokenizer_path(cfg: ml_collections.ConfigDict, corpora: dict[str, _Corpus])
   return path
 
 
-def _store_url(c: _Corpus, split: corpus.Split, tokenizer_path: str) -> str:
-  tok = (hashlib.sha256(storage.read_bytes(tokenizer_path)).hexdigest()[:12] if tokenizer_path
-         else "bytes")
+def _store_url(c: _Corpus, split: corpus.Split, tok: str) -> str:
+  """The split's store: its name, content key and `tok` (the tokenizer file's digest)."""
   name = re.sub(r"[^A-Za-z0-9]+", "_", split.name.rsplit(" ", 1)[-1]).strip("_")
   return storage.join(c.home, "tokens", f"{name}_{split.key[:8]}_{tok}")
 
@@ -181,7 +180,8 @@ def load(cfg: ml_collections.ConfigDict) -> Sources:
   corpora = {name: _open(c) for name, (_, c) in configs.items()}
   path = _tokenizer_path(cfg, corpora)
   vocab = tokenizer.vocab_size(cfg.tokenizer)
-  stores = {name: (_store_url(c, c.train, path), _store_url(c, c.eval, path))
+  tok = hashlib.sha256(storage.read_bytes(path)).hexdigest()[:12] if path else "bytes"
+  stores = {name: (_store_url(c, c.train, tok), _store_url(c, c.eval, tok))
             for name, c in corpora.items()}
 
   def prepare() -> None:
