@@ -1,7 +1,7 @@
 """Runs many `python -m bigmodel_jax.COMMAND ARGS` in one interpreter: the package is imported
 once and each argument list runs in a forked child, as its own process would (its own flags,
 exit status, stdout and stderr; the command module is imported in the child, where its flags
-are defined). conftest.run_main_batch starts it; test_main's ~90 bad inputs each paid ~1.5 s
+are defined). helpers.run_main_batch starts it; test_main's ~90 bad inputs each paid ~1.5 s
 of interpreter start and imports before.
 
   python tests/main_batch.py < [[COMMAND, ARGS...], ...] (JSON)  ->  [[status, stdout, stderr], ...]

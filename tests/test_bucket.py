@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import ONE_DEVICE, REPO, run_main, small_config
+from helpers import ONE_DEVICE, REPO, run_main, small_config
 
 from bigmodel_jax import storage
 from bigmodel_jax.runs import checkpoint

@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 import optax
 import pytest
-from conftest import ONE_DEVICE, first_losses, kill_and_resume, run_main, small_config
+from helpers import ONE_DEVICE, first_losses, kill_and_resume, run_main, small_config
 
 from bigmodel_jax import models
 from bigmodel_jax.compression import prune, ptq, qwix_wrap

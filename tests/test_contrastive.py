@@ -7,7 +7,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-from conftest import first_losses, run_main
+from helpers import first_losses, run_main
 from test_multimodal import _tiny
 
 from bigmodel_jax.data import pipeline

@@ -14,7 +14,7 @@ import sys
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import REPO, run_main_batch, small_config
+from helpers import REPO, run_main_batch, small_config
 
 from bigmodel_jax.faults import ConfigError
 from bigmodel_jax.runs import load

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import small_config
+from helpers import small_config
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from bigmodel_jax.models.densenet import DenseNet

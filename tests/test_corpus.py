@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import REPO, run_main, run_main_batch, small_config, train_losses
+from helpers import REPO, run_main, run_main_batch, small_config, train_losses
 
 from bigmodel_jax import storage
 from bigmodel_jax.data import (corpus, iterator, lm, prepare_store, token_store, tokenizer,

@@ -1,7 +1,7 @@
 """--dry_run: compile the step for the configured mesh without data, report per-device memory."""
 
 from bigmodel_jax.trainer import planning
-from conftest import run_main, small_config
+from helpers import run_main, small_config
 
 
 def test_plan_reports_state_bytes_from_the_shardings():

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from conftest import REPO, run_main, small_config
+from helpers import REPO, run_main, small_config
 
 from bigmodel_jax import faults
 from bigmodel_jax.faults import ConfigError

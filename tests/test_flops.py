@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import small_config
+from helpers import small_config
 
 from bigmodel_jax import models
 from bigmodel_jax.trainer import flops, planning

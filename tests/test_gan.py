@@ -4,7 +4,7 @@ first losses on 8 devices under dp and fsdp against 1 device; exact resume after
 import jax
 import numpy as np
 import pytest
-from conftest import ONE_DEVICE, first_losses, kill_and_resume
+from helpers import ONE_DEVICE, first_losses, kill_and_resume
 from test_generative import _tiny
 
 from bigmodel_jax.data import pipeline

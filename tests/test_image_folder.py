@@ -15,7 +15,7 @@ from PIL import Image
 from bigmodel_jax.config import default_config
 from bigmodel_jax.data import image_folder, images, jpeg_folder, pipeline
 from bigmodel_jax.faults import ConfigError
-from conftest import REPO, run_main
+from helpers import REPO, run_main
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from bigmodel_jax.config import default_config
 from bigmodel_jax.data import images, pipeline
 from bigmodel_jax.faults import ConfigError
 from bigmodel_jax.trainer import train
-from conftest import small_config
+from helpers import small_config
 
 
 def _image(h, w, c=3, seed=0):

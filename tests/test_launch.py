@@ -7,7 +7,7 @@ import os
 import subprocess
 import time
 
-from conftest import REPO, cluster_calls, wait_for_job
+from helpers import REPO, cluster_calls, wait_for_job
 
 from bigmodel_jax import storage
 

@@ -5,7 +5,7 @@ import os
 import shutil
 
 import pytest
-from conftest import ONE_DEVICE, REPO, run_main, run_main_batch
+from helpers import ONE_DEVICE, REPO, run_main, run_main_batch
 
 CONFIG = "--config=configs/mnist1d.py:cnn"
 
@@ -27,7 +27,7 @@ def _broken_data(tmp):  # mnist1d's prepared files, the arrays truncated
   src = os.path.join(os.environ["TFDS_DATA_DIR"], "mnist1d")
   if not os.path.isdir(src):  # prepare it first (any earlier test may have)
     from bigmodel_jax.data import pipeline
-    from conftest import small_config
+    from helpers import small_config
     pipeline.load(small_config("cnn").data)
   shutil.copytree(src, tmp / "data" / "mnist1d")
   for path in (tmp / "data" / "mnist1d").rglob("*array_record*"):
@@ -210,7 +210,7 @@ def _snapshot(root) -> dict[str, float]:
 
 @pytest.fixture(scope="module")
 def bad_input_runs(tmp_path_factory):
-  """Every BAD_INPUT case run as a command (in one batch: conftest.run_main_batch), each in a
+  """Every BAD_INPUT case run as a command (in one batch: helpers.run_main_batch), each in a
   directory of its own: [(directory, its files before, (status, stdout, stderr))]."""
   cases = []
   for i, (args, _, setup) in enumerate(BAD_INPUT):
@@ -271,7 +271,7 @@ def test_config_docstrings_hold_their_run_command():
 def test_same_command_on_one_device_matches_eight(tmp_path):
   import json
 
-  from conftest import small_config
+  from helpers import small_config
 
   from bigmodel_jax.trainer import train
   args = ["--config.total_steps=20", "--config.log_every=5", "--config.batch_size=64",

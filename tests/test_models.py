@@ -4,7 +4,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import pytest
-from conftest import small_config
+from helpers import small_config
 
 from bigmodel_jax import models
 from bigmodel_jax.faults import ConfigError

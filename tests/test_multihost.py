@@ -13,7 +13,7 @@ import sys
 import time
 
 import numpy as np
-from conftest import REPO, run_main, train_losses
+from helpers import REPO, run_main, train_losses
 
 from bigmodel_jax import storage
 from bigmodel_jax.runs import checkpoint

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from conftest import small_config
+from helpers import small_config
 
 from bigmodel_jax import models
 from bigmodel_jax.data import pipeline, tasks

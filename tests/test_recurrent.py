@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import small_config, train_losses
+from helpers import small_config, train_losses
 
 from bigmodel_jax.models.recurrent import RNNClassifier, RecurrentLayers, _cell
 from bigmodel_jax.trainer import train

@@ -9,7 +9,7 @@ import shutil
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import REPO, small_config
+from helpers import REPO, small_config
 
 from bigmodel_jax.experiments import reports
 from bigmodel_jax.faults import ConfigError

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import REPO, small_config
+from helpers import REPO, small_config
 
 from bigmodel_jax.models import decoding
 from bigmodel_jax.models.transformer import DecoderLM

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from conftest import small_config, train_losses
+from helpers import small_config, train_losses
 
 from bigmodel_jax.data import addition, pipeline, seq2seq
 from bigmodel_jax.models.recurrent import RNNSeq2Seq

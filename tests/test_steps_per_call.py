@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import run_main, small_config
+from helpers import run_main, small_config
 
 from bigmodel_jax.faults import ConfigError
 from bigmodel_jax.trainer import train

@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO, cluster_calls, wait_for_job
+from helpers import REPO, cluster_calls, wait_for_job
 
 from bigmodel_jax import report
 from bigmodel_jax.experiments import reports, sweeps

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import (ONE_DEVICE, REPO, documented_commands, kill_and_resume, run_main,
+from helpers import (ONE_DEVICE, REPO, documented_commands, kill_and_resume, run_main,
                       run_main_batch)
 
 FIXTURES = os.path.join(REPO, "tests", "fixtures", "pretrained")
