@@ -47,8 +47,7 @@ step = steps.jit_train_step(plan, sh, **b.step_options)
 batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=plan.batch_sharding),
                      sources.train.gather(np.arange(c.batch_size)))
 t = time.perf_counter()
-with plan.activation_context():
-  lowered = step.lower(state, batch)
+lowered = step.lower(state, batch)
 t_lower = time.perf_counter() - t
 lowered.compile()
 t_compile = time.perf_counter() - t - t_lower

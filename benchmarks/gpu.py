@@ -73,11 +73,10 @@ def compile_step(config: ml_collections.ConfigDict, num_outputs: int, example, b
   step = steps.jit_train_step(plan, shardings, **b.step_options)
   batch = jax.device_put(batch, plan.batch_sharding)
   t = time.perf_counter()
-  with plan.activation_context():
-    traced = step.trace(state, batch)
-    compiled = traced.lower().compile()
-    compile_s = time.perf_counter() - t
-    xla_flops = flops.per_device(traced, compiled)  # every scanned layer counted
+  traced = step.trace(state, batch)
+  compiled = traced.lower().compile()
+  compile_s = time.perf_counter() - t
+  xla_flops = flops.per_device(traced, compiled)  # every scanned layer counted
   return dict(state=state, step=compiled, batch=batch, compile_s=compile_s,
               xla_flops=xla_flops or 0.0, num_params=state_lib.num_params(state.params))
 

@@ -78,25 +78,21 @@ def measure(name: str, seconds: float, rounds: int, k: int) -> dict:
     device_data = None
 
   def train_sampled():
-    with plan.activation_context():
-      box["state"], metrics = sampled(box["state"], device_data.inputs(box["i"]))
+    box["state"], metrics = sampled(box["state"], device_data.inputs(box["i"]))
     return metrics
 
   def train_sampled_k():
-    with plan.activation_context():
-      box["state"], metrics = sampled_k(box["state"], device_data.inputs(box["i"]))
+    box["state"], metrics = sampled_k(box["state"], device_data.inputs(box["i"]))
     box["i"] += k
     return metrics
 
   def train_k():
     batches = jax.tree.map(lambda *b: np.stack(b), *(next(iterator) for _ in range(k)))
-    with plan.activation_context():
-      box["state"], metrics = several(box["state"], sharding.global_batch(batches, stacked))
+    box["state"], metrics = several(box["state"], sharding.global_batch(batches, stacked))
     return metrics
 
   def train_on(batch):
-    with plan.activation_context():
-      box["state"], metrics = step(box["state"], batch)
+    box["state"], metrics = step(box["state"], batch)
     return metrics
 
   def device_batch():

@@ -2,12 +2,14 @@
 suite says), and the step time the single-GPU MFU measured here predicts. Suites: llama
 (Llama-2-shaped 7B and 70B under fsdp and fsdp_tp), mixtral (Mixtral-8x7B under fsdp and
 fsdp_ep, the expert axis 8), pipeline (the 70B with pipeline stages, and tensor, on 16 to 256
-devices: where it first fits 80 GiB) and context (the 7B on 32,768-token windows, the sequence
-over a context axis: ring attention).
+devices: where it first fits 80 GiB), schedules (the 70B on 64 devices in 4 stages, GPipe
+against 1F1B at M = 4, 8, 16 microbatches of 16 sequences) and context (the 7B on
+32,768-token windows, the sequence over a context axis: ring attention).
 
   .venv/bin/python benchmarks/plan_lms.py llama      # a table (one process per device count)
   .venv/bin/python benchmarks/plan_lms.py mixtral
   .venv/bin/python benchmarks/plan_lms.py pipeline
+  .venv/bin/python benchmarks/plan_lms.py schedules
   .venv/bin/python benchmarks/plan_lms.py context
 
 Mixtral is planned with capacity_factor 1.25 (GShard-style slots, whose all-to-all is what
@@ -34,7 +36,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 H100_BF16 = 989.4e12
 MFU = 0.516
 _CAPACITY = {"model.capacity_factor": 1.25}
-_STAGES = lambda p, m, r=1: {"mesh.stage": p, "pipeline.microbatches": m, "pipeline.repeats": r}
+_STAGES = lambda p, m, r=1, kind=None: {"mesh.stage": p, "pipeline.microbatches": m, "pipeline.repeats": r,
+                                      "pipeline.schedule": kind or ("circular" if r > 1 else "gpipe")}
 _LONG = {"data.seq_len": 32768, "model.max_len": 32768, "batch_size": 32}  # 1M tokens per step
 SUITES = {  # (config, sharding preset, overrides)
     "llama": [("llama.py:7b", "fsdp", {}), ("llama.py:7b", "fsdp_tp", {}),
@@ -44,11 +47,15 @@ SUITES = {  # (config, sharding preset, overrides)
     "pipeline": [("llama.py:70b", "fsdp", {}), ("llama.py:70b", "fsdp", _STAGES(4, 4)), ("llama.py:70b", "fsdp", _STAGES(4, 16)),
                  ("llama.py:70b", "fsdp", _STAGES(8, 8)), ("llama.py:70b", "fsdp", _STAGES(4, 4, 2)),
                  ("llama.py:70b", "fsdp_tp", _STAGES(4, 4))],
+    # the schedules at a fixed microbatch of 16 sequences (the batch 16 M): GPipe keeps every
+    # tick's activations, 1F1B at most 2P - 1 microbatches' inputs per stage
+    "schedules": [("llama.py:70b", "fsdp", {**_STAGES(4, m, kind=kind), "batch_size": 16 * m})
+                  for kind in ("gpipe", "1f1b") for m in (4, 8, 16)],
     "context": [("llama.py:7b", "fsdp", {**_LONG, "mesh.context": 8}),
                 ("llama.py:7b", "fsdp_tp", {**_LONG, "mesh.context": 4}),
                 ("llama.py:7b", "fsdp", {**_LONG, "mesh.context": 16})],
 }
-DEVICES = {"pipeline": (32, 64, 128, 256)}  # the others: 64, 256
+DEVICES = {"pipeline": (32, 64, 128, 256), "schedules": (64,)}  # the others: 64, 256
 
 
 def model_flops_per_step(c) -> float:
@@ -84,7 +91,7 @@ def plan_all(suite: str, devices: int) -> None:
       continue
     flops, n = model_flops_per_step(c)
     step_s = flops / (devices * H100_BF16 * MFU)
-    pipe = (f" M={c.pipeline.microbatches} R={c.pipeline.repeats}"
+    pipe = (f" {c.pipeline.schedule} M={c.pipeline.microbatches} R={c.pipeline.repeats}"
             if c.mesh.get("stage", 1) and c.mesh.stage > 1 else "")
     print(json.dumps({"size": size, "sharding": preset + pipe, "devices": devices,
                       "mesh": r["mesh"],

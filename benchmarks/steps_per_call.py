@@ -116,8 +116,7 @@ def main() -> None:
                                                 *(next(iterator) for _ in range(k))), stacked)
 
     def run(i):
-      with plan.activation_context():
-        box["state"], metrics = call(box["state"], read())
+      box["state"], metrics = call(box["state"], read())
       box["done"] += k
       return metrics
     return run, k

@@ -13,15 +13,16 @@ from typing import Any
 import ml_collections
 from ml_collections import config_dict
 
+from bigmodel_jax import writers
 from bigmodel_jax.compression import config as compression
-from bigmodel_jax.config_rules import CHOICES, NUMERIC_RULES, is_finite, is_int
+from bigmodel_jax.config_rules import CHOICES, NUMERIC_RULES, OBJECTIVES, is_finite, is_int
 from bigmodel_jax.faults import ConfigError
 
 
 # Keys that may differ between a workdir's config.json and a rerun on it: they change how long a
 # run goes and how often it reports, not what one step computes.
 RESUME_SAFE_KEYS = ("total_steps", "total_epochs", "log_every", "eval_every", "checkpoint_every",
-                    "checkpoint_keep", "nan_policy", "steps_per_call", "data.workers")
+                    "checkpoint_keep", "nan_policy", "steps_per_call", "data.workers", "writers")
 
 
 # The device mesh's axes, outermost first (trainer/sharding.py lays them out in this order).
@@ -46,6 +47,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.init_into = ""  # the top-level parameter group they go into ("": all; LiT: "image")
   c.freeze = ""  # comma-separated regexes over parameter paths ("conv_0,conv_1"): not updated
   c.nan_policy = "stop"  # non-finite loss/gradients: stop (exit 3) or skip the update and count it
+  c.writers = writers.DEFAULT  # where logged rows go (writers.py): jsonl, tensorboard, wandb
 
   _add_parallelism(c)
   c.model = ml_collections.ConfigDict({"name": ""})  # other keys go to the model's constructor
@@ -113,9 +115,11 @@ def _add_parallelism(c: ml_collections.ConfigDict) -> None:
   c.mesh = ml_collections.ConfigDict({a: config_dict.placeholder(int) for a in MESH_AXES})
   c.sharding_rules = ""
   # Pipeline stages (mesh.stage > 1: the scanned Transformer blocks split over `stage`):
-  # microbatches per step (0: as many as stages); repeats: 1 = GPipe, R > 1 = circular, each
-  # stage holding R groups of layers. The idle share of a step, (P-1)/(M R + P - 1), is printed.
-  c.pipeline = ml_collections.ConfigDict({"microbatches": 0, "repeats": 1})
+  # microbatches per step (0: as many as stages); schedule: gpipe, circular (repeats R > 1,
+  # each stage holding R groups of layers) or 1f1b (models/pipeline.py: the step runs a
+  # microbatch's backward pass as soon as it can, each stage keeping at most 2P - 1
+  # microbatches' inputs). The idle share of a step, (P-1)/(M R + P - 1), is printed.
+  c.pipeline = ml_collections.ConfigDict({"microbatches": 0, "repeats": 1, "schedule": "gpipe"})
   c.parallel = ml_collections.ConfigDict()
   c.parallel.strategy = "jit"  # jit (over the mesh) or pmap (classic replicated data parallelism)
   c.grad_accum_steps = 1  # micro-batches per update (the batch is split; same update)
@@ -177,19 +181,6 @@ def total_steps(config: ml_collections.ConfigDict, num_train_examples: int) -> i
   return config.total_steps
 
 
-# Objectives (objectives/): the data kinds each trains on, the networks after the first that
-# need an optimizer of their own (config.optimizers.NAME), and the model it trains ("": any
-# model that is not one of those).
-OBJECTIVES: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
-    "classification": (("classification", "paired"), (), ""),
-    "lm": (("lm",), (), ""),
-    "seq2seq": (("seq2seq",), (), ""),
-    "vae": (("classification",), (), "vae"),
-    "gan": (("classification",), ("discriminator",), "gan"),
-    "diffusion": (("classification",), (), "unet"),
-    "contrastive": (("paired",), (), "dual_encoder"),
-    "captioning": (("paired",), (), "captioner"),
-}
 MULTIMODAL_MODELS = ("fusion", "dual_encoder", "captioner")  # read data.kind=paired, only it
 
 
@@ -221,6 +212,7 @@ def check_values(config: ml_collections.ConfigDict) -> None:
   if config.parallel.strategy == "pmap" and config.sharding != "dp":
     raise ConfigError(f"parallel.strategy=pmap replicates parameters: it needs sharding=dp, "
                       f"not '{config.sharding}'")
+  writers.names_of(config.writers)
   if not config.model.name:
     raise ConfigError("model.name is empty: set it in the config file or with --config.model.name")
   if not config.data.name and not config.tasks:
@@ -271,11 +263,12 @@ def _check_objective(config: ml_collections.ConfigDict) -> None:
   name = objective_name(config)
   if name not in OBJECTIVES:
     raise ConfigError(f"unknown objective '{name}'; known: {', '.join(OBJECTIVES)}")
-  kinds, others, model = OBJECTIVES[name]
+  entry = OBJECTIVES[name]
+  kinds, others, model = entry.data_kinds, entry.networks[1:], entry.model
   if config.data.kind not in kinds:
     raise ConfigError(f"objective '{name}' trains on data.kind {' or '.join(kinds)}, not "
                       f"'{config.data.kind}'")
-  trained_by = {m: n for n, (_, _, m) in OBJECTIVES.items() if m}
+  trained_by = {e.model: n for n, e in OBJECTIVES.items() if e.model}
   if model and config.model.name != model:
     raise ConfigError(f"objective '{name}' trains model '{model}', not '{config.model.name}'")
   if not model and config.model.name in trained_by:

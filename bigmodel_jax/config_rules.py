@@ -1,7 +1,10 @@
-"""What each config value must be: the range of every numeric key of config.default_config()
-and the few names a choice key takes. config.check_values applies them (with the checks of how
-keys go together); compression/config.py adds its sections' rules on the same contract."""
+"""What each config value must be: the range of every numeric key of config.default_config(),
+the few names a choice key takes, and the objectives (the one registry: what each trains on,
+with which networks, and where its class is). config.check_values applies them (with the
+checks of how keys go together); compression/config.py adds its sections' rules on the same
+contract."""
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any
@@ -76,4 +79,34 @@ CHOICES = {
     "parallel.strategy": ("jit", "pmap"),
     "nan_policy": ("stop", "skip"),
     "data.kind": ("classification", "lm", "seq2seq", "paired"),
+    "pipeline.schedule": ("gpipe", "circular", "1f1b"),  # models/layout.py, models/pipeline.py
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectiveEntry:
+  """One objective of config.objective.name (objectives/): its class, and what the config checks
+  need before anything is imported."""
+
+  cls: str  # MODULE.CLASS under bigmodel_jax.objectives
+  data_kinds: tuple[str, ...]  # the data.kind values it trains on
+  # its networks when several (top-level parameter groups): the first trained by
+  # config.optimizer, each other one by config.optimizers.NAME
+  networks: tuple[str, ...] = ()
+  model: str = ""  # the model it trains ("": any model no other objective names)
+  fixed: tuple[tuple[str, Any], ...] = ()  # constructor arguments the entry sets, not the user
+  distills: bool = False  # config.distill.teacher may mix a teacher's outputs into its loss
+
+
+OBJECTIVES: dict[str, ObjectiveEntry] = {
+    "classification": ObjectiveEntry("classify.Classify", ("classification", "paired"),
+                                     fixed=(("kind", "classification"),), distills=True),
+    "lm": ObjectiveEntry("classify.Classify", ("lm",), fixed=(("kind", "lm"),), distills=True),
+    "seq2seq": ObjectiveEntry("classify.Classify", ("seq2seq",), fixed=(("kind", "seq2seq"),),
+                              distills=True),
+    "vae": ObjectiveEntry("vae.VAE", ("classification",), model="vae"),
+    "gan": ObjectiveEntry("gan.GAN", ("classification",), ("generator", "discriminator"), "gan"),
+    "diffusion": ObjectiveEntry("diffusion.Diffusion", ("classification",), model="unet"),
+    "contrastive": ObjectiveEntry("contrastive.Contrastive", ("paired",), model="dual_encoder"),
+    "captioning": ObjectiveEntry("captioning.Captioning", ("paired",), model="captioner"),
 }

@@ -1,107 +1,18 @@
-"""Metric writers (metrics.jsonl, TensorBoard) and console progress.
+"""Console progress and the train loop's metrics: lines for the user, the progress bar, the
+steps/s timer, the buffer of device metrics and a log line's train/ columns (where the rows
+go: writers.py).
 
-Only process 0 writes files or prints; the others stay quiet.
+Only process 0 prints; the others stay quiet.
 """
 
-import json
 import math
-import os
-import shutil
 import sys
-import tempfile
 import time
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from bigmodel_jax import storage
-
-
-class MetricWriter:
-  """Appends {"step": ..., "train/loss": ...} lines to WORKDIR/metrics.jsonl and TensorBoard.
-
-  In a bucket (no appends there) the file is rewritten whole, at most every FLUSH_S seconds, at
-  each checkpoint (flush) and at the end: a resumed run drops and logs again the lines past its
-  checkpoint, so lines written later and lost with a killed process cost nothing. TensorBoard's
-  event file is written locally and copied to WORKDIR/tensorboard at the same moments (through
-  storage.write: its retries, then a one-line error; tensorboardX's own gs:// writer retries
-  for minutes in its exit hook)."""
-
-  FLUSH_S = 10.0
-
-  def __init__(self, workdir: str):
-    self.active = jax.process_index() == 0
-    self.path = storage.join(workdir, "metrics.jsonl")
-    self.tb_dir = storage.join(workdir, "tensorboard")
-    self.remote = storage.is_remote(workdir)
-    self._lines: list[str] = []  # in a bucket: the file's lines
-    self._unflushed = False
-    self._flushed_at = 0.0  # the first line is written at once: the run is seen to start
-    self._tb = None
-    self._tb_local = tempfile.mkdtemp(prefix="bigmodel-tb-") if self.remote and self.active else ""
-
-  def truncate_after(self, step: int) -> None:
-    """Drops lines past `step`: a resumed run logs those steps again from its checkpoint. Called
-    once before the first write."""
-    if not self.active or not storage.exists(self.path):
-      return
-    text = storage.read_text(self.path)
-    self._lines = [line + "\n" for line in text.splitlines()
-                   if line.strip() and _line_step(line) <= step]
-    storage.write(self.path, "".join(self._lines))
-
-  def write(self, step: int, metrics: dict[str, Any]) -> None:
-    if not self.active:
-      return
-    row = {"step": int(step), **{k: json_value(v) for k, v in metrics.items()}}
-    line = json.dumps(row) + "\n"
-    if self.remote:
-      self._lines.append(line)
-      self._unflushed = True
-      if time.time() - self._flushed_at >= self.FLUSH_S:
-        self.flush()
-    else:
-      with open(self.path, "a") as f:
-        f.write(line)
-    if self._tb is None:
-      from tensorboardX import SummaryWriter
-      self._tb = SummaryWriter(self._tb_local or self.tb_dir, flush_secs=30)
-    for k, v in row.items():
-      if k != "step" and isinstance(v, (int, float)):
-        self._tb.add_scalar(k, v, int(step))
-
-  def flush(self) -> None:
-    """metrics.jsonl in a bucket brought up to date (locally every line is already there)."""
-    if self.active and self._unflushed:
-      storage.write(self.path, "".join(self._lines))
-      self._unflushed, self._flushed_at = False, time.time()
-      if self._tb is not None:
-        self._tb.flush()
-        for name in os.listdir(self._tb_local):
-          with open(os.path.join(self._tb_local, name), "rb") as f:
-            storage.write(storage.join(self.tb_dir, name), f.read())
-
-  def close(self) -> None:
-    if self._tb is not None:
-      self._tb.close()
-    self.flush()  # every event came with a line: none is left uncopied once the lines are
-    if self._tb_local:
-      shutil.rmtree(self._tb_local, ignore_errors=True)
-
-
-def _line_step(line: str) -> int:
-  try:
-    return int(json.loads(line)["step"])
-  except (ValueError, KeyError, TypeError):
-    return sys.maxsize  # a torn last line from a killed run: dropped
-
-
-def json_value(v: Any) -> Any:
-  """A plain JSON value: numpy scalars unwrapped, NaN and infinities as null."""
-  v = v.item() if hasattr(v, "item") else v
-  return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
 _CLEAR_LINE = "\r\033[K"  # carriage return, erase to the end of the line (over a progress bar)

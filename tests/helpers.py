@@ -47,8 +47,7 @@ def first_losses(c, devices=None, count: int = 3):
   iterator = pipeline.train_iterator(sources.train, c.batch_size, c.seed)
   losses = []
   for _ in range(count):
-    with b.plan.activation_context():
-      state, metrics = step(state, sharding.global_batch(next(iterator), b.plan.batch_sharding))
+    state, metrics = step(state, sharding.global_batch(next(iterator), b.plan.batch_sharding))
     losses.append(float(metrics["loss"]))
   return losses, state
 

@@ -1,6 +1,6 @@
-"""Every command that README.md, WORKSPACE.md and the configs' docstrings print runs as written:
-each flag is one the command defines, each config file and its overrides parse and pass the
-config checks, and each sweep's points do too. What no static check can see (a sample longer
+"""Every command that README.md, GUIDE.md, WORKSPACE.md and the configs' docstrings print runs as
+written: each flag is one the command defines, each config file and its overrides parse and
+pass the config checks, and each sweep's points do too. What no static check can see (a sample longer
 than the model's context) the README's fine-tune recipe shows by running whole, with tiny step
 counts (tests/test_text.py)."""
 
@@ -10,7 +10,7 @@ import importlib.util
 import os
 import re
 
-from conftest import REPO, documented_commands
+from helpers import REPO, documented_commands
 
 from bigmodel_jax import sweep
 from bigmodel_jax.cli import parse_config
@@ -23,7 +23,8 @@ ABSL = {"verbosity", "v", "helpfull", "help", "helpshort", "logtostderr", "alsol
 
 
 def _docs() -> dict[str, str]:
-  docs = {name: open(os.path.join(REPO, name)).read() for name in ("README.md", "WORKSPACE.md")}
+  docs = {name: open(os.path.join(REPO, name)).read()
+          for name in ("README.md", "GUIDE.md", "WORKSPACE.md")}
   for path in sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.py"), recursive=True)):
     docs[os.path.relpath(path, REPO)] = ast.get_docstring(ast.parse(open(path).read())) or ""
   return docs
@@ -67,4 +68,4 @@ def test_every_documented_command_parses_and_its_config_checks(tmp_path, monkeyp
       checked += 1
       problems += [f"{doc}: {p}  [{' '.join(args)}]" for p in _problems(module, args, tmp_path)]
   assert not problems, "\n".join(problems)
-  assert checked >= 90  # README, WORKSPACE.md and every config file's docstring were read
+  assert checked >= 90  # README, GUIDE.md, WORKSPACE.md and every config file's docstring read

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ONE_DEVICE, first_losses, kill_and_resume, run_main, small_config
+from helpers import ONE_DEVICE, first_losses, kill_and_resume, run_main, small_config
 
 from bigmodel_jax.models.layers import AUX, mlp_activation
 from bigmodel_jax.models.transformer import DecoderLM
@@ -110,8 +110,7 @@ def test_expert_parallel_capacity_routing_exchanges_tokens_by_all_to_all():
   assert shardings["params"]["w_in"].spec == jax.sharding.PartitionSpec("expert", None, None)
 
   def forward(v, x):
-    with plan.activation_context():
-      return module.apply(v, x)
+    return module.clone(layout=plan.layout).apply(v, x)
 
   hlo = jax.jit(forward, in_shardings=(shardings, plan.batch_sharding)).lower(
       variables, x).compile().as_text()

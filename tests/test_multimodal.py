@@ -7,12 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from conftest import first_losses, run_main, small_config
+from helpers import first_losses, run_main, small_config
 
 from bigmodel_jax import models
 from bigmodel_jax.data import digits, paired_digits, pipeline
 from bigmodel_jax.data.words import Words
-from bigmodel_jax.objectives.captioning import teacher_forced
+from bigmodel_jax.objectives.captioning import Captioning, teacher_forced
 from bigmodel_jax.trainer import build as build_lib
 
 
@@ -83,7 +83,6 @@ def test_fsdp_on_8_devices_gives_the_first_losses_of_1_device():
 
 
 def test_captioner_decodes_the_same_with_and_without_the_cache():
-  from bigmodel_jax import objectives
   c = _tiny("captioner")
   sources = pipeline.load(c.data)
   b = build_lib.build(c, build_lib.example_of(sources.train), sources.num_outputs, 100, mesh=False)
@@ -98,7 +97,7 @@ def test_captioner_decodes_the_same_with_and_without_the_cache():
     tokens = tokens.at[:, t].set(jnp.argmax(logits[:, t], -1))
   after_eos = jnp.cumsum(jnp.cumsum(tokens == 2, 1), 1) > 1  # PAD after the first EOS
   np.testing.assert_array_equal(cached, jnp.where(after_eos, 0, tokens))
-  assert isinstance(b.objective, objectives.Captioning)
+  assert isinstance(b.objective, Captioning)
 
 
 @pytest.mark.parametrize("args, message", [

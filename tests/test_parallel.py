@@ -14,7 +14,7 @@ from bigmodel_jax.models.transformer import REMAT_POLICIES
 from bigmodel_jax.objectives.classify import Classify
 from bigmodel_jax.trainer import optim, sharding, steps, train
 from bigmodel_jax.trainer import state as state_lib
-from conftest import small_config, train_losses
+from helpers import small_config, train_losses
 
 # float32, 4 steps of AdamW: the strategies differ only in the order of float reductions. Adam
 # divides by sqrt(v), which magnifies a difference in the last bits of a small gradient, so the
@@ -196,3 +196,33 @@ def test_scanned_layers_give_the_same_loss_as_the_loop():
   cfg.remat = "full"  # scan and remat together
   _, (loss_sr, _) = _loss_and_grads(cfg, stacked)
   assert float(loss_sr) == pytest.approx(float(loss), rel=1e-5)
+
+
+def test_a_step_compiles_what_its_layout_says_with_no_context_to_enter():
+  """The layout is the model's own (models/layout.py): the same train step traced under two
+  plans in one process gives two programs, each with its own activation shardings, and a
+  model built for one device has none. (With the layout in context variables, a step traced
+  once outside the `with` kept that program: jit does not key its cache on them.)"""
+  from bigmodel_jax.trainer import build as build_lib
+  from bigmodel_jax.data import pipeline
+  c = _lm()
+  sources = pipeline.load(c.data)
+  programs = {}
+  for preset in ("dp", "tp", "none"):
+    cfg = _lm(sharding="dp" if preset == "none" else preset)
+    built = build_lib.build(cfg, build_lib.example_of(sources.train), sources.num_outputs, 4)
+    if preset == "none":
+      built.objective.model = built.one_device_model
+    state = built.planned_state()
+    batch = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct((cfg.batch_size, *x.shape[1:]), x.dtype,
+                                       sharding=built.plan.batch_sharding),
+        sources.train.gather(np.arange(cfg.batch_size)))
+    step = steps.jit_train_step(built.plan, jax.tree.map(lambda x: x.sharding, state),
+                                **built.step_options)
+    programs[preset] = step.trace(state, batch).lower().as_text()
+  constraints = {k: p.count("sharding_constraint") + p.count("@Sharding") for k, p in
+                 programs.items()}
+  assert constraints["none"] == 0 and constraints["dp"] > 0 and constraints["tp"] > 0
+  assert programs["dp"] != programs["tp"]
+  assert '"tensor"' in programs["tp"] and '"tensor"' not in programs["dp"]

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from conftest import small_config
+from helpers import small_config
 
 from bigmodel_jax.faults import ConfigError
 from bigmodel_jax.runs import checkpoint
@@ -247,3 +247,70 @@ def test_on_device_data_refuses_what_it_cannot_hold(tmp_path, overrides, message
   with pytest.raises(ConfigError, match=message):
     train.train_and_evaluate(_quick(**{"data.on_device": True, **overrides}), str(tmp_path / "w"))
   assert not (tmp_path / "w").exists()
+
+
+def _wandb_history(workdir) -> dict[int, dict]:
+  """{step: row} of the offline W&B run under WORKDIR/wandb, read from its run-ID.wandb file:
+  a ":W&B" header, then LevelDB-log records (32 KiB blocks; each record a 7-byte header of
+  checksum, length and type: full, first, middle, last) of wandb's Record protobufs."""
+  import glob
+  from wandb.proto import wandb_internal_pb2
+  (path,) = glob.glob(os.path.join(workdir, "wandb", "offline-run-*", "run-*.wandb"))
+  data, pos, records, part = open(path, "rb").read(), 7, [], b""
+  while pos + 7 <= len(data):
+    if 32768 - pos % 32768 < 7:  # a block's tail too short for a header is padding
+      pos += 32768 - pos % 32768
+      continue
+    length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+    part += data[pos + 7:pos + 7 + length]
+    pos += 7 + length
+    if kind in (1, 4):  # a full record, or the last piece of one
+      records.append(part)
+      part = b""
+  history = {}
+  for raw in records:
+    record = wandb_internal_pb2.Record()
+    record.ParseFromString(raw)
+    if record.WhichOneof("record_type") == "history":
+      row = {(i.key or "/".join(i.nested_key)): json.loads(i.value_json)
+             for i in record.history.item}
+      history[int(row.pop("_step"))] = row
+  return history
+
+
+def test_writers_send_the_rows_to_weights_and_biases_offline(tmp_path, monkeypatch):
+  monkeypatch.setenv("WANDB_MODE", "offline")
+  monkeypatch.setenv("WANDB_SILENT", "true")
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(_quick(total_steps=40, writers="jsonl,tensorboard,wandb"), workdir)
+  history = _wandb_history(workdir)
+  rows = _rows(workdir)
+  assert sorted(history) == [r["step"] for r in rows] == [20, 30, 40]
+  for r in rows:
+    for key in ("train/loss", "eval/accuracy"):
+      if key in r:
+        assert history[r["step"]][key] == r[key], (r["step"], key)
+  assert any(n.startswith("events.out.tfevents") for n in os.listdir(os.path.join(workdir, "tensorboard")))
+
+
+def test_a_writer_that_fails_ends_the_run_with_one_line_and_the_checkpoints_kept(tmp_path,
+                                                                                monkeypatch):
+  from bigmodel_jax import faults, writers
+
+  class Broken(writers.TensorBoard):  # event files; rows after step 30 do not go through
+    def write(self, step, row):
+      if step > 30:
+        raise RuntimeError("the tracking server refused the row\nsecond line")
+      super().write(step, row)
+
+  monkeypatch.setitem(writers.WRITERS, "broken", Broken)
+  workdir = str(tmp_path / "run")
+  with pytest.raises(faults.FileError) as e:
+    train.train_and_evaluate(_quick(writers="jsonl,broken"), workdir)
+  assert e.value.exit_code == 6
+  assert str(e.value) == ("writer broken could not write step 40: RuntimeError: the tracking "
+                          "server refused the row")
+  assert checkpoint.saved_steps(workdir) == [30]
+  results = train.train_and_evaluate(_quick(), workdir)  # resumed at 30, the writers fixed
+  assert results["start_step"] == 30 and results["step"] == 60
+  assert [r["step"] for r in _rows(workdir)] == [20, 30, 40, 60]

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import small_config, train_losses
+from helpers import small_config, train_losses
 
 from bigmodel_jax.models.transformer import DecoderLM, TransformerClassifier
 from bigmodel_jax.trainer import train
@@ -26,6 +26,26 @@ def test_gpt2_small_parameter_count():
   assert _count(gpt2, jnp.zeros((1, 8), jnp.int32)) == 124_439_808
   untied = gpt2.clone(tie_embeddings=False)
   assert _count(untied, jnp.zeros((1, 8), jnp.int32)) == 124_439_808 + 50257 * 768
+
+
+def test_qk_norm_normalizes_each_heads_queries_and_keys():
+  """model.qk_norm (one TransformerConfig field and its use in Attention): a scale per head
+  dimension for queries and keys in every block; the attention logits no longer grow with the
+  query's scale."""
+  from bigmodel_jax import models
+  c = small_config("transformer", "pycode")
+  c.model.update(dim=32, depth=2, num_heads=4, mlp_dim=64, max_len=16)
+  tokens = jnp.zeros((1, 8), jnp.int32)
+  plain = models.build(c.model, 256)
+  c.model.qk_norm = True
+  normed = models.build(c.model, 256)
+  assert _count(normed, tokens) == _count(plain, tokens) + 2 * 2 * (32 // 4)
+  variables = normed.init(jax.random.PRNGKey(0), tokens)
+  scaled = jax.tree_util.tree_map_with_path(  # the query projection 10x larger: same output
+      lambda path, x: x * 10 if "query" in jax.tree_util.keystr(path) and "norm" not in
+      jax.tree_util.keystr(path) else x, variables)
+  np.testing.assert_allclose(normed.apply(scaled, tokens), normed.apply(variables, tokens),
+                             rtol=1e-4, atol=1e-4)
 
 
 @pytest.fixture(scope="module", params=["learned", "rotary"])

@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 
 from bigmodel_jax import config as config_lib
-from bigmodel_jax import metrics, storage
+from bigmodel_jax import storage, writers
 from bigmodel_jax.compression import prune, ptq
 from bigmodel_jax.compression.config import BITS
 from bigmodel_jax.data import tasks
@@ -117,7 +117,7 @@ def quantize_workdir(workdir: str, out: str, weight_bits: int = 8, act_bits: int
     checkpoint.save_tree(os.path.join(tmp, load.QUANTIZED), {"params": stored,
                                                              "model_state": model_state})
     results["disk_bytes"] = _du(os.path.join(tmp, load.QUANTIZED))
-    results = {k: metrics.json_value(v) for k, v in results.items()}
+    results = {k: writers.json_value(v) for k, v in results.items()}
     workdir_lib.write_json(os.path.join(tmp, "results.json"), results)
   return results
 

@@ -21,11 +21,12 @@ from bigmodel_jax import faults
 from bigmodel_jax.faults import ConfigError
 from bigmodel_jax.models.classifiers import CLASSIFIERS
 from bigmodel_jax.models.gan import GAN
-from bigmodel_jax.models.moe import spec_of
+from bigmodel_jax.models.layout import Layout, layout_of
 from bigmodel_jax.models.multimodal import Captioner, DualEncoder, FusionClassifier
 from bigmodel_jax.models.multitask import MultiTask
 from bigmodel_jax.models.recurrent import RNNLM, RNNSeq2Seq
 from bigmodel_jax.models.transformer import DecoderLM, EncoderDecoder
+from bigmodel_jax.models.transformer_config import TransformerOptions, config_of
 from bigmodel_jax.models.unet import UNet
 from bigmodel_jax.models.vae import VAE
 
@@ -48,14 +49,17 @@ MODELS: dict[str, type[nn.Module]] = {
 OUTPUT_FIELDS = ("num_classes", "vocab_size")
 
 
-def build(model_config: ml_collections.ConfigDict, num_outputs: int) -> nn.Module:
+def build(model_config: ml_collections.ConfigDict, num_outputs: int,
+          layout: Layout = Layout()) -> nn.Module:
+  """layout: what the mesh decides for the model (the trainer's; models/layout.py)."""
   name = model_config.name
   if name not in MODELS:
     raise ConfigError(f"unknown model '{name}'; known: {', '.join(sorted(MODELS))}")
   cls = MODELS[name]
   options = {k: (v.to_dict() if isinstance(v, ml_collections.ConfigDict) else v)
              for k, v in model_config.items() if k != "name"}
-  fields = {f.name for f in dataclasses.fields(cls) if f.init and f.name not in ("parent", "name")}
+  fields = {f.name for f in dataclasses.fields(cls)
+            if f.init and f.name not in ("parent", "name", "layout")}
   if isinstance(num_outputs, dict):  # paired data: classes and the tokenizer's vocabulary size
     outputs = {k: v for k, v in num_outputs.items() if k in fields}
     for key, value in outputs.items():
@@ -72,9 +76,9 @@ def build(model_config: ml_collections.ConfigDict, num_outputs: int) -> nn.Modul
                       f"{', '.join(sorted(fields - set(outputs)))}")
   for key, value in options.items():
     _check_option(f"model.{key}", value)
-  model = cls(**outputs, **options)
-  if "num_experts" in fields:
-    spec_of(model).check()
+  model = cls(**outputs, **options, **layout_of(cls, layout))
+  if isinstance(model, TransformerOptions):
+    config_of(model).check()  # the experts' options (MoESpec.check)
   return model
 
 
@@ -99,17 +103,18 @@ def _check_option(key: str, value: Any) -> None:
     raise ConfigError(f"{key} must be a positive integer, got {value}")
 
 
-def build_for(config: ml_collections.ConfigDict, num_outputs: int | tuple[int, ...]) -> nn.Module:
+def build_for(config: ml_collections.ConfigDict, num_outputs: int | tuple[int, ...],
+              layout: Layout = Layout()) -> nn.Module:
   """The experiment's model: config.model alone, or with config.tasks (num_outputs then one
   class count per task, in sorted task order) the trunk of a MultiTask with a head per task."""
   if not config.tasks:
-    return build(config.model, num_outputs)
+    return build(config.model, num_outputs, layout)
   if config.model.name not in CLASSIFIERS:
     raise ConfigError(f"multi-task training needs a classifier trunk, not model "
                       f"'{config.model.name}'")
   if config.task_features <= 0:
     raise ConfigError(f"task_features must be positive, got {config.task_features}")
-  return MultiTask(trunk=build(config.model, config.task_features), tasks=tuple(sorted(config.tasks)),
+  return MultiTask(trunk=build(config.model, config.task_features, layout), tasks=tuple(sorted(config.tasks)),
                    num_classes=tuple(num_outputs))
 
 

@@ -7,18 +7,13 @@ Shapes are in the names: B batch, L/S query/key length, N query heads, K key/val
 H head width.
 """
 
-import contextvars
-import dataclasses
 import functools
-from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import PartitionSpec
 
-from bigmodel_jax.models.layers import setting
+from bigmodel_jax.models.layout import Layout
 
 
 # config.model.attention: how attention is computed. "xla" is softmax_attention below (XLA
@@ -110,31 +105,6 @@ def attention_implementation(name: str, q_BxLxNxH: jax.Array, mask: jax.Array | 
   return "cudnn" if fits else "xla"
 
 
-@dataclasses.dataclass(frozen=True)
-class Ring:
-  """The devices a sequence is split over: the mesh, its axis, and the PartitionSpec of an
-  activation from its logical axis names (the mesh plan's)."""
-  mesh: Any
-  axis: str
-  spec: Callable[[tuple[int, ...], tuple[str | None, ...]], PartitionSpec]
-
-  @property
-  def size(self) -> int:
-    return self.mesh.shape[self.axis]
-
-
-_RING: contextvars.ContextVar[Ring | None] = contextvars.ContextVar("ring", default=None)
-
-
-def ring_attention_over(ring: Ring | None):
-  """While a step is traced, causal self-attention is ring attention over `ring` (None: not)."""
-  return setting(_RING, ring)
-
-
-def active_ring() -> Ring | None:
-  return _RING.get()
-
-
 def zigzag(length: int, ways: int) -> np.ndarray:
   """The token order that balances causal attention over `ways` devices: the sequence cut into
   2 x ways chunks, device i holding chunks i and 2 ways - 1 - i (an early and a late one)."""
@@ -144,10 +114,10 @@ def zigzag(length: int, ways: int) -> np.ndarray:
 
 
 def ring_attention(q_BxLxNxH: jax.Array, k_BxLxKxH: jax.Array, v_BxLxKxH: jax.Array,
-                   segments_BxL: jax.Array, ring: Ring) -> jax.Array:
-  """Causal self-attention whose inputs are in zigzag order (zigzag(L, ring.size)) and split
-  over ring.axis along L: each device keeps its queries and passes its keys and values around
-  the ring (ring.size - 1 collective permutes), accumulating the softmax online (flash
+                   segments_BxL: jax.Array, layout: Layout) -> jax.Array:
+  """Causal self-attention whose inputs are in zigzag order (zigzag(L, ways)) and split over
+  the ways devices of layout.context_axis along L: each device keeps its queries and passes its keys and values around
+  the ring (ways - 1 collective permutes), accumulating the softmax online (flash
   attention's running maximum and sum, float32; the backward pass recomputes each block's
   probabilities rather than keeping them). A query sees the earlier keys of its own
   segment (packing). With zigzag order every step after the first has exactly half a block
@@ -157,10 +127,10 @@ def ring_attention(q_BxLxNxH: jax.Array, k_BxLxKxH: jax.Array, v_BxLxKxH: jax.Ar
   if heads != kv_heads:
     k_BxLxKxH = jnp.repeat(k_BxLxKxH, heads // kv_heads, axis=2)
     v_BxLxKxH = jnp.repeat(v_BxLxKxH, heads // kv_heads, axis=2)
-  qkv = ring.spec(q_BxLxNxH.shape, ("batch", "length", "heads", "kv"))
-  seg = ring.spec(segments_BxL.shape, ("batch", "length"))
-  local = functools.partial(_ring_local, axis=ring.axis, ways=ring.size)
-  return jax.shard_map(local, mesh=ring.mesh, in_specs=(qkv, qkv, qkv, seg), out_specs=qkv,
+  qkv = layout.spec(q_BxLxNxH.shape, ("batch", "length", "heads", "kv"))
+  seg = layout.spec(segments_BxL.shape, ("batch", "length"))
+  local = functools.partial(_ring_local, axis=layout.context_axis, ways=layout.context_size)
+  return jax.shard_map(local, mesh=layout.mesh, in_specs=(qkv, qkv, qkv, seg), out_specs=qkv,
                        check_vma=False)(q_BxLxNxH, k_BxLxKxH, v_BxLxKxH, segments_BxL)
 
 

@@ -15,13 +15,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bigmodel_jax.models.layers import batch_norm, constrain, conv, conv_transpose, dense, embed
+from bigmodel_jax.models.layers import batch_norm, conv, conv_transpose, dense, embed
+from bigmodel_jax.models.layout import Layout
 
 
 class Generator(nn.Module):
   num_classes: int
   channels: Sequence[int]
   conditional: bool
+  layout: Layout = Layout()
 
   @nn.compact
   def __call__(self, z: jax.Array, labels: jax.Array, shape: tuple[int, ...], *,
@@ -38,14 +40,15 @@ class Generator(nn.Module):
     small = tuple(s // up for s in spatial)
     x = dense(math.prod(small) * self.channels[0], ("embed", "mlp"), name="project")(z)
     x = x.reshape(-1, *small, self.channels[0])
-    x = nn.relu(batch_norm(train, name="project_bn")(x))
+    x = nn.relu(batch_norm(train, "project_bn", sync_axis=self.layout.batch_norm_axis)(x))
     for i, ch in enumerate(list(self.channels[1:]) + [out_channels]):
       x = conv_transpose(ch, (4,) * len(small), strides=(2,) * len(small), name=f"up_{i}")(x)
       if i < len(self.channels) - 1:
-        x = nn.relu(batch_norm(train, name=f"up_{i}_bn")(x))
+        x = nn.relu(batch_norm(train, f"up_{i}_bn", sync_axis=self.layout.batch_norm_axis)(x))
     # Named (batch over the data axes): without it XLA's SPMD partitioner, fusing the generator
     # into the discriminator under fsdp, computed D(G(z)) wrong (tests/test_generative.py).
-    return constrain(nn.sigmoid(x).reshape(-1, *shape), ("batch",) + (None,) * len(shape))
+    return self.layout.constrain(nn.sigmoid(x).reshape(-1, *shape),
+                                ("batch",) + (None,) * len(shape))
 
 
 class Discriminator(nn.Module):
@@ -73,9 +76,11 @@ class GAN(nn.Module):
   generator_channels: Sequence[int] = (128, 64)
   discriminator_channels: Sequence[int] = (64, 128)
   conditional: bool = False
+  layout: Layout = Layout()  # the trainer's (models/layout.py)
 
   def setup(self) -> None:
-    self.generator = Generator(self.num_classes, self.generator_channels, self.conditional)
+    self.generator = Generator(self.num_classes, self.generator_channels, self.conditional,
+                               self.layout)
     self.discriminator = Discriminator(self.num_classes, self.discriminator_channels,
                                        self.conditional)
 

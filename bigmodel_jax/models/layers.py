@@ -6,10 +6,7 @@ Logical names used so far (sharding.py maps them to mesh axes):
   conv_w / conv_h   convolution window (never sharded)
 """
 
-import contextlib
-import contextvars
 import math
-from collections.abc import Iterator
 
 import flax.linen as nn
 import jax
@@ -111,49 +108,14 @@ AUX = "aux"
 HE_NORMAL = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
-# While a step is traced under jit, sharding.Plan sets this to a function (shape, logical names)
-# -> NamedSharding, and `constrain` pins activations to it; otherwise constrain does nothing.
-_ACTIVATION_SHARDING: contextvars.ContextVar = contextvars.ContextVar("activations", default=None)
-
-
-@contextlib.contextmanager
-def setting(var: contextvars.ContextVar, value) -> Iterator[None]:
-  """`var` holds `value` within the block: how the mesh plan tells the models, while a step is
-  traced, what they lay out (this file's settings, pipeline.py's stages, attention.py's ring)."""
-  token = var.set(value)
-  try:
-    yield
-  finally:
-    var.reset(token)
-
-
-def activation_sharding(fn):
-  return setting(_ACTIVATION_SHARDING, fn)
-
-
-def constrain(x, names: tuple[str | None, ...]):
-  """Names an activation's axes (e.g. ("batch", "length", "embed")) so that the sharding
-  preset can lay it out; a no-op outside a sharded step."""
-  fn = _ACTIVATION_SHARDING.get()
-  return x if fn is None else jax.lax.with_sharding_constraint(x, fn(x.shape, names))
-
-
-# Under pmap each device sees only its slice of the batch; while the pmap strategy traces its
-# step this names the mapped axis, so BatchNorm averages its statistics over it (as jit does).
-_SYNC_AXIS: contextvars.ContextVar[str | None] = contextvars.ContextVar("bn_sync_axis", default=None)
-
-
-def batch_norm_sync_axis(name: str):
-  return setting(_SYNC_AXIS, name)
-
-
 def batch_norm(train: bool, name: str | None = None, zero_init: bool = False,
-               axis_name: str = "conv_out") -> nn.BatchNorm:
+               axis_name: str = "conv_out", sync_axis: str | None = None) -> nn.BatchNorm:
   """BatchNorm over every axis but the last. Under jit the batch axis is the global batch, so
-  the statistics cover all devices' examples (under pmap, see batch_norm_sync_axis); running
-  averages live in `batch_stats`. axis_name: the logical name of the channel axis."""
+  the statistics cover all devices' examples; under pmap each device sees its slice, and
+  sync_axis (the model's layout.batch_norm_axis: the mapped axis) averages them over it.
+  Running averages live in `batch_stats`. axis_name: the logical name of the channel axis."""
   scale_init = nn.initializers.zeros_init() if zero_init else nn.initializers.ones_init()
   return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name,
-                      axis_name=_SYNC_AXIS.get() if train else None,
+                      axis_name=sync_axis if train else None,
                       scale_init=nn.with_logical_partitioning(scale_init, (axis_name,)),
                       bias_init=nn.with_logical_partitioning(_BIAS_INIT, (axis_name,)))

@@ -34,7 +34,8 @@ import jax
 import jax.numpy as jnp
 
 from bigmodel_jax.faults import ConfigError
-from bigmodel_jax.models.layers import AUX, constrain, dense, mlp_activation, mlp_hidden
+from bigmodel_jax.models.layers import AUX, dense, mlp_activation, mlp_hidden
+from bigmodel_jax.models.layout import Layout
 
 ROUTERS = ("softmax", "sigmoid")
 
@@ -78,24 +79,6 @@ class MoESpec:
     for key in ("load_balance_weight", "router_z_weight"):
       if not getattr(self, key) >= 0:
         raise ConfigError(f"model.{key} must be >= 0, got {getattr(self, key)}")
-
-
-def _options() -> type[nn.Module]:
-  fields = dataclasses.fields(MoESpec)
-  namespace = {f.name: dataclasses.field(default=f.default, kw_only=True) for f in fields}
-  namespace["__annotations__"] = {f.name: f.type for f in fields}
-  namespace["__doc__"] = ("MoESpec's fields as keyword-only fields of a model (DecoderLM, "
-                          "TransformerClassifier, EncoderDecoder inherit them): config.model's "
-                          "MoE options; spec_of(model) freezes them into a MoESpec.")
-  return type("MoEOptions", (nn.Module,), namespace)
-
-
-MoEOptions = _options()
-
-
-def spec_of(module: nn.Module) -> MoESpec:
-  """The MoESpec of a model that inherits MoEOptions."""
-  return MoESpec(**{f.name: getattr(module, f.name) for f in dataclasses.fields(MoESpec)})
 
 
 def capacity(spec: MoESpec, length: int) -> int:
@@ -155,6 +138,7 @@ class MoE(nn.Module):
   mlp: str = "gelu"  # layers.MLPS
   use_bias: bool = True
   train: bool = False
+  layout: Layout = Layout()
 
   @nn.compact
   def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
@@ -229,6 +213,7 @@ class MoE(nn.Module):
         slot_KxL].add(jnp.broadcast_to(x_LxD, (k, length, d)))  # + a row for dropped pairs
     filled = jax.vmap(fill)(x_BxLxD, slot_BxKxL)
     # expert-major: under an expert mesh axis, this constraint is the all-to-all to the experts
+    constrain = self.layout.constrain
     x_ExBxCxD = constrain(filled[:, :-1].reshape(b, num_experts, slots, d).swapaxes(0, 1),
                           ("expert", "batch", None, "embed"))
     out_ExBxCxD = self._experts(

@@ -30,7 +30,9 @@ import jax.numpy as jnp
 
 from bigmodel_jax.models.classifiers import CLASSIFIERS
 from bigmodel_jax.models.layers import conv, dense
-from bigmodel_jax.models.transformer import Block, blocks, layer_norm
+from bigmodel_jax.models.layout import Layout, layout_of
+from bigmodel_jax.models.transformer import Block, BlockInputs, blocks, layer_norm
+from bigmodel_jax.models.transformer_config import TransformerConfig
 
 PAD = 0
 FUSIONS = ("image_only", "text_only", "late", "gated", "early", "cross", "bottleneck")
@@ -84,15 +86,16 @@ class Encoder(nn.Module):
   dropout: float = 0.0
   cross: bool = False
   causal: bool = False
+  layout: Layout = Layout()
 
   @nn.compact
   def __call__(self, x_BxLxD: jax.Array, mask: jax.Array | None = None,
                context_BxSxD: jax.Array | None = None, *, train: bool = False,
                decode: bool = False, positions_BxL: jax.Array | None = None) -> jax.Array:
-    x_BxLxD = blocks(x_BxLxD, mask, positions_BxL, context_BxSxD, None, depth=self.depth,
-                     remat="none", scan=False, name="block", num_heads=self.num_heads,
-                     mlp_dim=self.mlp_dim, dropout=self.dropout, cross=self.cross,
-                     is_causal=self.causal, train=train, decode=decode)
+    x_BxLxD = blocks(x_BxLxD, BlockInputs(mask, positions_BxL, context_BxSxD),
+                     config=TransformerConfig(num_heads=self.num_heads, dropout=self.dropout),
+                     depth=self.depth, mlp_dim=self.mlp_dim, name="block", layout=self.layout,
+                     cross=self.cross, is_causal=self.causal, train=train, decode=decode)
     return layer_norm("ln")(x_BxLxD)
 
 
@@ -118,6 +121,7 @@ class FusionClassifier(nn.Module):
   mlp_dim: int = 128
   dropout: float = 0.0
   bottleneck_tokens: int = 4  # fusion=bottleneck
+  layout: Layout = Layout()  # the trainer's (models/layout.py)
 
   @nn.compact
   def __call__(self, inputs: dict[str, jax.Array], *, train: bool = False) -> jax.Array:
@@ -126,7 +130,8 @@ class FusionClassifier(nn.Module):
     image, text_BxT = inputs["image"], inputs["text"]
     real_BxT = text_BxT != PAD
     encoder = lambda name, depth=self.depth, cross=False: Encoder(  # noqa: E731
-        depth, self.num_heads, self.mlp_dim, self.dropout, cross=cross, name=name)
+        depth, self.num_heads, self.mlp_dim, self.dropout, cross=cross, layout=self.layout,
+        name=name)
     image_tokens = lambda: PatchEmbed(self.dim, self.patch, name="image_embed")(image)  # noqa: E731
     text_tokens = lambda: TokenEmbed(self.vocab_size, self.dim, name="text_embed")(text_BxT)  # noqa: E731
     f = self.fusion
@@ -166,11 +171,13 @@ class FusionClassifier(nn.Module):
     shared = jnp.broadcast_to(self.param("bottleneck", nn.with_logical_partitioning(
         nn.initializers.normal(0.02), (None, None, "embed")), (1, n, d)), (b, n, d))
     keys = _keys(jnp.concatenate([real_BxT, jnp.ones((b, n), bool)], 1).astype(jnp.int32))
-    block = lambda name: Block(self.num_heads, self.mlp_dim, self.dropout, train=train,  # noqa: E731
+    config = TransformerConfig(num_heads=self.num_heads, dropout=self.dropout)
+    block = lambda name: Block(config, self.mlp_dim, self.layout, train=train,  # noqa: E731
                                name=name)
     for i in range(self.depth):
       image = block(f"image_block{i}")(jnp.concatenate([image_BxPxD, shared], 1))
-      text = block(f"text_block{i}")(jnp.concatenate([text_BxTxD, shared], 1), keys)
+      text = block(f"text_block{i}")(jnp.concatenate([text_BxTxD, shared], 1),
+                                     BlockInputs(keys))
       image_BxPxD, text_BxTxD = image[:, :p], text[:, :-n]
       shared = (image[:, p:] + text[:, -n:]) / 2
     return jnp.concatenate([_mean(layer_norm("image_ln")(image_BxPxD)),
@@ -190,6 +197,7 @@ class DualEncoder(nn.Module):
   dropout: float = 0.0
   logit_scale: float = 2.302585  # the learned log(1 / temperature) starts at log(10) (SigLIP)
   logit_bias: float = 0.0  # SigLIP starts it at -10; the softmax loss ignores it
+  layout: Layout = Layout()  # the trainer's (models/layout.py)
 
   def setup(self):
     tower = dict(self.image_tower or VIT_TOWER)
@@ -197,9 +205,11 @@ class DualEncoder(nn.Module):
     if name not in CLASSIFIERS:
       raise ValueError(f"image_tower: '{name}' is not a registered image classifier "
                        f"({', '.join(CLASSIFIERS)})")
-    self.image = CLASSIFIERS[name](num_classes=self.embed_dim, **tower)
+    cls = CLASSIFIERS[name]
+    self.image = cls(num_classes=self.embed_dim, **tower, **layout_of(cls, self.layout))
     self.text_embed = TokenEmbed(self.vocab_size, self.dim)
-    self.text_encoder = Encoder(self.depth, self.num_heads, self.mlp_dim, self.dropout)
+    self.text_encoder = Encoder(self.depth, self.num_heads, self.mlp_dim, self.dropout,
+                                layout=self.layout)
     self.text_head = dense(self.embed_dim, ("embed", "mlp"))
     self.scale = self.param("logit_scale", nn.initializers.constant(self.logit_scale), ())
     self.bias = self.param("logit_bias", nn.initializers.constant(self.logit_bias), ())
@@ -238,13 +248,15 @@ class Captioner(nn.Module):
   num_heads: int = 4
   mlp_dim: int = 128
   dropout: float = 0.0
+  layout: Layout = Layout()  # the trainer's (models/layout.py)
 
   def setup(self):
     self.image_embed = PatchEmbed(self.dim, self.patch)
-    self.image_encoder = Encoder(self.depth, self.num_heads, self.mlp_dim, self.dropout)
+    self.image_encoder = Encoder(self.depth, self.num_heads, self.mlp_dim, self.dropout,
+                                 layout=self.layout)
     self.text_embed = TokenEmbed(self.vocab_size, self.dim, self.max_len)
     self.decoder = Encoder(self.decoder_depth, self.num_heads, self.mlp_dim, self.dropout,
-                           cross=True, causal=True)
+                           cross=True, causal=True, layout=self.layout)
     self.out = dense(self.vocab_size, ("embed", "vocab"))
 
   def encode(self, image: jax.Array, train: bool = False) -> jax.Array:

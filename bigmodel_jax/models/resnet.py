@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 
 from bigmodel_jax.models.layers import HE_NORMAL, batch_norm, conv, dense
+from bigmodel_jax.models.layout import Layout
 
 STAGES = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3),
           152: (3, 8, 36, 3)}
@@ -23,6 +24,7 @@ class BasicBlock(nn.Module):
   planes: int
   strides: int = 1
   zero_init_residual: bool = False
+  sync_axis: str | None = None  # BatchNorm's (layers.batch_norm)
   expansion = 1
 
   @nn.compact
@@ -30,10 +32,11 @@ class BasicBlock(nn.Module):
     k3 = (3,) * (x.ndim - 2)
     y = conv(self.planes, k3, strides=self.strides, padding=1, use_bias=False,
              kernel_init=HE_NORMAL, name="conv1")(x)
-    y = nn.relu(batch_norm(train, "bn1")(y))
+    y = nn.relu(batch_norm(train, "bn1", sync_axis=self.sync_axis)(y))
     y = conv(self.planes, k3, padding=1, use_bias=False, kernel_init=HE_NORMAL, name="conv2")(y)
-    y = batch_norm(train, "bn2", zero_init=self.zero_init_residual)(y)
-    return nn.relu(y + _shortcut(x, self.planes, self.strides, train))
+    y = batch_norm(train, "bn2", zero_init=self.zero_init_residual,
+                   sync_axis=self.sync_axis)(y)
+    return nn.relu(y + _shortcut(x, self.planes, self.strides, train, self.sync_axis))
 
 
 class Bottleneck(nn.Module):
@@ -42,6 +45,7 @@ class Bottleneck(nn.Module):
   zero_init_residual: bool = False
   groups: int = 1
   width_per_group: int = 64
+  sync_axis: str | None = None  # BatchNorm's (layers.batch_norm)
   expansion = 4
 
   @nn.compact
@@ -52,21 +56,24 @@ class Bottleneck(nn.Module):
                        "width_per_group or the stage widths")
     k1, k3 = (1,) * (x.ndim - 2), (3,) * (x.ndim - 2)
     y = conv(width, k1, use_bias=False, kernel_init=HE_NORMAL, name="conv1")(x)
-    y = nn.relu(batch_norm(train, "bn1")(y))
+    y = nn.relu(batch_norm(train, "bn1", sync_axis=self.sync_axis)(y))
     y = conv(width, k3, strides=self.strides, padding=1, use_bias=False,
              feature_group_count=self.groups, kernel_init=HE_NORMAL, name="conv2")(y)
-    y = nn.relu(batch_norm(train, "bn2")(y))
+    y = nn.relu(batch_norm(train, "bn2", sync_axis=self.sync_axis)(y))
     y = conv(self.planes * 4, k1, use_bias=False, kernel_init=HE_NORMAL, name="conv3")(y)
-    y = batch_norm(train, "bn3", zero_init=self.zero_init_residual)(y)
-    return nn.relu(y + _shortcut(x, self.planes * 4, self.strides, train))
+    y = batch_norm(train, "bn3", zero_init=self.zero_init_residual,
+                   sync_axis=self.sync_axis)(y)
+    return nn.relu(y + _shortcut(x, self.planes * 4, self.strides, train,
+                               self.sync_axis))
 
 
-def _shortcut(x: jax.Array, features: int, strides: int, train: bool) -> jax.Array:
+def _shortcut(x: jax.Array, features: int, strides: int, train: bool,
+              sync_axis: str | None) -> jax.Array:
   if strides == 1 and x.shape[-1] == features:
     return x
   x = conv(features, (1,) * (x.ndim - 2), strides=strides, use_bias=False, kernel_init=HE_NORMAL,
            name="proj_conv")(x)
-  return batch_norm(train, "proj_bn")(x)
+  return batch_norm(train, "proj_bn", sync_axis=sync_axis)(x)
 
 
 class ResNet(nn.Module):
@@ -82,6 +89,7 @@ class ResNet(nn.Module):
   groups: int = 1  # ResNeXt cardinality
   width_per_group: int = 64  # ResNeXt bottleneck width
   zero_init_residual: bool = False  # zero-init each block's last BN scale (Goyal et al. 2017)
+  layout: Layout = Layout()  # the trainer's (models/layout.py)
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
@@ -95,12 +103,12 @@ class ResNet(nn.Module):
     if self.stem == "imagenet":
       x = conv(self.widths[0], (7,) * nd, strides=2, padding=3, use_bias=False,
                kernel_init=HE_NORMAL, name="stem_conv")(x)
-      x = nn.relu(batch_norm(train, "stem_bn")(x))
+      x = nn.relu(batch_norm(train, "stem_bn", sync_axis=self.layout.batch_norm_axis)(x))
       x = nn.max_pool(x, (3,) * nd, strides=(2,) * nd, padding=((1, 1),) * nd)
     elif self.stem == "cifar":
       x = conv(self.widths[0], (3,) * nd, padding=1, use_bias=False, kernel_init=HE_NORMAL,
                name="stem_conv")(x)
-      x = nn.relu(batch_norm(train, "stem_bn")(x))
+      x = nn.relu(batch_norm(train, "stem_bn", sync_axis=self.layout.batch_norm_axis)(x))
     else:
       raise ValueError(f"resnet stem '{self.stem}' unknown; known: imagenet, cifar")
     for i, (blocks, width) in enumerate(zip(stages, self.widths)):
@@ -108,10 +116,11 @@ class ResNet(nn.Module):
         strides = 2 if i > 0 and j == 0 else 1
         if bottleneck:
           block = Bottleneck(width, strides, self.zero_init_residual, self.groups,
-                             self.width_per_group, name=f"stage{i + 1}_block{j + 1}")
+                             self.width_per_group, self.layout.batch_norm_axis,
+                             name=f"stage{i + 1}_block{j + 1}")
         else:
           block = BasicBlock(width, strides, self.zero_init_residual,
-                             name=f"stage{i + 1}_block{j + 1}")
+                             sync_axis=self.layout.batch_norm_axis, name=f"stage{i + 1}_block{j + 1}")
         x = block(x, train)
     x = x.mean(axis=tuple(range(1, nd + 1)))  # global average pool
     return dense(self.num_classes, ("embed", "classes"), name="head")(x)

@@ -19,35 +19,36 @@ SCALINGS = ("none", "linear", "llama3")
 
 @dataclasses.dataclass(frozen=True)
 class Rope:
-  """A model's rotary positions (hashable: a module attribute)."""
+  """A model's rotary positions: config.model's rope_* keys (transformer.TransformerConfig
+  inherits them; hashable, a module attribute)."""
 
-  base: float = 10000.0
-  scaling: str = "none"  # SCALINGS
-  factor: float = 1.0
-  low_freq_factor: float = 1.0
-  high_freq_factor: float = 4.0
-  original_max_len: int = 8192
+  rope_base: float = 10000.0  # Llama's rope_theta
+  rope_scaling: str = "none"  # SCALINGS
+  rope_factor: float = 1.0  # linear, llama3: how much longer the context is made
+  rope_low_freq_factor: float = 1.0  # llama3
+  rope_high_freq_factor: float = 4.0  # llama3
+  rope_original_max_len: int = 8192  # llama3: the context trained before the extension
 
   def frequencies(self, half: int) -> jax.Array:
     """half float32: the inverse frequency of each pair of features."""
-    if self.scaling not in SCALINGS:
-      raise ValueError(f"rope_scaling '{self.scaling}' unknown; known: {', '.join(SCALINGS)}")
-    freq_H2 = self.base ** (-jnp.arange(half, dtype=jnp.float32) / half)
-    if self.scaling == "linear":
-      return freq_H2 / self.factor
-    if self.scaling == "llama3":
-      if not self.high_freq_factor > self.low_freq_factor:
+    if self.rope_scaling not in SCALINGS:
+      raise ValueError(f"rope_scaling '{self.rope_scaling}' unknown; known: {', '.join(SCALINGS)}")
+    freq_H2 = self.rope_base ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    if self.rope_scaling == "linear":
+      return freq_H2 / self.rope_factor
+    if self.rope_scaling == "llama3":
+      if not self.rope_high_freq_factor > self.rope_low_freq_factor:
         raise ValueError(f"llama3 rope scaling needs rope_high_freq_factor "
-                         f"({self.high_freq_factor}) > rope_low_freq_factor "
-                         f"({self.low_freq_factor})")
+                         f"({self.rope_high_freq_factor}) > rope_low_freq_factor "
+                         f"({self.rope_low_freq_factor})")
       wavelength = 2 * math.pi / freq_H2
-      scaled = jnp.where(wavelength > self.original_max_len / self.low_freq_factor,
-                         freq_H2 / self.factor, freq_H2)
-      smooth = ((self.original_max_len / wavelength - self.low_freq_factor)
-                / (self.high_freq_factor - self.low_freq_factor))
-      medium = ((wavelength >= self.original_max_len / self.high_freq_factor)
-                & (wavelength <= self.original_max_len / self.low_freq_factor))
-      return jnp.where(medium, (1 - smooth) * scaled / self.factor + smooth * scaled, scaled)
+      scaled = jnp.where(wavelength > self.rope_original_max_len / self.rope_low_freq_factor,
+                         freq_H2 / self.rope_factor, freq_H2)
+      smooth = ((self.rope_original_max_len / wavelength - self.rope_low_freq_factor)
+                / (self.rope_high_freq_factor - self.rope_low_freq_factor))
+      medium = ((wavelength >= self.rope_original_max_len / self.rope_high_freq_factor)
+                & (wavelength <= self.rope_original_max_len / self.rope_low_freq_factor))
+      return jnp.where(medium, (1 - smooth) * scaled / self.rope_factor + smooth * scaled, scaled)
     return freq_H2
 
 

@@ -9,6 +9,7 @@ Contract (jax-traceable, no config objects):
   loss(params, model_state, batch, rng, compute_dtype) -> (sum of per-row loss x batch["weights"],
       {metric: sum of per-row value x weights}, new model_state); the trainer divides by the
       total weight, so gradient accumulation and pmap give the same update as one large batch.
+  loss_and_grads(...): the trainer's entry, autodiff of loss by default.
   evaluate(variables, batch, rng, compute_dtype) -> {metric: B per-example values}; the trainer
       sums them over the real (mask 1) examples and divides by their count. Values named
       "collect/NAME" (B x ...) are gathered over the split instead and handed to
@@ -86,7 +87,8 @@ def add_aux(loss_sum: jax.Array, sums: dict[str, jax.Array], aux: dict[str, jax.
 class Objective:
   """One network, one optimizer (config.optimizer); subclasses override what they need."""
 
-  networks: tuple[str, ...] = ()  # top-level parameter groups, each with its own optimizer
+  # top-level parameter groups, each with its own optimizer (set from config_rules.OBJECTIVES)
+  networks: tuple[str, ...] = ()
   can_sample = False  # generates inputs: sample() exists, samples are scored at every eval
   # extra_state collections whose values are given (a distillation teacher's variables): the
   # trainer places them over their initial values when a run starts
@@ -106,6 +108,16 @@ class Objective:
   def loss(self, params: Any, model_state: Any, batch: Batch, rng: jax.Array,
            compute_dtype: Any = None) -> tuple[jax.Array, dict[str, jax.Array], Any]:
     raise NotImplementedError
+
+  def loss_and_grads(self, params: Any, model_state: Any, batch: Batch, rng: jax.Array,
+                     compute_dtype: Any, total_weight: jax.Array) -> tuple[Any, Any]:
+    """((loss sum / total_weight, (metric sums, new model_state)), gradients) of a batch: by
+    autodiff of loss(); an objective whose model's pipeline schedule owns the backward pass
+    (1F1B, models/pipeline.py) computes them itself."""
+    def loss_fn(params, model_state, batch, rng):
+      loss_sum, sums, model_state = self.loss(params, model_state, batch, rng, compute_dtype)
+      return loss_sum / total_weight, (sums, model_state)
+    return jax.value_and_grad(loss_fn, has_aux=True)(params, model_state, batch, rng)
 
   def evaluate(self, variables: Any, batch: Batch, rng: jax.Array,
                compute_dtype: Any = None) -> dict[str, jax.Array]:

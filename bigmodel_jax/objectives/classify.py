@@ -10,7 +10,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bigmodel_jax.objectives.base import Batch, Objective, add_aux, apply, apply_with_aux
+from bigmodel_jax.models import pipeline
+from bigmodel_jax.models.transformer import REMAT_POLICIES
+from bigmodel_jax.objectives.base import Batch, Objective, add_aux, apply, apply_with_aux, cast
 
 
 class Classify(Objective):
@@ -30,6 +32,40 @@ class Classify(Objective):
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
     sums = {k: jnp.sum(v * w) for k, v in hits(logits, batch["label"]).items()}
     return (*add_aux(jnp.sum(losses * w), sums, aux, jnp.sum(w)), model_state)
+
+  def loss_and_grads(self, params, model_state, batch, rng, compute_dtype, total_weight):
+    schedule = getattr(getattr(self.model, "layout", None), "pipeline", None)
+    if schedule is None or schedule.kind != "1f1b":
+      return super().loss_and_grads(params, model_state, batch, rng, compute_dtype, total_weight)
+    return self._one_f_one_b(params, model_state, batch, rng, compute_dtype, total_weight)
+
+  def _one_f_one_b(self, params, model_state, batch, rng, compute_dtype, total_weight):
+    """A decoder LM's loss and gradients by the 1F1B pipeline schedule (models/pipeline.py):
+    the embedding, the stages' layers and the head with this loss, run apart."""
+    model, layout, dtype = self.model, self.model.layout, compute_dtype or jnp.float32
+    m = layout.pipeline.microbatches
+    micro = jax.tree.map(lambda x: layout.stage_constrain(
+        x.reshape(m, x.shape[0] // m, *x.shape[1:]), None, 1), batch)
+
+    def embed(p, mb, r):
+      x, inputs = apply(model, p, model_state, mb["inputs"], compute_dtype=compute_dtype,
+                        part="embed", train=True, rngs={"dropout": r})
+      return x.astype(dtype), inputs
+
+    def head(p, x, mb):
+      logits = apply(model, p, model_state, mb["inputs"], compute_dtype=compute_dtype,
+                     part="head", hidden_BxLxD=x, train=True)
+      w = mb["weights"]
+      losses = optax.softmax_cross_entropy_with_integer_labels(logits, mb["label"])
+      sums = {k: jnp.sum(v * w) for k, v in hits(logits, mb["label"]).items()}
+      return jnp.sum(losses * w) / total_weight, sums
+
+    block_layer = pipeline.layer_of(model.stage_block(train=True),
+                                    REMAT_POLICIES[model.remat])
+    layer = lambda w, x, inputs, r: block_layer(cast(w, compute_dtype), x, inputs, r)  # noqa: E731
+    (loss, sums), grads = pipeline.one_f_one_b(layer, embed, head, params, "block", micro, rng,
+                                               layout)
+    return (loss, (sums, model_state)), grads
 
   def evaluate(self, variables, batch, rng, compute_dtype=None):
     del rng

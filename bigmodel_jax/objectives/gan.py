@@ -17,8 +17,7 @@ from bigmodel_jax.objectives.base import Objective, apply
 LOSSES = ("non_saturating", "hinge")
 
 
-class GAN(Objective):
-  networks = ("generator", "discriminator")
+class GAN(Objective):  # networks: generator, discriminator (config_rules.OBJECTIVES)
   can_sample = True
 
   def __init__(self, model, input_shape, num_classes, loss: str = "non_saturating"):

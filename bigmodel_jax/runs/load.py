@@ -29,6 +29,7 @@ from bigmodel_jax import models, storage
 from bigmodel_jax.compression import ptq, qwix_wrap
 from bigmodel_jax.data import tasks
 from bigmodel_jax.faults import ConfigError
+from bigmodel_jax.models.layout import Layout
 from bigmodel_jax.runs import checkpoint
 
 CONVERTED = "convert.json"  # a converted workdir's report: source, family, num_outputs, tensors
@@ -66,12 +67,12 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
   return config
 
 
-def load(workdir: str, restore: bool = True) -> Loaded:
+def load(workdir: str, restore: bool = True, layout: Layout = Layout()) -> Loaded:
   """The workdir's config, model and newest variables (restore False: their shapes only,
-  nothing read but the config)."""
+  nothing read but the config). layout: the model's (a run's mesh; default: one device)."""
   config = read_config(workdir)
   num_outputs, example = _outputs_and_example(config, workdir)
-  model = models.build_for(config, num_outputs)
+  model = models.build_for(config, num_outputs, layout)
   with models.init_errors_as_config_errors(config.model.name, example):
     if not restore:
       return Loaded(config, model, abstract_variables(model, example), num_outputs, example)

@@ -19,7 +19,8 @@ from bigmodel_jax.config import objective_name
 from bigmodel_jax.faults import ConfigError
 from bigmodel_jax.objectives import distill
 from bigmodel_jax.runs import checkpoint, load
-from bigmodel_jax.trainer import optim, sharding, steps
+from bigmodel_jax.models.layout import Layout
+from bigmodel_jax.trainer import optim, pmap, sharding, steps
 from bigmodel_jax.trainer import state as state_lib
 
 
@@ -33,6 +34,7 @@ class Build:
   step_options: dict[str, Any]  # steps.train_step's static arguments
   example: Any  # one example's inputs (batch axis of 1): arrays or ShapeDtypeStructs
   model_name: str
+  one_device_model: nn.Module  # the model with no layout: what flops.per_example counts
 
   def create_state(self, seed: int) -> tuple[state_lib.TrainState, state_lib.TrainState]:
     """(state, shardings): created in place on the mesh; a model whose options do not fit the
@@ -69,17 +71,28 @@ def build(config: ml_collections.ConfigDict, example: Any, num_outputs: Any,
   if total_steps is None:
     total_steps = max(config.total_steps, config.schedule.warmup_steps + 1,
                       *(o.schedule.warmup_steps + 1 for o in config.optimizers.values()))
-  model = models.build_for(config, num_outputs)
+  layout = layout_for(config, plan)
+  model = models.build_for(config, num_outputs, layout)
   if plan is not None:
     _check_model_parallelism(config, plan, model)
   model = qwix_wrap.wrap(config, model)  # QAT, LoRA
-  teacher = (_teacher(config, model, example, num_outputs, restore) if config.distill.teacher
-             else None)
+  one_device = (model if layout == Layout() else
+                qwix_wrap.wrap(config, models.build_for(config, num_outputs)))
+  teacher = (_teacher(config, model, example, num_outputs, restore, layout)
+             if config.distill.teacher else None)
   objective = objectives.build(config, model, example, num_outputs, teacher)
   tx, schedule = optim.for_networks(config, objective.networks, total_steps)
   return Build(plan=plan, model=model, objective=objective, tx=tx, schedule=schedule,
                step_options=steps.step_options(config, objective, tx, schedule), example=example,
-               model_name=config.model.name)
+               model_name=config.model.name, one_device_model=one_device)
+
+
+def layout_for(config: ml_collections.ConfigDict, plan: sharding.Plan | None) -> Layout:
+  """What the mesh decides for the model: the plan's layout; under pmap none of the mesh's
+  (the step is mapped, not partitioned) but BatchNorm averaging over the mapped axis."""
+  if config.parallel.strategy == "pmap":
+    return Layout(batch_norm_axis=pmap.AXIS)
+  return Layout() if plan is None else plan.layout
 
 
 def _check_model_parallelism(config: ml_collections.ConfigDict, plan: sharding.Plan,
@@ -95,20 +108,35 @@ def _check_model_parallelism(config: ml_collections.ConfigDict, plan: sharding.P
     if not model.scan_layers:
       raise ConfigError(f"mesh.stage={plan.schedule.stages} splits the scanned blocks into "
                         "stages: set --config.model.scan_layers=True")
+    if plan.schedule.kind == "1f1b":
+      _check_one_f_one_b(config)
     plan.check_pipeline(depths, {"batch_size / grad_accum_steps":
                                  config.batch_size // config.grad_accum_steps,
                                  "eval_batch_size": config.eval_batch_size})
   plan.check_context(config.model.name, config.data.seq_len)
 
 
+def _check_one_f_one_b(config: ml_collections.ConfigDict) -> None:
+  """The 1F1B schedule runs a decoder LM's embedding, stages and head apart (models/pipeline.py)
+  with the lm objective's loss; what it does not run yet is a ConfigError."""
+  what = ("a decoder_lm" if config.model.name != "decoder_lm" else
+          "the lm objective" if objective_name(config) != "lm" else
+          "dense blocks (model.num_experts=0)" if config.model.get("num_experts", 0) else
+          "no quantization, LoRA or distillation" if (config.quantization.weight_bits or
+                                                      config.lora.rank or config.distill.teacher)
+          else None)
+  if what:
+    raise ConfigError(f"pipeline.schedule=1f1b trains {what}; use pipeline.schedule=gpipe")
+
+
 def _teacher(config: ml_collections.ConfigDict, student: nn.Module, example: Any,
-             num_outputs: Any, restore: bool) -> tuple[nn.Module, Any]:
+             num_outputs: Any, restore: bool, layout: Layout) -> tuple[nn.Module, Any]:
   """The distillation teacher's model and variables (None: not restored), from the workdir
   config.distill.teacher: a run of this student's kind on the same labels, whose model reads
   the student's inputs and gives outputs of the student's shape. Checked before it is read."""
   path, kind = config.distill.teacher, objective_name(config)
   try:
-    teacher = load.load(path, restore=False)
+    teacher = load.load(path, restore=False, layout=layout)
   except ConfigError as e:
     raise ConfigError(f"distill.teacher: {e}") from None
   if teacher.num_outputs != num_outputs:

@@ -42,9 +42,8 @@ class Evaluator:
   def split(self, state: Any, examples: Any) -> dict[str, float]:
     sums, rows = None, []
     for i, batch in enumerate(pipeline.eval_batches(examples, self.config.eval_batch_size)):
-      with self.plan.activation_context():
-        out = self.step(state, sharding.global_batch(batch, self.plan.batch_sharding),
-                        jnp.int32(i))
+      out = self.step(state, sharding.global_batch(batch, self.plan.batch_sharding),
+                      jnp.int32(i))
       rows.append({k: out.pop(k) for k in list(out) if k.startswith("collect/")})
       sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
     sums = jax.device_get(sums)
@@ -71,9 +70,8 @@ class Evaluator:
     return out
 
   def samples(self, state: Any, step: int) -> dict[str, float]:
-    with self.plan.activation_context():
-      x = self.sample({"params": state.params, **state.model_state}, self.sample_rng,
-                      jnp.asarray(self.labels))
+    x = self.sample({"params": state.params, **state.model_state}, self.sample_rng,
+                    jnp.asarray(self.labels))
     x = np.asarray(_gather(x))
     if jax.process_index() == 0:
       rows = len(np.unique(self.labels)) if self.objective.conditional else grids.COLUMNS

@@ -75,10 +75,9 @@ def dry_run(config: ml_collections.ConfigDict, budget_gb: float | None = None) -
                                                       sharding=mesh_plan.batch_sharding), batch)
   step = steps.jit_train_step(mesh_plan, jax.tree.map(lambda x: x.sharding, state),
                               **built.step_options)
-  with mesh_plan.activation_context():
-    traced = step.trace(state, batch)
-    compiled = traced.lower().compile()
-    flops_per_device = flops.per_device(traced, compiled)
+  traced = step.trace(state, batch)
+  compiled = traced.lower().compile()
+  flops_per_device = flops.per_device(traced, compiled)
   memory = compiled.memory_analysis()
   report = {
       "devices": jax.device_count(),

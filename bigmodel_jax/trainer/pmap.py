@@ -1,6 +1,6 @@
 """The classic data-parallel strategy (config.parallel.strategy="pmap"): `jax.pmap` over this
 process's devices, the state replicated on each, sums over the mapped axis with `lax.psum` and
-BatchNorm statistics synchronized over it, so an update equals jit's on the same global batch.
+BatchNorm statistics synchronized over it (the model's layout.batch_norm_axis), so an update equals jit's on the same global batch.
 
 The loop keeps the state in pmap's layout (a leading axis of local devices); checkpoints and
 evaluation see the canonical, mesh-replicated state (`to_global`), so a pmap run's checkpoint
@@ -13,7 +13,6 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from bigmodel_jax.models import layers
 from bigmodel_jax.trainer import steps
 
 AXIS = "batch"
@@ -24,9 +23,8 @@ class Strategy:
     self.state_shardings = state_shardings
     self.devices = jax.local_devices()
 
-    def step(state, batch):
-      with layers.batch_norm_sync_axis(AXIS):
-        return steps.train_step(state, batch, axis_name=AXIS, **step_kwargs)
+    def step(state, batch):  # the model's BatchNorm syncs over AXIS (build.layout_for)
+      return steps.train_step(state, batch, axis_name=AXIS, **step_kwargs)
 
     self._step = jax.pmap(step, axis_name=AXIS, devices=self.devices, donate_argnums=0)
 

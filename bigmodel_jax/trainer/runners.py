@@ -59,8 +59,7 @@ class JitRunner:
     return sharding.global_batch(local, self.stacked_sharding)
 
   def call(self, state: Any, batch: Any, k: int) -> tuple[Any, Any]:
-    with self.plan.activation_context():
-      return self.steps[k](state, batch)
+    return self.steps[k](state, batch)
 
   def position(self, step: int) -> Any:
     """The data position after `step` updates (read before the next call's input)."""

@@ -31,9 +31,7 @@ left. `config.sharding_rules` ("mlp=tensor,embed=fsdp", "name=" to replicate) ov
 preset's logical rules. A dimension that does not divide by its mesh axis stays replicated.
 """
 
-import contextlib
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import flax.linen as nn
@@ -43,7 +41,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from bigmodel_jax.config import MESH_AXES
 from bigmodel_jax.faults import ConfigError
-from bigmodel_jax.models import attention, layers, pipeline
+from bigmodel_jax.models.layout import Layout, Schedule, logical_axes
 
 # Mesh axes in the order they are laid out over devices: data outermost, tensor innermost (the
 # fastest interconnect, within a host).
@@ -92,14 +90,16 @@ class Plan:
         raise ConfigError(f"sharding rule {logical}={axis}: the mesh has no axis '{axis}' "
                           f"(mesh {dict(self.mesh.shape)})")
     stages, pipe = self.mesh.shape.get("stage", 1), pipeline_config or {}
-    self.schedule = None if stages == 1 else pipeline.Schedule(
-        stages, pipe.get("microbatches") or stages, pipe.get("repeats", 1), self._stage_layout)
+    self.schedule = None if stages == 1 else Schedule(
+        stages, pipe.get("microbatches") or stages, pipe.get("repeats", 1),
+        pipe.get("schedule", "gpipe"))
     context = self.mesh.shape.get("context", 1)
-    self.ring = None if context == 1 else attention.Ring(
-        self.mesh, "context", lambda shape, names: self.spec(shape, names, fsdp=False))
-    if self.schedule and self.ring:  # ring attention's shard_map inside the stages' vmap
+    if self.schedule and context > 1:  # ring attention's shard_map inside the stages' vmap
       raise ConfigError(f"mesh.stage={stages} and mesh.context={context} together are not "
                         "supported yet: use one of them")
+    # what the mesh decides for the model, passed to it (models/layout.py)
+    self.layout = Layout(self.mesh, tuple(self.rules.items()), self.batch_axes, self.schedule,
+                         "context" if context > 1 else None)
 
   @property
   def batch_sharding(self) -> NamedSharding:
@@ -113,7 +113,7 @@ class Plan:
   @property
   def stage_batch_axes(self) -> tuple[str, ...]:
     """The batch axes within one pipeline stage (all of them but `stage`): a microbatch's."""
-    return tuple(a for a in self.batch_axes if a != "stage")
+    return self.layout.stage_batch_axes
 
   def check_experts(self, num_experts: int) -> None:
     """ConfigError unless the model's experts divide over the mesh's expert axis."""
@@ -141,24 +141,15 @@ class Plan:
 
   def check_context(self, model_name: str, seq_len: int) -> None:
     """ConfigError unless the sequence splits into the context axis's zigzag chunks."""
-    if self.ring is None:
+    ways = self.layout.context_size
+    if ways == 1:
       return
     if model_name != "decoder_lm":
-      raise ConfigError(f"mesh.context={self.ring.size} splits a decoder_lm's sequence (ring "
+      raise ConfigError(f"mesh.context={ways} splits a decoder_lm's sequence (ring "
                         f"attention); model '{model_name}' does not take it")
-    if seq_len % (2 * self.ring.size):
-      raise ConfigError(f"mesh.context={self.ring.size}: data.seq_len={seq_len} must split into "
-                        f"{2 * self.ring.size} equal chunks (two per device, zigzag)")
-
-  def _stage_layout(self, x: jax.Array, stage: int | None, batch: int | None) -> jax.Array:
-    axes: list[Any] = [P.UNCONSTRAINED] * x.ndim
-    if stage is not None:
-      axes[stage] = "stage"
-    within = self.stage_batch_axes
-    if batch is not None:
-      ways = math.prod(self.mesh.shape[a] for a in within)
-      axes[batch] = within if within and x.shape[batch] % ways == 0 else None
-    return jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, P(*axes)))
+    if seq_len % (2 * ways):
+      raise ConfigError(f"mesh.context={ways}: data.seq_len={seq_len} must split into "
+                        f"{2 * ways} equal chunks (two per device, zigzag)")
 
   def check_batch_size(self, name: str, size: int) -> None:
     ways = self.data_parallel_size
@@ -168,27 +159,15 @@ class Plan:
     if size % jax.process_count():
       raise ConfigError(f"{name}={size} does not divide over {jax.process_count()} processes")
 
-  def spec(self, shape: tuple[int, ...], names: tuple[str | None, ...] | None,
-           fsdp: bool = True) -> P:
-    """The PartitionSpec of one array from its logical axis names (None: unnamed); with fsdp,
-    a parameter's largest free dimension that divides goes over the fsdp axis (with the
-    context axis, where there is one: FSDP_AXES). A name mapped to
-    several mesh axes ("batch") takes those an earlier dimension has not taken."""
-    rules = {"batch": self.stage_batch_axes if pipeline.in_stage() else self.batch_axes,
-             **self.rules}
-    axes: list[Any] = [None] * len(shape)
-    used: set[str] = set()
-    for d, name in enumerate(names or ()):
-      axis = rules.get(name) if name else None
-      group = (axis,) if isinstance(axis, str) else tuple(a for a in axis or () if a not in used)
-      ways = math.prod(self.mesh.shape[a] for a in group)
-      if group and not used & set(group) and shape[d] % ways == 0:
-        axes[d] = axis if isinstance(axis, str) else group
-        used.update(group)
+  def spec(self, shape: tuple[int, ...], names: tuple[str | None, ...] | None) -> P:
+    """The PartitionSpec of a parameter or optimizer-state array from its logical axis names
+    (None: unnamed; layout.logical_axes), and under FSDP its largest free dimension that
+    divides over the fsdp axis (with the context axis, where there is one: FSDP_AXES)."""
+    axes, used = logical_axes(self.mesh, {"batch": self.batch_axes, **self.rules}, shape, names)
     # FSDP splits over `fsdp` and, where the sequence is split, over `context` too (those
     # devices would otherwise each hold the same parameters)
     group = tuple(a for a in FSDP_AXES if a in self.mesh.axis_names and a not in used
-                  ) if fsdp and self.fsdp else ()
+                  ) if self.fsdp else ()
     ways = math.prod(self.mesh.shape[a] for a in group)
     if ways > 1 and math.prod(shape) >= FSDP_MIN_SIZE:
       free = [d for d in range(len(shape)) if axes[d] is None and shape[d] % ways == 0]
@@ -209,14 +188,6 @@ class Plan:
 
     return jax.tree.map(one, abstract_boxed,
                         is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
-
-  @contextlib.contextmanager
-  def activation_context(self) -> Iterator[None]:
-    """While a step is traced, activations named with layers.constrain get these shardings."""
-    with layers.activation_sharding(
-        lambda shape, names: NamedSharding(self.mesh, self.spec(shape, names, fsdp=False))), \
-        pipeline.pipelined(self.schedule), attention.ring_attention_over(self.ring):
-      yield
 
 
 def parse_rules(text: str) -> dict[str, str | None]:

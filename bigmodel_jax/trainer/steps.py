@@ -43,12 +43,10 @@ def train_step(state: TrainState, batch: Batch, *, objective: Objective,
   label_weights = objective.weights(batch)  # per row (or label: B x L); 0 on padding
   total_weight = jnp.maximum(psum(jnp.sum(label_weights)), 1)
 
-  def loss_fn(params, model_state, micro, micro_rng):
-    loss_sum, sums, model_state = objective.loss(params, model_state, micro, micro_rng,
-                                                 compute_dtype)
-    return loss_sum / total_weight, (sums, model_state)
+  def grad_fn(params, model_state, micro, micro_rng):
+    return objective.loss_and_grads(params, model_state, micro, micro_rng, compute_dtype,
+                                    total_weight)
 
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   data = {**batch, "weights": label_weights}
   if grad_accum_steps == 1:
     (loss, (sums, model_state)), grads = grad_fn(state.params, state.model_state, data, rng)

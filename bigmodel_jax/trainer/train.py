@@ -21,7 +21,7 @@ import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from bigmodel_jax import config as config_lib
-from bigmodel_jax import faults, metrics, storage
+from bigmodel_jax import faults, metrics, storage, writers
 from bigmodel_jax.compression import prune, qwix_wrap
 from bigmodel_jax.data import lm, pipeline, tasks
 from bigmodel_jax.pretrained import architecture
@@ -57,7 +57,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if config.lora.rank:  # the adapters' shapes, checked before anything is allocated
     qwix_wrap.check_adapters(built.planned_state().params, config.lora)
   state, state_shardings = built.create_state(config.seed)
-  forward_flops = flops.per_example(built.model, jax.tree.map(
+  forward_flops = flops.per_example(built.one_device_model, jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), {"params": state.params,
                                                          **state.model_state}), built.example)
   n_params = state_lib.num_params(state.params)
@@ -75,7 +75,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   workdir_lib.create(workdir)
   workdir_lib.write_json(storage.join(workdir, "config.json"), config_lib.to_dict(config))
   workdir_lib.keep_tokenizer(workdir, sources.tokenizer_path)
-  writer = metrics.MetricWriter(workdir)
+  writer = writers.Writers(config.writers, workdir, config_lib.to_dict(config),
+                           active=jax.process_index() == 0)
   ckpt = checkpoint.Checkpointer(workdir, config.checkpoint_keep)
   metrics.console(_run_line(config, built, sources, n_params, total_steps))
   if hasattr(sources.train, "describe"):  # a mixture of corpora: shares, and what repeats
@@ -92,7 +93,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     metrics.console(f"LoRA: {len(frozen)} base parameters frozen, the adapters trained")
   elif frozen:
     metrics.console(f"Frozen (not updated): {', '.join(frozen)}")
-  writer.truncate_after(start_step)
+  writer.resume_at(start_step)
 
   # --- Loop (_train): one call per batch or per K batches; log, evaluate and checkpoint. ---
   guard = _Guard(config.nan_policy, ckpt)
@@ -100,6 +101,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     state, eval_metrics, timer = _train(config, runner, evaluate, guard, ckpt, writer,
                                         runner.to_loop(state), start_step, total_steps, profile,
                                         getattr(sources.train, "epochs", None))
+  except faults.RunStopped:  # a failed write (a writer's): a save in flight is a good one
+    ckpt.wait()
+    raise
   finally:
     train_iter.close()  # its worker processes, if any
 
@@ -136,13 +140,14 @@ def _run_line(config: ml_collections.ConfigDict, built: build_lib.Build, sources
 def _pipeline_note(s: Any) -> str:
   if s is None:
     return ""
-  kind = "GPipe" if s.repeats == 1 else f"circular, {s.repeats} repeats"
+  kind = {"gpipe": "GPipe", "1f1b": "1F1B"}.get(s.kind, f"circular, {s.repeats} repeats")
+  share = "2(P-1)/(M+2P-2)" if s.kind == "1f1b" else "(P-1)/(M*R+P-1)"
   return (f"; pipeline of {s.stages} stages ({kind}) x {s.microbatches} microbatches: bubble "
-          f"(P-1)/(M*R+P-1) = {s.bubble:.1%} of each step")
+          f"{share} = {s.bubble:.1%} of each step")
 
 
 def _train(config: ml_collections.ConfigDict, runner: runners.JitRunner, evaluate: Any,
-           guard: "_Guard", ckpt: checkpoint.Checkpointer, writer: metrics.MetricWriter,
+           guard: "_Guard", ckpt: checkpoint.Checkpointer, writer: writers.Writers,
            state: Any, start_step: int, total_steps: int,
            profile: "profiling.Window", epochs: Any = None
            ) -> tuple[Any, dict[str, float], Any]:
@@ -288,7 +293,7 @@ def _results(config: ml_collections.ConfigDict, state: Any, first: dict[str, Any
       "nonfinite_updates": int(jax.device_get(state.nonfinite_updates)),
       "params_sha256": state_lib.params_digest(state.params),
   })
-  return {k: metrics.json_value(v) for k, v in out.items()}
+  return {k: writers.json_value(v) for k, v in out.items()}
 
 
 def _sample_judge(config: ml_collections.ConfigDict) -> str:
