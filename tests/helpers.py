@@ -35,13 +35,15 @@ def run_main_batch(arg_lists: list[list[str]], timeout: int = 120,
   return [tuple(r) for r in json.loads(proc.stdout)]
 
 
-def first_losses(c, devices=None, count: int = 3):
+def first_losses(c, devices=None, count: int = 3, total_steps: int = 100):
   """(the first `count` train losses, the state after them) of config c on `devices` (None:
-  all 8), each step jitted over c's mesh plan as the trainer does."""
+  all 8), each step jitted over c's mesh plan as the trainer does; the learning-rate schedule
+  `total_steps` long."""
   from bigmodel_jax.trainer import build, sharding, steps
   from bigmodel_jax.data import pipeline
   sources = pipeline.load(c.data)
-  b = build.build(c, build.example_of(sources.train), sources.num_outputs, 100, devices=devices)
+  b = build.build(c, build.example_of(sources.train), sources.num_outputs, total_steps,
+                  devices=devices)
   state, shardings = b.create_state(c.seed)
   step = steps.jit_train_step(b.plan, shardings, **b.step_options)
   iterator = pipeline.train_iterator(sources.train, c.batch_size, c.seed)
