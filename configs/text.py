@@ -12,7 +12,7 @@ gpt2 (GPT-2 small, 124M) and llama (a 1B Llama-3.2-shaped model), to train from 
 that starts from a converted checkpoint (init_from) takes that checkpoint's model options and
 tokenizer over the variant's. The data set is `textdir` over data.text_dir (split by file: 90%
 train, 5% validation, 5% test; each split tokenized once into a token store, read lazily: the
-README's "Corpora of any size"), tokenized by data.tokenizer ("bpe:4096" trains one on the
+GUIDE.md's "Corpora of any size"), tokenized by data.tokenizer ("bpe:4096" trains one on the
 training split and keeps it in the workdir; a path loads a tokenizer.json or a SentencePiece
 tokenizer.model), documents packed into windows of data.seq_len tokens.
 """
