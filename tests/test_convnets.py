@@ -75,10 +75,9 @@ def test_batch_norm_statistics_cover_the_global_batch():
   assert not np.allclose(jax.tree.leaves(share)[0], jax.tree.leaves(a)[0], atol=1e-4)
 
 
+# (grouped bottlenecks, ResNeXt's, train in tests/test_images.py's ImageNet-config run)
 TINY = {
     "resnet": dict(name="resnet", stem="cifar", stage_sizes=(1, 1), widths=(8, 16), bottleneck=False),
-    "resnext": dict(name="resnet", stem="cifar", stage_sizes=(1, 1), widths=(8, 16),
-                    bottleneck=True, groups=4, width_per_group=16),
     "mobilenet": dict(name="mobilenet", stem_strides=1, blocks=((16, 1), (32, 2)), width=0.5),
     "densenet": dict(name="densenet", stem="cifar", block_sizes=(2, 2), growth=8, stem_features=16),
 }

@@ -1,8 +1,9 @@
 """The device mesh, the sharding presets, and the batch, state and activation shardings.
 
 Models only name their arrays' axes (`nn.with_logical_partitioning` on parameters,
-`nn.with_logical_constraint` on activations); which mesh axis each logical name lands on is
-decided here, so a parallelism strategy is a config change:
+`layout.constrain` on activations); which mesh axis each logical name lands on is decided
+here, and reaches a model as the frozen Layout the plan builds (plan.layout, models/layout.py),
+so a parallelism strategy is a config change:
 
   dp       parameters replicated; the batch over `data`                       mesh {data: all}
   fsdp     every parameter and optimizer-state array split over `fsdp` along its largest dimension
