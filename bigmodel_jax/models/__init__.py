@@ -114,7 +114,8 @@ def build_for(config: ml_collections.ConfigDict, num_outputs: int | tuple[int, .
                       f"'{config.model.name}'")
   if config.task_features <= 0:
     raise ConfigError(f"task_features must be positive, got {config.task_features}")
-  return MultiTask(trunk=build(config.model, config.task_features, layout), tasks=tuple(sorted(config.tasks)),
+  return MultiTask(trunk=build(config.model, config.task_features, layout),
+                   tasks=tuple(sorted(config.tasks)),
                    num_classes=tuple(num_outputs))
 
 

@@ -116,8 +116,9 @@ def zigzag(length: int, ways: int) -> np.ndarray:
 def ring_attention(q_BxLxNxH: jax.Array, k_BxLxKxH: jax.Array, v_BxLxKxH: jax.Array,
                    segments_BxL: jax.Array, layout: Layout) -> jax.Array:
   """Causal self-attention whose inputs are in zigzag order (zigzag(L, ways)) and split over
-  the ways devices of layout.context_axis along L: each device keeps its queries and passes its keys and values around
-  the ring (ways - 1 collective permutes), accumulating the softmax online (flash
+  the ways devices of layout.context_axis along L: each device keeps its queries and passes
+  its keys and values around the ring (ways - 1 collective permutes), accumulating the
+  softmax online (flash
   attention's running maximum and sum, float32; the backward pass recomputes each block's
   probabilities rather than keeping them). A query sees the earlier keys of its own
   segment (packing). With zigzag order every step after the first has exactly half a block

@@ -138,7 +138,8 @@ def one_f_one_b(layer: Layer, embed: Callable, head: Callable, params: Any, stac
   k_, slots = depth // p_, 2 * p_ - 1
   stack_P = jax.tree.map(lambda w: constrain(w.reshape(p_, k_, *w.shape[1:]), 0, None),
                          params[stack])
-  at = lambda i: jax.tree.map(lambda a: a[jnp.clip(i, 0, m_ - 1)], micro)  # noqa: E731
+  take = lambda tree, i: jax.tree.map(lambda a: a[jnp.clip(i, 0, m_ - 1)], tree)  # noqa: E731
+  at = lambda i: take(micro, i)  # noqa: E731  (microbatch i; i is clipped, the caller masks)
   embed_rng = lambda i: jax.random.fold_in(jax.random.fold_in(rng, 0), i)  # noqa: E731
   stage_rngs = jax.vmap(lambda i, p: jax.random.fold_in(jax.random.fold_in(rng, 1), i * p_ + p))
   p_index = jnp.arange(p_)
@@ -159,14 +160,14 @@ def one_f_one_b(layer: Layer, embed: Callable, head: Callable, params: Any, stac
   stash_read = jax.vmap(lambda st, i: st[i])
   # the blocks' inputs (masks, positions) of every microbatch, M x ...
   inputs_M = jax.vmap(lambda mb, i: embed(params, mb, embed_rng(i))[1])(micro, jnp.arange(m_))
-  per_stage = lambda items: jax.tree.map(lambda a: a[jnp.clip(items, 0, m_ - 1)], inputs_M)  # noqa: E731
 
   def tick(carry, t):
     state, cotangents, stash, grads, loss, sums = carry
     items = t - p_index  # forward: stage p on microbatch t - p
     x_in = constrain(jnp.concatenate([embed(params, at(t), embed_rng(t))[0][None], state[:-1]]),
                      0, 1)
-    out = constrain(forward(stack_P, x_in, per_stage(items), stage_rngs(items, p_index)), 0, 1)
+    out = constrain(forward(stack_P, x_in, take(inputs_M, items), stage_rngs(items, p_index)),
+                    0, 1)
     stash = stash_write(stash, x_in, items % slots, (items >= 0) & (items < m_))
     done = t - (p_ - 1)  # the last stage's microbatch: its loss, and the cotangent of its output
     valid = (done >= 0) & (done < m_)
@@ -178,8 +179,9 @@ def one_f_one_b(layer: Layer, embed: Callable, head: Callable, params: Any, stac
     keep = ((back >= 0) & (back < m_)).reshape(-1, *[1] * (last.ndim))
     cotangent_in = constrain(jnp.where(keep, jnp.concatenate([cotangents[1:], last[None]]), 0),
                              0, 1)
-    stack_grads, x_grads = backward(stack_P, stash_read(stash, back % slots), per_stage(back),
-                                    stage_rngs(back, p_index), cotangent_in)
+    stack_grads, x_grads = backward(stack_P, stash_read(stash, back % slots),
+                                    take(inputs_M, back), stage_rngs(back, p_index),
+                                    cotangent_in)
     x_grads = constrain(x_grads, 0, 1)
     _, pull_embed = jax.vjp(lambda w: embed(w, at(back[0]), embed_rng(back[0]))[0], params)
     (embed_grads,) = pull_embed(jnp.where(keep[0], x_grads[0], 0))
@@ -191,7 +193,8 @@ def one_f_one_b(layer: Layer, embed: Callable, head: Callable, params: Any, stac
   x_spec = jax.eval_shape(lambda: embed(params, at(0), embed_rng(0))[0])
   zeros = lambda *shape: jnp.zeros((*shape, *x_spec.shape), x_spec.dtype)  # noqa: E731
   sums_spec = jax.eval_shape(lambda: head(params, zeros(), at(0))[1])
-  carry = (constrain(zeros(p_), 0, 1), constrain(zeros(p_), 0, 1), constrain(zeros(p_, slots), 0, 2),
+  carry = (constrain(zeros(p_), 0, 1), constrain(zeros(p_), 0, 1),
+           constrain(zeros(p_, slots), 0, 2),
            jax.tree.map(jnp.zeros_like, params), jnp.zeros((), jnp.float32),
            jax.tree.map(lambda v: jnp.zeros(v.shape, v.dtype), sums_spec))
   (_, _, _, grads, loss, sums), _ = jax.lax.scan(tick, carry, jnp.arange(s.ticks))

@@ -20,7 +20,7 @@ from bigmodel_jax.faults import ConfigError
 from bigmodel_jax.objectives import distill
 from bigmodel_jax.runs import checkpoint, load
 from bigmodel_jax.models.layout import Layout
-from bigmodel_jax.trainer import optim, pmap, sharding, steps
+from bigmodel_jax.trainer import flops, optim, pmap, sharding, steps
 from bigmodel_jax.trainer import state as state_lib
 
 
@@ -42,6 +42,12 @@ class Build:
     with models.init_errors_as_config_errors(self.model_name, self.example):
       return state_lib.create(self.model, self.tx, self.example, seed, self.plan,
                               self.objective.extra_state)
+
+  def forward_flops(self, variables: Any) -> float | None:
+    """Forward FLOPs per example of the model on one device (no layout: a pipeline does not
+    run on one example), from its variables (arrays or ShapeDtypeStructs)."""
+    shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), variables)
+    return flops.per_example(self.one_device_model, shapes, self.example)
 
   def planned_state(self) -> state_lib.TrainState:
     """The state as ShapeDtypeStructs with its shardings, nothing allocated."""

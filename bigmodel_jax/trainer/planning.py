@@ -45,7 +45,7 @@ def summary(config: ml_collections.ConfigDict) -> dict[str, Any]:
     variables = jax.eval_shape(lambda x: nn.unbox(built.model.init(
         {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}, x, train=False)),
         example)
-    forward = flops.per_example(built.model, variables, example)
+    forward = built.forward_flops(variables)
   modules = {name: sum(x.size for x in jax.tree.leaves(sub))
              for name, sub in variables["params"].items()}
   return {"model": config.model.name, "objective": config_lib.objective_name(config),

@@ -1,6 +1,7 @@
 """The classic data-parallel strategy (config.parallel.strategy="pmap"): `jax.pmap` over this
 process's devices, the state replicated on each, sums over the mapped axis with `lax.psum` and
-BatchNorm statistics synchronized over it (the model's layout.batch_norm_axis), so an update equals jit's on the same global batch.
+BatchNorm statistics synchronized over it (the model's layout.batch_norm_axis), so an update
+equals jit's on the same global batch.
 
 The loop keeps the state in pmap's layout (a leading axis of local devices); checkpoints and
 evaluation see the canonical, mesh-replicated state (`to_global`), so a pmap run's checkpoint

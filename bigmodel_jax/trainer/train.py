@@ -28,7 +28,7 @@ from bigmodel_jax.pretrained import architecture
 from bigmodel_jax.runs import checkpoint
 from bigmodel_jax.runs import load, workdir as workdir_lib
 from bigmodel_jax.trainer import build as build_lib
-from bigmodel_jax.trainer import evaluation, flops, judge, optim, profiling, runners
+from bigmodel_jax.trainer import evaluation, judge, optim, profiling, runners
 from bigmodel_jax.trainer import state as state_lib
 
 
@@ -57,9 +57,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if config.lora.rank:  # the adapters' shapes, checked before anything is allocated
     qwix_wrap.check_adapters(built.planned_state().params, config.lora)
   state, state_shardings = built.create_state(config.seed)
-  forward_flops = flops.per_example(built.one_device_model, jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), {"params": state.params,
-                                                         **state.model_state}), built.example)
+  forward_flops = built.forward_flops({"params": state.params, **state.model_state})
   n_params = state_lib.num_params(state.params)
   fresh: list[str] = []  # warm start: parameters that did not fit and start from scratch
   if not checkpoint.saved_steps(workdir):  # a workdir's own checkpoint wins
@@ -73,10 +71,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   # --- Workdir: every check passed; from here on files are written. ---
   workdir_lib.create(workdir)
-  workdir_lib.write_json(storage.join(workdir, "config.json"), config_lib.to_dict(config))
+  resolved = config_lib.to_dict(config)
+  workdir_lib.write_json(storage.join(workdir, "config.json"), resolved)
   workdir_lib.keep_tokenizer(workdir, sources.tokenizer_path)
-  writer = writers.Writers(config.writers, workdir, config_lib.to_dict(config),
-                           active=jax.process_index() == 0)
+  writer = writers.Writers(config.writers, workdir, resolved, active=jax.process_index() == 0)
   ckpt = checkpoint.Checkpointer(workdir, config.checkpoint_keep)
   metrics.console(_run_line(config, built, sources, n_params, total_steps))
   if hasattr(sources.train, "describe"):  # a mixture of corpora: shares, and what repeats
@@ -85,14 +83,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   # --- Restore: the newest good checkpoint (state and data position), else a fresh start. ---
   restored = ckpt.restore_latest(state_lib.abstract(state_shardings, state), train_iter)
   state, start_step = restored if restored is not None else (state, 0)
-  if restored is not None:
-    metrics.console(f"Resumed from the checkpoint at step {start_step} in {workdir}")
-  elif config.init_from:
-    metrics.console(_warm_start_line(config.init_from, taken, fresh))
-  if frozen and config.lora.rank:
-    metrics.console(f"LoRA: {len(frozen)} base parameters frozen, the adapters trained")
-  elif frozen:
-    metrics.console(f"Frozen (not updated): {', '.join(frozen)}")
+  for line in _start_lines(config, workdir, None if restored is None else start_step, taken, fresh,
+                           frozen):
+    metrics.console(line)
   writer.resume_at(start_step)
 
   # --- Loop (_train): one call per batch or per K batches; log, evaluate and checkpoint. ---
@@ -119,6 +112,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   ckpt.close()
   metrics.console(f"Done: {json.dumps({k: v for k, v in results.items() if k != 'params_sha256'})}")
   return results
+
+
+def _start_lines(config: ml_collections.ConfigDict, workdir: str, resumed: int | None,
+                 taken: list[str], fresh: list[str], frozen: list[str]) -> list[str]:
+  """Where the run starts from (its checkpoint at step `resumed`, or a warm start) and what it
+  does not train."""
+  lines = []
+  if resumed is not None:
+    lines.append(f"Resumed from the checkpoint at step {resumed} in {workdir}")
+  elif config.init_from:
+    lines.append(_warm_start_line(config.init_from, taken, fresh))
+  if frozen and config.lora.rank:
+    lines.append(f"LoRA: {len(frozen)} base parameters frozen, the adapters trained")
+  elif frozen:
+    lines.append(f"Frozen (not updated): {', '.join(frozen)}")
+  return lines
 
 
 def _run_line(config: ml_collections.ConfigDict, built: build_lib.Build, sources: Any,
@@ -193,14 +202,8 @@ def _train(config: ml_collections.ConfigDict, runner: runners.JitRunner, evaluat
       row = {}  # one metrics.jsonl line per step that logs or evaluates
       if step % config.log_every == 0 or last:
         guard.check_updates()
-        row = metrics.train_row(pending.fetch()[1], config.nan_policy)
-        rate = timer.interval_rate()
-        if rate is not None:
-          row["train/steps_per_sec"] = rate
-          # the share of the interval this process sat blocked on the input pipeline
-          row["train/input_wait_fraction"] = min(1.0, runner.take_waited() / timer.interval_s)
-        # the seconds the loop sat blocked on checkpoint saves since the last log line
-        row["train/checkpoint_wait_s"], waited = ckpt.waited_s - waited, ckpt.waited_s
+        row = _train_row(config, pending, timer, runner, ckpt.waited_s - waited)
+        waited = ckpt.waited_s
         if epochs is not None:
           row.update(epochs(step * config.batch_size))
       with timer.pause():  # evaluation and checkpointing do not count in train/steps_per_sec
@@ -228,6 +231,20 @@ def _train(config: ml_collections.ConfigDict, runner: runners.JitRunner, evaluat
   profile.close()
   ckpt.wait()
   return state, eval_metrics, timer
+
+
+def _train_row(config: ml_collections.ConfigDict, pending: metrics.MetricBuffer,
+               timer: metrics.RateTimer, runner: runners.JitRunner, checkpoint_wait_s: float
+               ) -> dict[str, float]:
+  """A log step's train/ columns: the interval's means, its steps/s, the share of it this
+  process sat blocked on the input pipeline, and the seconds blocked on checkpoint saves."""
+  row = metrics.train_row(pending.fetch()[1], config.nan_policy)
+  rate = timer.interval_rate()
+  if rate is not None:
+    row["train/steps_per_sec"] = rate
+    row["train/input_wait_fraction"] = min(1.0, runner.take_waited() / timer.interval_s)
+  row["train/checkpoint_wait_s"] = checkpoint_wait_s
+  return row
 
 
 class _Guard:
