@@ -1,4 +1,5 @@
-"""Model summary without training: parameters per module, total, FLOPs per example.
+"""Model summary without training: parameters per module, total, FLOPs per example, and a
+decoder LM's decode cache bytes per token.
 
   python -m bigmodel_jax.summary --config=configs/NAME.py[:ARG] [--json] [--config.KEY=VALUE ...]
 
@@ -34,6 +35,8 @@ def main(argv: list[str]) -> None:
     print(f"  {'total':<{width}}{summary['num_params']:>14,}")
     forward = summary["flops_per_example"]
     print(f"Forward FLOPs per example: {forward:,.0f}" if forward else "FLOPs: not available")
+    if summary["decode_cache_bytes_per_token"]:
+      print(f"Decode cache per token: {summary['decode_cache_bytes_per_token']:,} bytes")
 
   cli.run_command(argv, body)
 

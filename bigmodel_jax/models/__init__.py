@@ -78,11 +78,12 @@ def build(model_config: ml_collections.ConfigDict, num_outputs: int,
     _check_option(f"model.{key}", value)
   model = cls(**outputs, **options, **layout_of(cls, layout))
   if isinstance(model, TransformerOptions):
-    config_of(model).check()  # the experts' options (MoESpec.check)
+    config_of(model).check_width(model.dim)  # latent attention, MTP, experts (MoESpec.check)
   return model
 
 
-_MAY_BE_ZERO = ("depth", "num_kv_heads", "num_experts", "shared_experts", "expert_dim")
+_MAY_BE_ZERO = ("depth", "num_kv_heads", "num_experts", "shared_experts", "expert_dim",
+                "first_dense", "lora_rank", "head_dim", "mtp_depth")
 
 
 def _check_option(key: str, value: Any) -> None:

@@ -20,7 +20,15 @@ one dense MLP every token passes through. Two ways to compute the routed experts
 In training the layer sows into the AUX collection: aux_loss (load_balance_weight x Switch's
 load-balancing loss + router_z_weight x ST-MoE's router z-loss), which objectives add to their
 loss, and the metrics moe_load_balance_loss, moe_router_z_loss, moe_dropped (the share of pairs
-dropped) and moe_expert_share_E (each expert's share of the pairs).
+dropped), moe_expert_share_E (each expert's share of the pairs) and moe_busiest_share (the
+largest of them).
+
+DeepSeek-V3's routing is options of the same layer: sigmoid scores, a correction bias per expert
+that only the choice sees (router_bias_rate > 0: the bias is the MOE_STATE collection, model
+state the trainer saves and resumes, moved each training step towards equal loads, so the
+Switch loss can be 0: auxiliary-loss-free balancing), group-limited choice (n_group,
+topk_group), the weights times routed_scaling, shared experts, the first first_dense blocks
+dense.
 
 Shapes are in the names: B batch, L length, D model width, E experts, K experts per token,
 C slots per expert, H an expert's hidden width, T = B*L tokens.
@@ -38,6 +46,7 @@ from bigmodel_jax.models.layers import AUX, dense, mlp_activation, mlp_hidden
 from bigmodel_jax.models.layout import Layout
 
 ROUTERS = ("softmax", "sigmoid")
+MOE_STATE = "moe_state"  # the collection of the routers' correction biases (model state)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,9 +62,17 @@ class MoESpec:
   expert_dim: int = 0  # an expert's hidden width; 0: the model's mlp_dim
   load_balance_weight: float = 0.01
   router_z_weight: float = 0.001
+  first_dense: int = 0  # the first N blocks keep a dense MLP (DeepSeek's first_k_dense_replace)
+  # auxiliary-loss-free balancing (DeepSeek-V3): a per-expert bias added to the scores for the
+  # choice only, moved each training step by this rate towards equal loads; 0: no bias
+  router_bias_rate: float = 0.0
+  n_group: int = 1  # group-limited routing: the experts in n_group groups ...
+  topk_group: int = 1  # ... and a token's experts only from its topk_group best groups
+  routed_scaling: float = 1.0  # the routed experts' weights times this (routed_scaling_factor)
 
   def is_moe(self, block: int) -> bool:
-    return self.num_experts > 0 and (block + 1) % self.moe_every == 0
+    return (self.num_experts > 0 and block >= self.first_dense
+            and (block + 1 - self.first_dense) % self.moe_every == 0)
 
   def check(self) -> None:
     """ConfigError naming the first option out of range."""
@@ -76,9 +93,22 @@ class MoESpec:
     for key in ("shared_experts", "expert_dim"):
       if getattr(self, key) < 0:
         raise ConfigError(f"model.{key} must be >= 0, got {getattr(self, key)}")
-    for key in ("load_balance_weight", "router_z_weight"):
+    for key in ("load_balance_weight", "router_z_weight", "router_bias_rate", "first_dense"):
       if not getattr(self, key) >= 0:
         raise ConfigError(f"model.{key} must be >= 0, got {getattr(self, key)}")
+    if not self.routed_scaling > 0:
+      raise ConfigError(f"model.routed_scaling must be positive, got {self.routed_scaling}")
+    if self.n_group < 1 or self.num_experts % self.n_group:
+      raise ConfigError(f"model.n_group={self.n_group} must divide model.num_experts="
+                        f"{self.num_experts}")
+    if not 1 <= self.topk_group <= self.n_group:
+      raise ConfigError(f"model.topk_group={self.topk_group} must be in 1..{self.n_group} "
+                        f"(model.n_group)")
+    offered = self.topk_group * self.num_experts // self.n_group
+    if self.experts_per_token > offered:
+      raise ConfigError(f"model.experts_per_token={self.experts_per_token} is more than the "
+                        f"{offered} experts that model.topk_group={self.topk_group} of "
+                        f"model.n_group={self.n_group} groups offer")
 
 
 def capacity(spec: MoESpec, length: int) -> int:
@@ -87,18 +117,38 @@ def capacity(spec: MoESpec, length: int) -> int:
                           / spec.num_experts))
 
 
-def route(spec: MoESpec, logits_TxE: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """(weights T x K, experts T x K, probabilities T x E summing to 1 per token) of float32 logits."""
-  if spec.router == "softmax":
-    probs_TxE = jax.nn.softmax(logits_TxE, -1)
-  else:
-    scores_TxE = jax.nn.sigmoid(logits_TxE)
-    probs_TxE = scores_TxE / jnp.sum(scores_TxE, -1, keepdims=True)
-  weights_TxK, experts_TxK = jax.lax.top_k(probs_TxE if spec.router == "softmax" else scores_TxE,
-                                           spec.experts_per_token)
+def route(spec: MoESpec, logits_TxE: jax.Array, bias_E: jax.Array | None = None
+          ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(weights T x K, experts T x K, probabilities T x E summing to 1 per token) of float32 logits.
+
+  The choice is by the router's scores (softmax probabilities, or sigmoids), plus bias_E when
+  given (DeepSeek-V3's correction bias: it moves the choice, never the weights), among the
+  experts of each token's topk_group best groups (a group's score: the sum of its two best);
+  the weights are the chosen experts' scores, renormalized when K > 1, times routed_scaling."""
+  scores_TxE = jax.nn.softmax(logits_TxE, -1) if spec.router == "softmax" else jax.nn.sigmoid(
+      logits_TxE)
+  probs_TxE = (scores_TxE if spec.router == "softmax"
+               else scores_TxE / jnp.sum(scores_TxE, -1, keepdims=True))
+  choice_TxE = scores_TxE if bias_E is None else scores_TxE + bias_E
+  if spec.n_group > 1:
+    t, per_group = choice_TxE.shape[0], spec.num_experts // spec.n_group
+    grouped_TxGxP = choice_TxE.reshape(t, spec.n_group, per_group)
+    group_TxG = jnp.sum(jax.lax.top_k(grouped_TxGxP, min(2, per_group))[0], -1)
+    _, best_TxG = jax.lax.top_k(group_TxG, spec.topk_group)
+    keep_TxG = jnp.any(jax.nn.one_hot(best_TxG, spec.n_group, dtype=bool), 1)
+    choice_TxE = jnp.where(jnp.repeat(keep_TxG, per_group, -1), choice_TxE, -jnp.inf)
+  _, experts_TxK = jax.lax.top_k(choice_TxE, spec.experts_per_token)
+  weights_TxK = jnp.take_along_axis(scores_TxE, experts_TxK, -1)
   if spec.experts_per_token > 1:
     weights_TxK = weights_TxK / jnp.sum(weights_TxK, -1, keepdims=True)
-  return weights_TxK, experts_TxK, probs_TxE
+  return weights_TxK * spec.routed_scaling, experts_TxK, probs_TxE
+
+
+def balanced_bias(bias_E: jax.Array, experts_TxK: jax.Array, rate: float) -> jax.Array:
+  """DeepSeek-V3's update of the correction bias from one step's loads: each expert's bias
+  down by `rate` where it took more than the mean load, up where it took less."""
+  load_E = jnp.sum(jax.nn.one_hot(experts_TxK, bias_E.shape[0], dtype=jnp.float32), (0, 1))
+  return bias_E + rate * jnp.sign(jnp.mean(load_E) - load_E)
 
 
 def load_balance_loss(experts_TxK: jax.Array, probs_TxE: jax.Array) -> jax.Array:
@@ -148,7 +198,14 @@ class MoE(nn.Module):
         nn.initializers.lecun_normal(), ("embed", None)), (d, num_experts))
     x_TxD = x_BxLxD.reshape(b * length, d)
     logits_TxE = x_TxD.astype(jnp.float32) @ router.astype(jnp.float32)
-    weights_TxK, experts_TxK, probs_TxE = route(spec, logits_TxE)
+    bias = None
+    if spec.router_bias_rate > 0:  # state, not a parameter: saved and resumed with the run
+      bias = self.variable(MOE_STATE, "correction_bias", jnp.zeros, (num_experts,), jnp.float32)
+    weights_TxK, experts_TxK, probs_TxE = route(spec, logits_TxE,
+                                                None if bias is None else bias.value)
+    if bias is not None and self.train and self.is_mutable_collection(MOE_STATE):
+      bias.value = balanced_bias(bias.value, jax.lax.stop_gradient(experts_TxK),
+                                 spec.router_bias_rate)
     weights_TxK = weights_TxK.astype(x_BxLxD.dtype)
     if spec.capacity_factor > 0:
       out_BxLxD, dropped = self._capacity(x_BxLxD, weights_TxK.reshape(b, length, k),
@@ -167,7 +224,9 @@ class MoE(nn.Module):
       self.sow(AUX, "moe_load_balance_loss", balance)
       self.sow(AUX, "moe_router_z_loss", z)
       self.sow(AUX, "moe_dropped", dropped)
-      for e, share in enumerate(_expert_share(experts_TxK, num_experts)):
+      share_E = _expert_share(experts_TxK, num_experts)
+      self.sow(AUX, "moe_busiest_share", jnp.max(share_E))
+      for e, share in enumerate(share_E):
         self.sow(AUX, f"moe_expert_share_{e}", share)
     return out_BxLxD
 

@@ -19,6 +19,7 @@ Attention, which read what they use.
 Shapes are in the names: B batch, L/S query/key length, D model width, N heads, H head width.
 """
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -32,7 +33,7 @@ from bigmodel_jax.models.attention import (attention_implementation, ring_attent
 from bigmodel_jax.models.layers import AUX, conv, dense, mlp_hidden, token_dot_general
 from bigmodel_jax.models import pipeline
 from bigmodel_jax.models.layout import Layout
-from bigmodel_jax.models.moe import MoE
+from bigmodel_jax.models.moe import MOE_STATE, MoE
 from bigmodel_jax.models.rotary import rotary
 from bigmodel_jax.models.transformer_config import TransformerConfig, TransformerOptions, config_of
 
@@ -79,6 +80,11 @@ class Attention(nn.Module):
     """segments_BxL: given only under context parallelism (causal self-attention in zigzag
     order, models/attention.ring_attention), where it takes the place of a mask."""
     c = self.config
+    if c.kv_lora_rank:
+      if segments_BxL is not None or context_BxSxD is not None:
+        raise ValueError("latent attention (kv_lora_rank > 0) is causal self-attention: no "
+                         "context parallelism or cross-attention")
+      return self._latent(x_BxLxD, positions_BxL, train, decode, mask_Bx1xLxS, is_causal)
     context_BxSxD = x_BxLxD if context_BxSxD is None else context_BxSxD
     kv_heads = c.num_kv_heads or c.num_heads
     if c.num_heads % kv_heads:
@@ -105,11 +111,66 @@ class Attention(nn.Module):
                                                  implementation="cudnn")
     else:
       out_BxLxNxH = softmax_attention(q, k, v, mask_Bx1xLxS, is_causal)
-    out = nn.DenseGeneral(x_BxLxD.shape[-1], axis=(-2, -1), name="out", use_bias=c.use_bias,
+    return self._out(out_BxLxNxH, x_BxLxD.shape[-1], train)
+
+  def _out(self, out_BxLxNxH: jax.Array, width: int, train: bool) -> jax.Array:
+    c = self.config
+    out = nn.DenseGeneral(width, axis=(-2, -1), name="out", use_bias=c.use_bias,
                           kernel_init=_partitioned(_INIT, ("heads", "kv", "embed")),
                           bias_init=_partitioned(_ZEROS, ("embed",)),
                           dot_general=token_dot_general)(out_BxLxNxH)
     return nn.Dropout(c.dropout, deterministic=not train)(out)
+
+  def _latent(self, x_BxLxD: jax.Array, positions_BxL: jax.Array, train: bool, decode: bool,
+              mask_Bx1xLxS: jax.Array | None, is_causal: bool) -> jax.Array:
+    """Multi-head latent attention (DeepSeek-V2/V3). Queries: x -> q_a (q_lora_rank) ->
+    RMSNorm -> q_b, or x -> query. Keys and values: x -> kv_a, a kv_lora_rank latent (RMSNorm)
+    and one rotary key shared by the heads; latent -> kv_b, each head's key features without
+    positions and its value. The cache holds the latent and the rotary key per token."""
+    c, n = self.config, self.config.num_heads
+    nope, rope, r = c.qk_nope_head_dim, c.qk_rope_head_dim, c.kv_lora_rank
+    norm = lambda name: nn.RMSNorm(epsilon=c.norm_epsilon, name=name, scale_init=_partitioned(
+        nn.initializers.ones_init(), ("kv",)))
+    heads = lambda name, width: nn.DenseGeneral(
+        (n, width), name=name, use_bias=False, dot_general=token_dot_general,
+        kernel_init=_partitioned(_INIT, ("kv", "heads", None)))
+    latent = lambda name, width: dense(width, ("embed", "kv"), name=name, use_bias=False)
+    if c.q_lora_rank:
+      q = heads("q_b", nope + rope)(norm("q_a_norm")(latent("q_a", c.q_lora_rank)(x_BxLxD)))
+    else:
+      q = nn.DenseGeneral((n, nope + rope), name="query", use_bias=False,
+                          dot_general=token_dot_general,
+                          kernel_init=_partitioned(_INIT, ("embed", "heads", "kv")))(x_BxLxD)
+    kv = latent("kv_a", r + rope)(x_BxLxD)
+    latent_BxLxR, k_rope_BxLx1xP = norm("kv_a_norm")(kv[..., :r]), kv[..., None, r:]
+    q = jnp.concatenate([q[..., :nope], rotary(q[..., nope:], positions_BxL, c)], -1)
+    k_rope_BxLx1xP = rotary(k_rope_BxLx1xP, positions_BxL, c)
+    if decode:
+      latent_BxLxR, k_rope_BxLx1xP, mask_Bx1xLxS = self._cached_latent(
+          latent_BxLxR, k_rope_BxLx1xP, positions_BxL)
+      is_causal = False
+    kv_BxLxNxF = heads("kv_b", nope + c.v_head_dim)(latent_BxLxR)
+    k = jnp.concatenate([kv_BxLxNxF[..., :nope],
+                         jnp.broadcast_to(k_rope_BxLx1xP, (*kv_BxLxNxF.shape[:3], rope))], -1)
+    out_BxLxNxV = softmax_attention(q, k, kv_BxLxNxF[..., nope:], mask_Bx1xLxS, is_causal)
+    return self._out(out_BxLxNxV, x_BxLxD.shape[-1], train)
+
+  def _cached_latent(self, latent_BxLxR: jax.Array, k_rope_BxLx1xP: jax.Array,
+                     positions_BxL: jax.Array):
+    """_cached's counterpart for latent attention: the cache holds each token's latent and
+    rotary key (kv_lora_rank + qk_rope_head_dim values), not every head's key and value."""
+    initialized = self.has_variable("cache", "cached_latent")
+    latent = self.variable("cache", "cached_latent", jnp.zeros, latent_BxLxR.shape,
+                           latent_BxLxR.dtype)
+    rope = self.variable("cache", "cached_rope_key", jnp.zeros, k_rope_BxLx1xP.shape,
+                         k_rope_BxLx1xP.dtype)
+    if not initialized:
+      return latent_BxLxR, k_rope_BxLx1xP, None
+    start = positions_BxL[0, 0]
+    latent.value = jax.lax.dynamic_update_slice(latent.value, latent_BxLxR, (0, start, 0))
+    rope.value = jax.lax.dynamic_update_slice(rope.value, k_rope_BxLx1xP, (0, start, 0, 0))
+    visible_BxLxS = jnp.arange(latent.value.shape[1])[None, None, :] <= positions_BxL[:, :, None]
+    return latent.value, rope.value, visible_BxLxS[:, None]
 
   def _cached(self, k_BxLxNxH: jax.Array, v_BxLxNxH: jax.Array, positions_BxL: jax.Array):
     """Writes this call's keys and values at their positions into the cache (created by an
@@ -208,8 +269,18 @@ def blocks(x_BxLxD: jax.Array, inputs: BlockInputs, *, config: TransformerConfig
   if config.num_experts and config.moe_every != 1:
     raise ValueError(f"scan_layers stacks identical blocks: with experts it needs moe_every=1, "
                      f"not {config.moe_every}")
+  dense_first = min(config.first_dense, depth) if config.num_experts else 0
+  if dense_first:  # the first blocks dense: a stack of their own (NAME_dense), then the rest
+    if layout.pipeline is not None:
+      raise ValueError("pipeline stages need identical blocks: model.first_dense must be 0")
+    dense_config = dataclasses.replace(config, num_experts=0, first_dense=0)
+    x_BxLxD = blocks(x_BxLxD, inputs, config=dense_config, depth=dense_first, mlp_dim=mlp_dim,
+                     name=f"{name}_dense", layout=layout, **flags)
+    if dense_first == depth:
+      return x_BxLxD
+    depth -= dense_first
   block["moe"] = config.num_experts > 0
-  stack = nn.scan(cls, variable_axes={"params": 0, "cache": 0, AUX: 0},
+  stack = nn.scan(cls, variable_axes={"params": 0, "cache": 0, AUX: 0, MOE_STATE: 0},
                   split_rngs={"params": True, "dropout": True}, in_axes=(nn.broadcast,),
                   length=depth, metadata_params={nn.PARTITION_NAME: "layers"})(**block, name=name)
   if layout.pipeline is None or flags.get("decode") or stack.is_initializing():
@@ -317,6 +388,7 @@ class DecoderLM(TransformerOptions):
                       (segments_BxL[:, :, None] == segments_BxL[:, None, :])[:, None])
     embed = nn.Embed(self.vocab_size, self.dim, name="token_embedding",
                      embedding_init=_partitioned(nn.initializers.normal(0.02), ("vocab", "embed")))
+    inputs = BlockInputs()
     if part == "head":
       x_BxLxD = hidden_BxLxD
     else:
@@ -337,10 +409,43 @@ class DecoderLM(TransformerOptions):
                        rotary=self.positions == "rotary", train=train, decode=decode)
       if ring:
         x_BxLxD = x_BxLxD[:, np.argsort(order)]
-    x_BxLxD = layer_norm("ln_final", self.norm, self.norm_epsilon)(x_BxLxD)
-    if self.tie_embeddings:
-      return embed.attend(x_BxLxD)
-    return dense(self.vocab_size, ("embed", "vocab"), name="lm_head", use_bias=False)(x_BxLxD)
+    head = embed.attend if self.tie_embeddings else dense(
+        self.vocab_size, ("embed", "vocab"), name="lm_head", use_bias=False)
+    if (self.mtp_depth and (train or self.is_initializing()) and part == "all" and not ring
+        and not decode):  # (created at init, which runs with train=False)
+      self._multi_token(x_BxLxD, tokens_BxL, inputs, segments_BxL, embed, head, train)
+    return head(layer_norm("ln_final", self.norm, self.norm_epsilon)(x_BxLxD))
+
+  def _multi_token(self, h_BxLxD: jax.Array, tokens_BxL: jax.Array, inputs: BlockInputs,
+                   segments_BxL: jax.Array | None, embed: nn.Embed, head, train: bool) -> None:
+    """DeepSeek-V3's multi-token prediction, in training only: module k (mtp1, mtp2, ...)
+    joins the previous output h (RMSNorm) and the embedding of the token k places on (RMSNorm)
+    by a linear map of 2D -> D and one more block, and predicts the token k+1 places on through
+    its own final norm and the shared head. Sows mtp_loss_k (the mean cross entropy over the
+    positions whose target lies in the window and, packed, in the same document) and
+    mtp_aux_loss (mtp_weight x their mean), which the objective adds to the loss."""
+    length, losses = tokens_BxL.shape[1], []
+    norm = lambda name: layer_norm(name, "rmsnorm", self.norm_epsilon)  # noqa: E731
+    for k in range(1, self.mtp_depth + 1):
+      ahead_BxL = jnp.pad(tokens_BxL[:, k:], ((0, 0), (0, k)))
+      joined = jnp.concatenate([norm(f"mtp{k}_hidden_norm")(h_BxLxD),
+                                norm(f"mtp{k}_embed_norm")(embed(ahead_BxL))], -1)
+      h_BxLxD = dense(self.dim, (None, "embed"), name=f"mtp{k}_proj", use_bias=False)(joined)
+      h_BxLxD = Block(config_of(self), self.mlp_dim, self.layout, is_causal=True,
+                      rotary=self.positions == "rotary", train=train,
+                      moe=self.num_experts > 0, name=f"mtp{k}_block")(h_BxLxD, inputs)
+      logits = head(norm(f"mtp{k}_norm")(h_BxLxD)).astype(jnp.float32)
+      target_BxL = jnp.pad(tokens_BxL[:, k + 1:], ((0, 0), (0, k + 1)))
+      valid_BxL = jnp.arange(length)[None, :] < length - k - 1
+      if segments_BxL is not None:
+        valid_BxL = valid_BxL & (segments_BxL == jnp.pad(segments_BxL[:, k + 1:],
+                                                         ((0, 0), (0, k + 1)), constant_values=-1))
+      ce_BxL = -jnp.take_along_axis(jax.nn.log_softmax(logits), target_BxL[..., None], -1)[..., 0]
+      losses.append(jnp.sum(ce_BxL * valid_BxL) / jnp.maximum(jnp.sum(valid_BxL), 1))
+      if train:
+        self.sow(AUX, f"mtp_loss_{k}", losses[-1])
+    if train:
+      self.sow(AUX, "mtp_aux_loss", self.mtp_weight * sum(losses) / len(losses))
 
 
 class EncoderDecoder(TransformerOptions):

@@ -10,6 +10,8 @@ from typing import Any
 
 import flax.linen as nn
 
+from bigmodel_jax.faults import ConfigError
+
 from bigmodel_jax.models.moe import MoESpec
 from bigmodel_jax.models.rotary import Rope
 
@@ -31,6 +33,42 @@ class TransformerConfig(MoESpec, Rope):
   use_bias: bool = True  # Llama: False
   num_kv_heads: int = 0  # grouped-query attention: key/value heads shared by groups; 0 = num_heads
   qk_norm: bool = False  # RMSNorm of each head's queries and keys (OLMo 2, Gemma 3)
+  # multi-head latent attention (DeepSeek-V2/V3) when kv_lora_rank > 0: keys and values from a
+  # kv_lora_rank latent (the decode cache holds it and the rotary key), queries from a
+  # q_lora_rank one (0: a full projection); each head's query and key are qk_nope_head_dim
+  # features without positions and qk_rope_head_dim rotary ones, its value v_head_dim
+  kv_lora_rank: int = 0
+  q_lora_rank: int = 0
+  qk_nope_head_dim: int = 0
+  qk_rope_head_dim: int = 0
+  v_head_dim: int = 0
+  # multi-token prediction (DeepSeek-V3): mtp_depth modules after the last block, the k-th
+  # predicting the token k+1 places further on from the previous one's output and the embedding
+  # of the token k places on; their mean loss, times mtp_weight, joins the loss in training
+  mtp_depth: int = 0
+  mtp_weight: float = 0.3
+
+  def check_width(self, dim: int) -> None:
+    """ConfigError naming the first latent-attention or multi-token option that does not fit a
+    model of width `dim` (the experts' options: MoESpec.check)."""
+    self.check()
+    if self.mtp_depth < 0:
+      raise ConfigError(f"model.mtp_depth must be >= 0 (0: no multi-token prediction), got "
+                        f"{self.mtp_depth}")
+    if not self.kv_lora_rank:
+      return
+    for key in ("kv_lora_rank", "q_lora_rank"):
+      value = getattr(self, key)
+      if value and not 0 < value < dim:
+        raise ConfigError(f"model.{key}={value} must be positive and smaller than the width "
+                          f"{dim} (model.dim)")
+    for key in ("qk_nope_head_dim", "v_head_dim"):
+      if getattr(self, key) <= 0:
+        raise ConfigError(f"model.{key} must be positive with latent attention "
+                          f"(model.kv_lora_rank > 0), got {getattr(self, key)}")
+    if self.qk_rope_head_dim <= 0 or self.qk_rope_head_dim % 2:
+      raise ConfigError(f"model.qk_rope_head_dim={self.qk_rope_head_dim} must be a positive even "
+                        f"number: rotary positions turn pairs of features")
 
 
 def _options_module() -> type[nn.Module]:

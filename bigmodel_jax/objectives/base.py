@@ -80,7 +80,8 @@ def add_aux(loss_sum: jax.Array, sums: dict[str, jax.Array], aux: dict[str, jax.
   """A batch's loss sum and metric sums with the model's sown terms added (each a mean per
   label, so weighted by the batch's total weight like the per-label terms)."""
   aux = dict(aux)
-  loss_sum = loss_sum + aux.pop("aux_loss", 0.0) * total_weight
+  for name in [k for k in aux if k.endswith("aux_loss")]:  # MoE's aux_loss, MTP's mtp_aux_loss
+    loss_sum = loss_sum + aux.pop(name) * total_weight
   return loss_sum, {**sums, **{k: v * total_weight for k, v in aux.items()}}
 
 

@@ -128,6 +128,7 @@ def _check_one_f_one_b(config: ml_collections.ConfigDict) -> None:
   what = ("a decoder_lm" if config.model.name != "decoder_lm" else
           "the lm objective" if objective_name(config) != "lm" else
           "dense blocks (model.num_experts=0)" if config.model.get("num_experts", 0) else
+          "no multi-token prediction (model.mtp_depth=0)" if config.model.get("mtp_depth", 0) else
           "no quantization, LoRA or distillation" if (config.quantization.weight_bits or
                                                       config.lora.rank or config.distill.teacher)
           else None)

@@ -22,6 +22,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import ml_collections
 
 from bigmodel_jax import config as config_lib
@@ -48,6 +49,9 @@ def summary(config: ml_collections.ConfigDict) -> dict[str, Any]:
     forward = built.forward_flops(variables)
   modules = {name: sum(x.size for x in jax.tree.leaves(sub))
              for name, sub in variables["params"].items()}
+  cache = None
+  if config.model.name == "decoder_lm":
+    cache = _decode_cache_bytes_per_token(built.model, config.dtype)
   return {"model": config.model.name, "objective": config_lib.objective_name(config),
           "data": "+".join(sorted(config.tasks)) or config.data.name,
           "input_shape": jax.tree.map(lambda x: list(x.shape[1:]), example),
@@ -55,7 +59,18 @@ def summary(config: ml_collections.ConfigDict) -> dict[str, Any]:
           "num_outputs": ({k: v for k, v in num_outputs.items() if k != "prompts"}  # paired
                           if isinstance(num_outputs, dict) else num_outputs),
           "num_params": sum(modules.values()),
-          "params_per_module": modules, "flops_per_example": forward}
+          "params_per_module": modules, "flops_per_example": forward,
+          "decode_cache_bytes_per_token": cache}
+
+
+def _decode_cache_bytes_per_token(model: Any, dtype: str) -> int:
+  """The bytes a decoder LM's key/value cache holds per token, over all blocks, in the run's
+  compute dtype: every head's key and value, or latent attention's latent and rotary key."""
+  tokens = jax.ShapeDtypeStruct((1, model.max_len), "int32")
+  cache = jax.eval_shape(lambda t: nn.unbox(model.init(jax.random.PRNGKey(0), t, decode=True))[
+      "cache"], tokens)
+  itemsize = jnp.dtype(dtype).itemsize
+  return sum(x.size for x in jax.tree.leaves(cache)) * itemsize // model.max_len
 
 
 def dry_run(config: ml_collections.ConfigDict, budget_gb: float | None = None) -> dict[str, Any]:
